@@ -1,0 +1,11 @@
+//! Bearer-token authentication: who is calling, in which roles, for which
+//! sites and trials. The domain layers receive a [`Caller`]; only the tower
+//! layer in [`layer`] knows about HTTP.
+
+mod claims;
+pub mod layer;
+mod verifier;
+
+pub use claims::{Caller, Claims, Role, RoleConflict, TrialScope};
+pub use layer::AuthLayer;
+pub use verifier::{AuthError, KeySource, TokenVerifier, mint_hmac_token};

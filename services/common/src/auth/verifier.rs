@@ -1,0 +1,223 @@
+use std::path::Path;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header};
+
+use super::claims::{Caller, Claims};
+
+/// Why a bearer token was not accepted. Each maps to UNAUTHENTICATED, apart
+/// from a role conflict, which is PERMISSION_DENIED.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token in the authorization metadata")]
+    MissingToken,
+    #[error("the authorization metadata is not 'Bearer <token>'")]
+    MalformedHeader,
+    #[error("token has expired")]
+    Expired,
+    #[error("token audience is not accepted by this server")]
+    WrongAudience,
+    #[error("token issuer is not accepted by this server")]
+    WrongIssuer,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token is invalid: {0}")]
+    Invalid(String),
+    #[error("token roles are not acceptable: {0}")]
+    RoleConflict(String),
+    #[error("verification keys could not be loaded: {0}")]
+    KeyLoading(String),
+}
+
+/// Where the public verification keys come from.
+pub enum KeySource {
+    /// Shared HMAC secret (HS256): the development default.
+    HmacSecret(Vec<u8>),
+    /// One PEM public key, RSA or EC, with its algorithm.
+    PublicKeyPem {
+        pem: Vec<u8>,
+        algorithm: Algorithm,
+    },
+    /// A JWKS document; tokens select a key with `kid`.
+    Jwks(JwkSet),
+}
+
+impl KeySource {
+    pub fn from_jwks_file(path: &Path) -> Result<Self, AuthError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AuthError::KeyLoading(format!("{}: {e}", path.display())))?;
+        let set: JwkSet = serde_json::from_str(&text)
+            .map_err(|e| AuthError::KeyLoading(format!("{}: {e}", path.display())))?;
+        Ok(KeySource::Jwks(set))
+    }
+}
+
+/// Verifies bearer JWTs against the configured keys, audience and issuer.
+pub struct TokenVerifier {
+    keys: KeySource,
+    audience: String,
+    issuer: String,
+}
+
+impl TokenVerifier {
+    pub fn new(keys: KeySource, audience: &str, issuer: &str) -> Result<Self, AuthError> {
+        if let KeySource::PublicKeyPem { pem, algorithm } = &keys {
+            decoding_key_from_pem(pem, *algorithm)?;
+        }
+        Ok(Self {
+            keys,
+            audience: audience.to_owned(),
+            issuer: issuer.to_owned(),
+        })
+    }
+
+    /// Verifies an `authorization` metadata value and returns the caller.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Caller, AuthError> {
+        let value = header.ok_or(AuthError::MissingToken)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or(AuthError::MalformedHeader)?;
+        self.verify(token.trim())
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let header = decode_header(token).map_err(map_jwt_error)?;
+        let (key, algorithm) = self.key_for(&header)?;
+        let mut validation = Validation::new(algorithm);
+        validation.set_audience(&[&self.audience]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.leeway = 30;
+        let data = decode::<Claims>(token, &key, &validation).map_err(map_jwt_error)?;
+        Caller::from_claims(&data.claims).map_err(AuthError::RoleConflict)
+    }
+
+    fn key_for(&self, header: &Header) -> Result<(DecodingKey, Algorithm), AuthError> {
+        match &self.keys {
+            KeySource::HmacSecret(secret) => Ok((DecodingKey::from_secret(secret), Algorithm::HS256)),
+            KeySource::PublicKeyPem { pem, algorithm } => {
+                Ok((decoding_key_from_pem(pem, *algorithm)?, *algorithm))
+            }
+            KeySource::Jwks(set) => {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or_else(|| AuthError::Invalid("token has no 'kid' header".into()))?;
+                let jwk = set
+                    .find(kid)
+                    .ok_or_else(|| AuthError::Invalid(format!("no key with kid '{kid}'")))?;
+                let key = DecodingKey::from_jwk(jwk).map_err(map_jwt_error)?;
+                // An asymmetric key set never accepts a symmetric algorithm.
+                if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                    return Err(AuthError::Invalid("HMAC tokens are not accepted with a JWKS".into()));
+                }
+                Ok((key, header.alg))
+            }
+        }
+    }
+}
+
+fn decoding_key_from_pem(pem: &[u8], algorithm: Algorithm) -> Result<DecodingKey, AuthError> {
+    let key = match algorithm {
+        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 => {
+            DecodingKey::from_rsa_pem(pem)
+        }
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+        other => {
+            return Err(AuthError::KeyLoading(format!(
+                "algorithm {other:?} is not a public-key algorithm"
+            )));
+        }
+    };
+    key.map_err(|e| AuthError::KeyLoading(e.to_string()))
+}
+
+fn map_jwt_error(error: jsonwebtoken::errors::Error) -> AuthError {
+    match error.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        _ => AuthError::Invalid(error.to_string()),
+    }
+}
+
+/// Mints an HS256 token: for the development default and for tests.
+pub fn mint_hmac_token(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
+        .map_err(|e| AuthError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"test-secret-of-reasonable-length-0123456789";
+
+    fn claims(roles: &[&str], exp_offset: i64, aud: &str) -> Claims {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        Claims {
+            sub: "alice".into(),
+            name: "Alice".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            sites: vec!["FR-MTP".into()],
+            trials: vec!["RESPINE".into()],
+            auth_time: Some(now),
+            exp: (now + exp_offset) as u64,
+            iat: Some(now as u64),
+            aud: aud.into(),
+            iss: "equipoise-dev".into(),
+        }
+    }
+
+    fn verifier() -> TokenVerifier {
+        TokenVerifier::new(KeySource::HmacSecret(SECRET.to_vec()), "equipoise", "equipoise-dev")
+            .expect("verifier")
+    }
+
+    #[test]
+    fn accepts_a_valid_token() {
+        let token = mint_hmac_token(SECRET, &claims(&["site_investigator"], 600, "equipoise"))
+            .expect("mint");
+        let caller = verifier()
+            .verify_header(Some(&format!("Bearer {token}")))
+            .expect("valid");
+        assert_eq!(caller.subject, "alice");
+        assert!(caller.may_access_site("FR-MTP"));
+        assert!(caller.may_access_trial("RESPINE"));
+        assert!(!caller.may_access_trial("OTHER"));
+    }
+
+    #[test]
+    fn refuses_expired_forged_wrong_audience_and_missing_tokens() {
+        let v = verifier();
+        let expired = mint_hmac_token(SECRET, &claims(&["statistician"], -3600, "equipoise"))
+            .expect("mint");
+        assert!(matches!(v.verify(&expired), Err(AuthError::Expired)));
+        let forged = mint_hmac_token(b"another-secret", &claims(&["statistician"], 600, "equipoise"))
+            .expect("mint");
+        assert!(matches!(v.verify(&forged), Err(AuthError::BadSignature)));
+        let wrong_aud = mint_hmac_token(SECRET, &claims(&["statistician"], 600, "elsewhere"))
+            .expect("mint");
+        assert!(matches!(v.verify(&wrong_aud), Err(AuthError::WrongAudience)));
+        assert!(matches!(v.verify_header(None), Err(AuthError::MissingToken)));
+        assert!(matches!(v.verify_header(Some("Basic abc")), Err(AuthError::MalformedHeader)));
+        assert!(matches!(v.verify("not-a-jwt"), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn refuses_incompatible_roles_and_unknown_roles() {
+        let v = verifier();
+        let both = mint_hmac_token(
+            SECRET,
+            &claims(&["site_investigator", "unblinded_preparer"], 600, "equipoise"),
+        )
+        .expect("mint");
+        assert!(matches!(v.verify(&both), Err(AuthError::RoleConflict(_))));
+        let unknown = mint_hmac_token(SECRET, &claims(&["superuser"], 600, "equipoise")).expect("mint");
+        assert!(matches!(v.verify(&unknown), Err(AuthError::RoleConflict(_))));
+    }
+}

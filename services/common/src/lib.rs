@@ -1,0 +1,9 @@
+//! Plumbing shared by the Equipoise services. Nothing here knows a trial's
+//! arms: it authenticates callers, chains audit records and serves gRPC.
+
+pub mod audit;
+pub mod auth;
+pub mod logging;
+pub mod serve;
+pub mod settings;
+pub mod time;

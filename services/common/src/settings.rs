@@ -1,0 +1,156 @@
+//! Settings shared by every service: where keys come from. Each binary
+//! layers defaults, a TOML file and `EQUIPOISE_*` variables over these.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{KeySource, TokenVerifier};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{what} at {path}: {reason}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("auth.public_key_algorithm '{0}' is not a supported public-key algorithm")]
+    Algorithm(String),
+    #[error("token verification keys: {0}")]
+    Keys(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The `aud` every token must carry.
+    pub audience: String,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// HS256 secret. Unset with no public keys: a per-data-directory
+    /// development secret is created (`dev-hmac.secret`).
+    pub hmac_secret_file: Option<PathBuf>,
+    /// One PEM public key; see `public_key_algorithm`.
+    pub public_key_pem_file: Option<PathBuf>,
+    pub public_key_algorithm: String,
+    /// A JWKS document; tokens pick a key by `kid`.
+    pub jwks_file: Option<PathBuf>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            audience: "equipoise".into(),
+            issuer: "equipoise-dev".into(),
+            hmac_secret_file: None,
+            public_key_pem_file: None,
+            public_key_algorithm: "RS256".into(),
+            jwks_file: None,
+        }
+    }
+}
+
+pub const DEV_HMAC_SECRET_FILE: &str = "dev-hmac.secret";
+
+impl AuthSettings {
+    pub fn verifier(&self, data_dir: &Path) -> Result<TokenVerifier, SettingsError> {
+        TokenVerifier::new(self.key_source(data_dir)?, &self.audience, &self.issuer)
+            .map_err(|e| SettingsError::Keys(e.to_string()))
+    }
+
+    fn key_source(&self, data_dir: &Path) -> Result<KeySource, SettingsError> {
+        if let Some(path) = &self.jwks_file {
+            return KeySource::from_jwks_file(path).map_err(|e| SettingsError::Keys(e.to_string()));
+        }
+        if let Some(path) = &self.public_key_pem_file {
+            let pem = read_file("public key", path)?;
+            let algorithm: Algorithm = self
+                .public_key_algorithm
+                .parse()
+                .map_err(|_| SettingsError::Algorithm(self.public_key_algorithm.clone()))?;
+            return Ok(KeySource::PublicKeyPem { pem, algorithm });
+        }
+        Ok(KeySource::HmacSecret(self.hmac_secret(data_dir)?))
+    }
+
+    /// The HS256 secret: the configured file, or the development secret.
+    pub fn hmac_secret(&self, data_dir: &Path) -> Result<Vec<u8>, SettingsError> {
+        match &self.hmac_secret_file {
+            Some(path) => read_file("HMAC secret", path),
+            None => ensure_secret_file(&data_dir.join(DEV_HMAC_SECRET_FILE), "development HMAC secret"),
+        }
+    }
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, SettingsError> {
+    fs::read(path).map_err(|e| SettingsError::File {
+        what,
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads a 32-byte hex secret, creating it (mode 0600) from the OS random
+/// source when it does not exist yet.
+pub fn ensure_secret_file(path: &Path, what: &'static str) -> Result<Vec<u8>, SettingsError> {
+    let error = |reason: String| SettingsError::File {
+        what,
+        path: path.to_owned(),
+        reason,
+    };
+    if !path.exists() {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| error(e.to_string()))?;
+        }
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| error(e.to_string()))?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| error(e.to_string()))?;
+        file.write_all(hex::encode(bytes).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| error(e.to_string()))?;
+    }
+    let mode = fs::metadata(path).map_err(|e| error(e.to_string()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), "{what} is readable by other users");
+    }
+    let text = fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    hex::decode(text.trim()).map_err(|e| error(format!("not hex: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_file_is_created_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("equipoise-settings-{}", std::process::id()));
+        let path = dir.join("secret");
+        let first = ensure_secret_file(&path, "test secret").expect("created");
+        let second = ensure_secret_file(&path, "test secret").expect("read");
+        assert_eq!(first.len(), 32);
+        assert_eq!(first, second);
+        let mode = fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn missing_public_key_names_the_file() {
+        let settings = AuthSettings {
+            public_key_pem_file: Some("/nonexistent/key.pem".into()),
+            ..AuthSettings::default()
+        };
+        let error = settings.verifier(Path::new("/tmp")).err().expect("error");
+        assert!(error.to_string().contains("/nonexistent/key.pem"), "{error}");
+    }
+}

@@ -1,0 +1,253 @@
+//! The typed trial definition (DESIGN §3). Built only by [`super::parse`],
+//! so every value here has passed validation.
+
+use serde::Serialize;
+
+use super::rules::{Condition, Rule};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrialDefinition {
+    pub id: String,
+    pub version: u32,
+    pub title: String,
+    pub sponsor_time_zone: String,
+    /// Advanced-therapy product: retention runs to trial end + 30 years.
+    pub atmp: bool,
+    pub arms: Vec<Arm>,
+    pub sites: Vec<Site>,
+    pub caps: Caps,
+    pub covariates: Vec<Covariate>,
+    pub eligibility: Vec<Criterion>,
+    pub stratification: Vec<Factor>,
+    pub method: MethodSpec,
+    pub periods: Vec<Period>,
+    pub blinding: Blinding,
+    pub unblinding: Unblinding,
+    pub safety: Safety,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Arm {
+    pub id: String,
+    pub label: String,
+    pub ratio: u32,
+    /// False for placebo, sham or vehicle: decides SUSAR reportability.
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Site {
+    pub id: String,
+    pub cap: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Caps {
+    pub total: Option<u32>,
+    /// The same cap for every stratum.
+    pub per_stratum: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Covariate {
+    pub id: String,
+    pub kind: CovariateKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum CovariateKind {
+    /// Bounds are plausibility limits: a value outside is a data-entry error.
+    Integer { min: Option<f64>, max: Option<f64> },
+    Decimal { min: Option<f64>, max: Option<f64> },
+    Boolean,
+    Enum { values: Vec<String> },
+}
+
+impl CovariateKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CovariateKind::Integer { .. } => "integer",
+            CovariateKind::Decimal { .. } => "decimal",
+            CovariateKind::Boolean => "boolean",
+            CovariateKind::Enum { .. } => "enum",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Criterion {
+    pub id: String,
+    pub rule: Rule,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Factor {
+    pub id: String,
+    pub source: FactorSource,
+    pub levels: Vec<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum FactorSource {
+    Site,
+    Covariate(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Level {
+    pub name: String,
+    /// `None` for site levels, which match the site id.
+    pub condition: Option<Condition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ImbalanceMeasure {
+    Range,
+    Variance,
+    StandardDeviation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum MethodSpec {
+    PermutedBlocks {
+        block_sizes: Vec<u32>,
+    },
+    /// Pocock–Simon. `weights` follows the order of the stratification factors.
+    Minimisation {
+        weights: Vec<f64>,
+        imbalance: ImbalanceMeasure,
+        p: f64,
+    },
+    /// Efron's biased coin.
+    BiasedCoin {
+        p: f64,
+    },
+    BigStick {
+        bound: u32,
+    },
+    /// Berger, Ivanova and Knoll's maximal procedure over sequences of
+    /// `sequence_length` within `bound`.
+    MaximalProcedure {
+        bound: u32,
+        sequence_length: u32,
+    },
+    UploadedList {
+        warn_remaining: u32,
+    },
+}
+
+impl MethodSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MethodSpec::PermutedBlocks { .. } => "permuted_blocks",
+            MethodSpec::Minimisation { .. } => "minimisation",
+            MethodSpec::BiasedCoin { .. } => "biased_coin",
+            MethodSpec::BigStick { .. } => "big_stick",
+            MethodSpec::MaximalProcedure { .. } => "maximal_procedure",
+            MethodSpec::UploadedList { .. } => "uploaded_list",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Period {
+    pub id: String,
+    pub months: u32,
+    pub crossover: Option<Crossover>,
+    pub planned_unblinding_at_start: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Crossover {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Blinding {
+    /// Only `treatment_codes` exists: each allocation gets a code that does
+    /// not reveal the arm.
+    pub mode: String,
+    pub code_format: CodeFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum CodeAlphabet {
+    Base32,
+    Digits,
+    Alphanumeric,
+}
+
+impl CodeAlphabet {
+    pub fn size(&self) -> u32 {
+        match self {
+            CodeAlphabet::Base32 => 32,
+            CodeAlphabet::Digits => 10,
+            CodeAlphabet::Alphanumeric => 36,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum CodeSegment {
+    Literal(String),
+    Random { length: u32, alphabet: CodeAlphabet },
+}
+
+/// e.g. `R-{6 random base32}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CodeFormat {
+    pub source: String,
+    pub segments: Vec<CodeSegment>,
+}
+
+impl CodeFormat {
+    /// log2 of the number of distinct codes.
+    pub fn entropy_bits(&self) -> f64 {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                CodeSegment::Literal(_) => 0.0,
+                CodeSegment::Random { length, alphabet } => f64::from(*length) * f64::from(alphabet.size()).log2(),
+            })
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AfterEmergencyUnblinding {
+    Continue,
+    Withdraw,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unblinding {
+    pub emergency_roles: Vec<String>,
+    pub reauth_max_age_minutes: u32,
+    pub after_emergency_unblinding: AfterEmergencyUnblinding,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Safety {
+    pub reference_safety_information: String,
+    pub expected_events: Vec<String>,
+    pub safety_window_months: u32,
+}
+
+impl TrialDefinition {
+    pub fn arm_index(&self, id: &str) -> Option<usize> {
+        self.arms.iter().position(|a| a.id == id)
+    }
+
+    pub fn site(&self, id: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.id == id)
+    }
+
+    pub fn covariate(&self, id: &str) -> Option<&Covariate> {
+        self.covariates.iter().find(|c| c.id == id)
+    }
+
+    pub fn ratios(&self) -> Vec<u32> {
+        self.arms.iter().map(|a| a.ratio).collect()
+    }
+}

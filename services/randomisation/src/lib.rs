@@ -1,0 +1,4 @@
+//! The randomisation service. Everything but [`grpc`] is plain Rust with no
+//! gRPC types, so the domain can be tested without a server.
+
+pub mod definition;
