@@ -2,3 +2,6 @@
 //! gRPC types, so the domain can be tested without a server.
 
 pub mod definition;
+pub mod methods;
+pub mod stream;
+pub mod simulation;

@@ -632,10 +632,11 @@ fn read_two_arm_method(object: &Object<'_>, kind: &str, arms: &[Arm], problems: 
         _ => {
             let bound = bound(problems)?;
             let sequence_length = object.u32("sequence_length", problems)?;
-            if !(2..=MAX_SEQUENCE_LENGTH).contains(&sequence_length) {
+            let ratio_sum: u32 = arms.iter().map(|a| a.ratio).sum();
+            if !(2..=MAX_SEQUENCE_LENGTH).contains(&sequence_length) || sequence_length % ratio_sum.max(1) != 0 {
                 problems.add(
                     &object.field_path("sequence_length"),
-                    format!("must be from 2 to {MAX_SEQUENCE_LENGTH}"),
+                    format!("must be a multiple of the ratio sum {ratio_sum}, from 2 to {MAX_SEQUENCE_LENGTH}"),
                 );
             }
             Some(MethodSpec::MaximalProcedure { bound, sequence_length })
