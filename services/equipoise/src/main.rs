@@ -1,1 +1,53 @@
-fn main(){}
+use std::process::ExitCode;
+
+use clap::Parser;
+use equipoise::CliError;
+use equipoise::cli::{AuditCommand, Cli, Command, ListCommand, SeedCommand, TokenCommand, client, offline, simulate};
+use equipoise::serve;
+use equipoise::settings::Settings;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("equipoise: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<String, CliError> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { target } => {
+            equipoise_common::logging::init(settings.log_format);
+            let listener = serve::bind(&settings).await?;
+            serve::run(&settings, target, listener, equipoise_common::serve::shutdown_signal()).await?;
+            Ok(String::new())
+        }
+        Command::Token {
+            command: TokenCommand::Mint(args),
+        } => Ok(format!("{}\n", offline::mint(&settings, &args)?)),
+        Command::Audit {
+            command: AuditCommand::Verify { .. },
+        } => {
+            let count = offline::audit_verify(&settings).await?;
+            Ok(format!("audit chain verified: {count} records\n"))
+        }
+        Command::List {
+            command: ListCommand::Regenerate(args),
+        } => offline::regenerate(&args),
+        Command::Seed {
+            command: SeedCommand::Unseal { trial, actor },
+        } => Ok(format!("{}\n", offline::unseal(&settings, &trial, &actor).await?.to_hex())),
+        Command::Simulate(args) => tokio::task::spawn_blocking(move || simulate::run(&args))
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))?,
+        Command::Client(args) => client::run(args).await,
+    }
+}

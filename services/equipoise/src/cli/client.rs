@@ -1,0 +1,203 @@
+//! `equipoise client`: a small gRPC client for the walkthrough and for
+//! operators, so no other tool is needed to talk to a server.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use equipoise_proto::randomisation::v1 as pb;
+use pb::randomisation_service_client::RandomisationServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+use crate::CliError;
+
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    #[arg(long, env = "EQUIPOISE_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+    /// Bearer token (see `equipoise token mint`).
+    #[arg(long, env = "EQUIPOISE_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[command(subcommand)]
+    pub call: Call,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Call {
+    /// Register a definition file as a draft.
+    Register { definition: PathBuf },
+    /// Activate a draft, optionally confirming the hash you reviewed.
+    Activate {
+        trial: String,
+        #[arg(long, default_value = "")]
+        sha256: String,
+    },
+    GetTrial { trial: String },
+    Close {
+        trial: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Randomise a subject: --covariate name=value, typed as written
+    /// (45 integer, 72.5 decimal, true/false boolean, anything else enum).
+    Randomise {
+        #[arg(long)]
+        trial: String,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long = "covariate")]
+        covariates: Vec<String>,
+    },
+    Allocation { trial: String, subject: String },
+    Status { trial: String },
+}
+
+pub async fn run(args: ClientArgs) -> Result<String, CliError> {
+    let channel = Channel::from_shared(args.endpoint.clone())
+        .map_err(|e| CliError::Usage(format!("endpoint {}: {e}", args.endpoint)))?
+        .connect()
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot reach {}: {e}", args.endpoint)))?;
+    let bearer: MetadataValue<_> = format!("Bearer {}", args.token)
+        .parse()
+        .map_err(|_| CliError::Usage("the token has characters a header cannot carry".into()))?;
+    let mut client = RandomisationServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+        request.metadata_mut().insert("authorization", bearer.clone());
+        Ok(request)
+    });
+    let output = match args.call {
+        Call::Register { definition } => {
+            let yaml = std::fs::read_to_string(&definition).map_err(|e| CliError::Usage(format!("{}: {e}", definition.display())))?;
+            trial(client.register_trial(pb::RegisterTrialRequest { definition_yaml: yaml }).await?.into_inner())
+        }
+        Call::Activate { trial: id, sha256 } => trial(
+            client
+                .activate_trial(pb::ActivateTrialRequest {
+                    trial_id: id,
+                    expected_definition_sha256: sha256,
+                })
+                .await?
+                .into_inner(),
+        ),
+        Call::GetTrial { trial: id } => trial(client.get_trial(pb::GetTrialRequest { trial_id: id }).await?.into_inner()),
+        Call::Close { trial: id, reason } => trial(
+            client
+                .close_enrolment(pb::CloseEnrolmentRequest { trial_id: id, reason })
+                .await?
+                .into_inner(),
+        ),
+        Call::Randomise {
+            trial,
+            site,
+            subject,
+            covariates,
+        } => {
+            let request = pb::RandomiseRequest {
+                trial_id: trial,
+                site_id: site,
+                subject_id: subject,
+                covariates: parse_covariates(&covariates)?,
+            };
+            let response = client.randomise(request).await?.into_inner();
+            let mut out = allocation(response.allocation.unwrap_or_default());
+            let _ = writeln!(out, "replayed:             {}", response.replayed);
+            out
+        }
+        Call::Allocation { trial, subject } => allocation(
+            client
+                .get_allocation(pb::GetAllocationRequest {
+                    trial_id: trial,
+                    subject_id: subject,
+                })
+                .await?
+                .into_inner(),
+        ),
+        Call::Status { trial } => status(client.get_trial_status(pb::GetTrialStatusRequest { trial_id: trial }).await?.into_inner()),
+    };
+    Ok(output)
+}
+
+fn parse_covariates(items: &[String]) -> Result<HashMap<String, pb::CovariateValue>, CliError> {
+    use pb::covariate_value::Value;
+    items
+        .iter()
+        .map(|item| {
+            let (name, text) = item
+                .split_once('=')
+                .ok_or_else(|| CliError::Usage(format!("--covariate '{item}' is not name=value")))?;
+            let value = if let Ok(n) = text.parse::<i64>() {
+                Value::IntegerValue(n)
+            } else if let Ok(x) = text.parse::<f64>() {
+                Value::DecimalValue(x)
+            } else if let Ok(b) = text.parse::<bool>() {
+                Value::BooleanValue(b)
+            } else {
+                Value::EnumValue(text.to_owned())
+            };
+            Ok((name.to_owned(), pb::CovariateValue { value: Some(value) }))
+        })
+        .collect()
+}
+
+fn trial(trial: pb::Trial) -> String {
+    let state = pb::TrialState::try_from(trial.state).map_or("unknown", |s| s.as_str_name());
+    format!(
+        "trial:                {} v{}\nstate:                {state}\nmethod:               {}\ndefinition_sha256:    {}\nsites:                {}\n",
+        trial.trial_id,
+        trial.version,
+        trial.method,
+        trial.definition_sha256,
+        trial.site_ids.join(", ")
+    )
+}
+
+fn allocation(allocation: pb::Allocation) -> String {
+    let at = allocation
+        .randomised_at
+        .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let mut out = format!(
+        "subject:              {}\nsite:                 {}\nrandomisation_number: {}\nstratum:              {}\nrandomised_at:        {at}\n",
+        allocation.subject_id, allocation.site_id, allocation.randomisation_number, allocation.stratum
+    );
+    if !allocation.corrected_stratum.is_empty() {
+        let _ = writeln!(out, "corrected_stratum:    {}", allocation.corrected_stratum);
+    }
+    if allocation.randomised_in_error {
+        let _ = writeln!(out, "randomised_in_error:  {}", allocation.error_reason);
+    }
+    out
+}
+
+fn status(status: pb::TrialStatus) -> String {
+    let mut out = format!("trial {}: {} randomised (cap {})\n", status.trial_id, status.randomised, status.total_cap);
+    for site in &status.sites {
+        let _ = writeln!(out, "  site    {:<40} {:>4} / {}", site.site_id, site.randomised, site.cap);
+    }
+    for stratum in &status.strata {
+        let _ = writeln!(out, "  stratum {:<40} {:>4}", stratum.stratum, stratum.randomised);
+    }
+    out
+}
+
+/// A refused call, with the fields the server named.
+pub fn describe_status(status: &tonic::Status) -> String {
+    let mut out = format!("{:?}: {}", status.code(), status.message());
+    let details = status.get_error_details();
+    if let Some(bad_request) = details.bad_request() {
+        for violation in &bad_request.field_violations {
+            let _ = write!(out, "\n  {}: {}", violation.field, violation.description);
+        }
+    }
+    if let Some(failure) = details.precondition_failure() {
+        for violation in &failure.violations {
+            let _ = write!(out, "\n  {} {}: {}", violation.r#type, violation.subject, violation.description);
+        }
+    }
+    out
+}

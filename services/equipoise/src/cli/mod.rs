@@ -1,0 +1,93 @@
+//! The `equipoise` command line.
+
+pub mod client;
+pub mod offline;
+pub mod simulate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::serve::Target;
+
+#[derive(Debug, Parser)]
+#[command(name = "equipoise", version, about = "Central randomisation, blinding and safety reporting for double-blind trials")]
+pub struct Cli {
+    /// TOML settings file; `EQUIPOISE_*` variables override it.
+    #[arg(long, global = true, env = "EQUIPOISE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC until SIGTERM.
+    Serve {
+        #[arg(long, value_enum, default_value = "all")]
+        target: Target,
+    },
+    /// Development tokens, signed with the configured HMAC secret.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The hash-chained audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Pre-generated stratum lists, regenerated offline from the seed.
+    List {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Sealed master seeds (statistician, offline, audited).
+    Seed {
+        #[command(subcommand)]
+        command: SeedCommand,
+    },
+    /// Simulate a design's operating characteristics offline.
+    Simulate(simulate::SimulateArgs),
+    /// Call a running server.
+    Client(client::ClientArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a signed JWT for local use.
+    Mint(offline::MintArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the chain and report the first broken record.
+    Verify {
+        #[arg(long, value_enum, default_value = "randomisation")]
+        service: AuditedService,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditedService {
+    Randomisation,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListCommand {
+    /// Print a stratum's list as CSV (position,stratum,arm).
+    Regenerate(offline::RegenerateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeedCommand {
+    /// Print an active trial's master seed (hex), reading the local database
+    /// and seal key. Recorded in the audit trail.
+    Unseal {
+        #[arg(long)]
+        trial: String,
+        /// Who is asking, for the audit record.
+        #[arg(long)]
+        actor: String,
+    },
+}

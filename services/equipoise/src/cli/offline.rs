@@ -1,0 +1,156 @@
+//! Commands that work on local files and the local database, with no server.
+
+use std::path::PathBuf;
+
+use equipoise_common::audit::{AuditEntry, verify_chain};
+use equipoise_common::auth::{Claims, mint_hmac_token};
+use equipoise_common::time::now_rfc3339;
+use equipoise_randomisation::definition::{TrialDefinition, parse_definition};
+use equipoise_randomisation::methods::regenerate_list;
+use equipoise_randomisation::store::Store;
+use equipoise_randomisation::store::sqlite::SqliteStore;
+use equipoise_randomisation::stream::{ALGORITHM_VERSION, MasterSeed};
+
+use crate::CliError;
+use crate::settings::Settings;
+
+#[derive(Debug, clap::Args)]
+pub struct MintArgs {
+    #[arg(long)]
+    pub sub: String,
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Repeat for several roles, e.g. --role site_investigator.
+    #[arg(long = "role", required = true)]
+    pub roles: Vec<String>,
+    #[arg(long = "site")]
+    pub sites: Vec<String>,
+    /// A trial id, or '*' for every trial.
+    #[arg(long = "trial")]
+    pub trials: Vec<String>,
+    #[arg(long, default_value_t = 60)]
+    pub ttl_minutes: u64,
+}
+
+pub fn mint(settings: &Settings, args: &MintArgs) -> Result<String, CliError> {
+    let secret = settings.auth.hmac_secret(&settings.data_dir)?;
+    let now = jiff::Timestamp::now().as_second();
+    let claims = Claims {
+        sub: args.sub.clone(),
+        name: if args.name.is_empty() { args.sub.clone() } else { args.name.clone() },
+        roles: args.roles.clone(),
+        sites: args.sites.clone(),
+        trials: args.trials.clone(),
+        auth_time: Some(now),
+        exp: (now as u64) + args.ttl_minutes * 60,
+        iat: Some(now as u64),
+        aud: settings.auth.audience.clone(),
+        iss: settings.auth.issuer.clone(),
+    };
+    // Refuse to mint what the server would refuse.
+    equipoise_common::auth::Caller::from_claims(&claims).map_err(CliError::Usage)?;
+    Ok(mint_hmac_token(&secret, &claims)?)
+}
+
+async fn open_store(settings: &Settings) -> Result<SqliteStore, CliError> {
+    let path = settings.randomisation.sqlite_path(&settings.data_dir);
+    if !path.exists() {
+        return Err(CliError::Usage(format!("no randomisation database at {}", path.display())));
+    }
+    Ok(SqliteStore::open(&path).await?)
+}
+
+/// Verifies the whole chain, page by page. Returns the number of records.
+pub async fn audit_verify(settings: &Settings) -> Result<u64, CliError> {
+    let store = open_store(settings).await?;
+    let mut records = Vec::new();
+    loop {
+        let next = records.len() as i64 + 1;
+        let page = store.audit_records(next, 10_000).await?;
+        if page.is_empty() {
+            break;
+        }
+        records.extend(page);
+    }
+    Ok(verify_chain(&records)?)
+}
+
+pub async fn unseal(settings: &Settings, trial_id: &str, actor: &str) -> Result<MasterSeed, CliError> {
+    let store = open_store(settings).await?;
+    let trial = store
+        .trial(trial_id)
+        .await?
+        .ok_or_else(|| CliError::Usage(format!("no trial {trial_id}")))?;
+    let sealed = trial
+        .sealed_seed
+        .ok_or_else(|| CliError::Usage(format!("trial {trial_id} is not active: it has no seed yet")))?;
+    let seed = settings
+        .randomisation
+        .sealer(&settings.data_dir)?
+        .unseal(trial_id, &sealed)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let audit = AuditEntry {
+        at: now_rfc3339(),
+        actor: actor.to_owned(),
+        role: "statistician".into(),
+        action: "trial.seed_unsealed".into(),
+        entity: format!("trial/{trial_id}"),
+        details: serde_json::json!({ "via": "equipoise seed unseal" }),
+    };
+    store.append_audit(audit).await?;
+    Ok(seed)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegenerateArgs {
+    /// The trial definition (YAML).
+    #[arg(long)]
+    pub definition: PathBuf,
+    /// The master seed, 64 hex digits (from `equipoise seed unseal`).
+    #[arg(long)]
+    pub seed: String,
+    /// Stratum key, e.g. "site=FR-MTP,baseline_pain=severe"; omit for all.
+    #[arg(long)]
+    pub stratum: Option<String>,
+    #[arg(long)]
+    pub length: usize,
+    #[arg(long, default_value_t = ALGORITHM_VERSION)]
+    pub algorithm_version: u32,
+}
+
+/// CSV of every requested stratum's first `length` arms.
+pub fn regenerate(args: &RegenerateArgs) -> Result<String, CliError> {
+    let definition = read_definition(&args.definition)?;
+    let seed = MasterSeed::from_hex(&args.seed).map_err(CliError::Usage)?;
+    let strata: Vec<String> = match &args.stratum {
+        Some(key) => {
+            definition
+                .parse_stratum_key(key)
+                .ok_or_else(|| CliError::Usage(format!("'{key}' is not a stratum of {}", definition.id)))?;
+            vec![key.clone()]
+        }
+        None => definition.all_strata().iter().map(|l| definition.stratum_key(l)).collect(),
+    };
+    let mut csv = String::from("position,stratum,arm\n");
+    for stratum in strata {
+        let arms = regenerate_list(&definition.method, &definition.ratios(), &seed, &stratum, args.algorithm_version, args.length)
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{} lists are not pre-generated; minimisation is replayed from its logged draws",
+                    definition.method.kind()
+                ))
+            })?;
+        for (position, arm) in arms.iter().enumerate() {
+            csv.push_str(&format!("{position},{stratum},{}\n", definition.arms[*arm].id));
+        }
+    }
+    Ok(csv)
+}
+
+pub fn read_definition(path: &std::path::Path) -> Result<TrialDefinition, CliError> {
+    let yaml = std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    parse_definition(&yaml).map_err(|problems| {
+        let lines: Vec<String> = problems.0.iter().map(|p| format!("  {p}")).collect();
+        CliError::Usage(format!("{} is not a valid definition:\n{}", path.display(), lines.join("\n")))
+    })
+}

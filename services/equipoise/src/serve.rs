@@ -1,0 +1,67 @@
+//! `equipoise serve`: one binary, a target flag (DESIGN §2). `all` runs
+//! every service in one process; separate deployments run one target each.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use equipoise_common::serve::{ServerParts, serve};
+use equipoise_randomisation::server::{self as randomisation, StartupError};
+use tokio::net::TcpListener;
+use tonic::service::RoutesBuilder;
+
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// Every service in one process.
+    All,
+    Randomisation,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listen address {address}: {reason}")]
+    Listen { address: String, reason: String },
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    Auth(#[from] equipoise_common::settings::SettingsError),
+    #[error(transparent)]
+    Server(#[from] equipoise_common::serve::ServeError),
+}
+
+pub async fn bind(settings: &Settings) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(settings.listen).await.map_err(|e| ServeError::Listen {
+        address: settings.listen.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Builds the target's services and serves them on `listener` until
+/// `shutdown` completes.
+pub async fn run(
+    settings: &Settings,
+    target: Target,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let verifier = Arc::new(settings.auth.verifier(&settings.data_dir)?);
+    let mut routes = RoutesBuilder::default();
+    let mut health_names = Vec::new();
+    if matches!(target, Target::All | Target::Randomisation) {
+        let service = randomisation::build_service(&settings.randomisation, &settings.data_dir).await?;
+        randomisation::add_routes(&mut routes, service, settings.max_message_bytes);
+        health_names.push(randomisation::HEALTH_NAME);
+    }
+    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%address, ?target, data_dir = %settings.data_dir.display(), "serving");
+    let parts = ServerParts {
+        routes,
+        health_names,
+        descriptor_sets: vec![equipoise_proto::FILE_DESCRIPTOR_SET],
+        verifier,
+    };
+    serve(listener, parts, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

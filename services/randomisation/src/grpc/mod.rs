@@ -1,0 +1,228 @@
+//! The thin tonic layer: take the caller from the auth layer, convert, call
+//! the application, convert back. No decisions are made here.
+
+mod convert;
+pub mod status;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use equipoise_common::auth::Caller;
+use equipoise_proto::randomisation::v1 as pb;
+use pb::randomisation_service_server::RandomisationService as RandomisationApi;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::error::RandomisationError;
+use crate::service::{AllocationFilter, RandomisationService, RandomiseCommand, SimulateCommand, SimulationDesign};
+use crate::simulation::LevelWeights;
+pub use pb::randomisation_service_server::RandomisationServiceServer;
+use status::to_status;
+
+pub struct RandomisationGrpc {
+    service: Arc<RandomisationService>,
+}
+
+impl RandomisationGrpc {
+    pub fn new(service: Arc<RandomisationService>) -> Self {
+        Self { service }
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T, U>(result: Result<T, RandomisationError>, convert: impl FnOnce(T) -> U) -> Reply<U> {
+    result.map(|value| Response::new(convert(value))).map_err(to_status)
+}
+
+fn filter(filter: Option<pb::AllocationFilter>) -> AllocationFilter {
+    let filter = filter.unwrap_or_default();
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    AllocationFilter {
+        trial_id: filter.trial_id,
+        site_id: non_empty(filter.site_id),
+        stratum: non_empty(filter.stratum),
+    }
+}
+
+#[tonic::async_trait]
+impl RandomisationApi for RandomisationGrpc {
+    async fn register_trial(&self, request: Request<pb::RegisterTrialRequest>) -> Reply<pb::Trial> {
+        let caller = caller(&request)?;
+        let result = self.service.register_trial(&caller, &request.get_ref().definition_yaml).await;
+        reply(result, convert::trial)
+    }
+
+    async fn upload_allocation_list(&self, request: Request<pb::UploadAllocationListRequest>) -> Reply<pb::UploadAllocationListResponse> {
+        let caller = caller(&request)?;
+        let body = request.get_ref();
+        let result = self.service.upload_allocation_list(&caller, &body.trial_id, &body.csv).await;
+        reply(result, |upload| pb::UploadAllocationListResponse {
+            strata: upload.strata,
+            entries: upload.entries,
+            list_sha256: upload.list_sha256,
+        })
+    }
+
+    async fn activate_trial(&self, request: Request<pb::ActivateTrialRequest>) -> Reply<pb::Trial> {
+        let caller = caller(&request)?;
+        let body = request.get_ref();
+        let result = self
+            .service
+            .activate_trial(&caller, &body.trial_id, &body.expected_definition_sha256)
+            .await;
+        reply(result, convert::trial)
+    }
+
+    async fn amend_trial(&self, request: Request<pb::AmendTrialRequest>) -> Reply<pb::Trial> {
+        let caller = caller(&request)?;
+        let body = request.get_ref();
+        let result = self.service.amend_trial(&caller, &body.definition_yaml, &body.reason).await;
+        reply(result, convert::trial)
+    }
+
+    async fn get_trial(&self, request: Request<pb::GetTrialRequest>) -> Reply<pb::Trial> {
+        let caller = caller(&request)?;
+        let result = self.service.get_trial(&caller, &request.get_ref().trial_id).await;
+        reply(result, convert::trial)
+    }
+
+    async fn close_enrolment(&self, request: Request<pb::CloseEnrolmentRequest>) -> Reply<pb::Trial> {
+        let caller = caller(&request)?;
+        let body = request.get_ref();
+        let result = self.service.close_enrolment(&caller, &body.trial_id, &body.reason).await;
+        reply(result, convert::trial)
+    }
+
+    async fn randomise(&self, request: Request<pb::RandomiseRequest>) -> Reply<pb::RandomiseResponse> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let covariates = convert::covariates("covariates", &body.covariates).map_err(to_status)?;
+        let command = RandomiseCommand {
+            trial_id: body.trial_id,
+            site_id: body.site_id,
+            subject_id: body.subject_id,
+            covariates,
+        };
+        let result = self.service.randomise(&caller, &command).await;
+        reply(result, |outcome| pb::RandomiseResponse {
+            allocation: Some(convert::allocation(outcome.allocation)),
+            replayed: outcome.replayed,
+        })
+    }
+
+    async fn get_allocation(&self, request: Request<pb::GetAllocationRequest>) -> Reply<pb::Allocation> {
+        let caller = caller(&request)?;
+        let body = request.get_ref();
+        let result = self.service.get_allocation(&caller, &body.trial_id, &body.subject_id).await;
+        reply(result, convert::allocation)
+    }
+
+    async fn list_allocations(&self, request: Request<pb::ListAllocationsRequest>) -> Reply<pb::ListAllocationsResponse> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let after = convert::parse_page_token(&body.page_token).map_err(to_status)?;
+        let result = self
+            .service
+            .list_allocations(&caller, &filter(body.filter), after, body.page_size)
+            .await;
+        reply(result, |page| pb::ListAllocationsResponse {
+            allocations: page.allocations.into_iter().map(convert::allocation).collect(),
+            next_page_token: convert::page_token(page.next_after),
+        })
+    }
+
+    type StreamAllocationsStream = Pin<Box<dyn Stream<Item = Result<pb::Allocation, Status>> + Send>>;
+
+    async fn stream_allocations(&self, request: Request<pb::StreamAllocationsRequest>) -> Reply<Self::StreamAllocationsStream> {
+        let caller = caller(&request)?;
+        let filter = filter(request.into_inner().filter);
+        // The first page is fetched before answering, so authorisation and
+        // unknown-trial errors arrive as the call's status, not mid-stream.
+        let first = self
+            .service
+            .list_allocations(&caller, &filter, 0, crate::service::MAX_PAGE_SIZE)
+            .await
+            .map_err(to_status)?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            let mut page = first;
+            loop {
+                for allocation in page.allocations {
+                    if sender.send(Ok(convert::allocation(allocation))).await.is_err() {
+                        return;
+                    }
+                }
+                let Some(after) = page.next_after else { return };
+                match service.list_allocations(&caller, &filter, after, crate::service::MAX_PAGE_SIZE).await {
+                    Ok(next) => page = next,
+                    Err(error) => {
+                        let _ = sender.send(Err(to_status(error))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+
+    async fn get_trial_status(&self, request: Request<pb::GetTrialStatusRequest>) -> Reply<pb::TrialStatus> {
+        let caller = caller(&request)?;
+        let result = self.service.trial_status(&caller, &request.get_ref().trial_id).await;
+        reply(result, convert::status)
+    }
+
+    async fn correct_stratum(&self, request: Request<pb::CorrectStratumRequest>) -> Reply<pb::Allocation> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let covariates = convert::covariates("corrected_covariates", &body.corrected_covariates).map_err(to_status)?;
+        let result = self
+            .service
+            .correct_stratum(&caller, &body.trial_id, &body.subject_id, &covariates, &body.reason)
+            .await;
+        reply(result, convert::allocation)
+    }
+
+    async fn mark_randomised_in_error(&self, request: Request<pb::MarkRandomisedInErrorRequest>) -> Reply<pb::Allocation> {
+        let caller = caller(&request)?;
+        let body = request.get_ref();
+        let result = self
+            .service
+            .mark_randomised_in_error(&caller, &body.trial_id, &body.subject_id, &body.reason)
+            .await;
+        reply(result, convert::allocation)
+    }
+
+    async fn simulate(&self, request: Request<pb::SimulateRequest>) -> Reply<pb::SimulationReport> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let design = match body.design {
+            Some(pb::simulate_request::Design::TrialId(id)) => SimulationDesign::Trial(id),
+            Some(pb::simulate_request::Design::DefinitionYaml(yaml)) => SimulationDesign::Yaml(yaml),
+            None => return Err(to_status(RandomisationError::invalid("design", "set trial_id or definition_yaml"))),
+        };
+        let level_weights: LevelWeights = body
+            .level_weights
+            .into_iter()
+            .map(|(factor, weights)| (factor, weights.weights.into_iter().collect()))
+            .collect();
+        let command = SimulateCommand {
+            design,
+            trials: body.trials,
+            subjects_per_trial: body.subjects_per_trial,
+            seed: body.seed,
+            level_weights,
+        };
+        let result = self.service.simulate(&caller, command).await;
+        reply(result, convert::simulation)
+    }
+}

@@ -1,0 +1,89 @@
+//! Sealing of master seeds at rest (DESIGN §4): ChaCha20-Poly1305 under a
+//! key-encryption key the database never holds, bound to the trial id so a
+//! sealed seed cannot be moved to another trial.
+
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
+
+use crate::stream::MasterSeed;
+
+const NONCE_LENGTH: usize = 12;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    #[error("the seal key must be 32 bytes")]
+    KeyLength,
+    #[error("no randomness from the operating system: {0}")]
+    Randomness(String),
+    #[error("the sealed seed of trial {0} does not open with this key (wrong key, or altered data)")]
+    Unseal(String),
+}
+
+pub struct Sealer {
+    cipher: ChaCha20Poly1305,
+}
+
+impl Sealer {
+    pub fn new(key: &[u8]) -> Result<Self, SealError> {
+        let cipher = ChaCha20Poly1305::new_from_slice(key).map_err(|_| SealError::KeyLength)?;
+        Ok(Self { cipher })
+    }
+
+    /// nonce ‖ ciphertext ‖ tag.
+    pub fn seal(&self, trial_id: &str, seed: &MasterSeed) -> Result<Vec<u8>, SealError> {
+        let mut nonce = [0u8; NONCE_LENGTH];
+        getrandom::fill(&mut nonce).map_err(|e| SealError::Randomness(e.to_string()))?;
+        let aad = associated_data(trial_id);
+        let payload = Payload {
+            msg: &seed.0,
+            aad: &aad,
+        };
+        let sealed = self
+            .cipher
+            .encrypt(&Nonce::from(nonce), payload)
+            .map_err(|_| SealError::Unseal(trial_id.to_owned()))?;
+        Ok([nonce.as_slice(), &sealed].concat())
+    }
+
+    pub fn unseal(&self, trial_id: &str, sealed: &[u8]) -> Result<MasterSeed, SealError> {
+        let unsealable = || SealError::Unseal(trial_id.to_owned());
+        if sealed.len() <= NONCE_LENGTH {
+            return Err(unsealable());
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LENGTH);
+        let nonce = Nonce::try_from(nonce).map_err(|_| unsealable())?;
+        let aad = associated_data(trial_id);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: &aad,
+        };
+        let plain = self.cipher.decrypt(&nonce, payload).map_err(|_| unsealable())?;
+        let bytes: [u8; 32] = plain.try_into().map_err(|_| unsealable())?;
+        Ok(MasterSeed(bytes))
+    }
+}
+
+fn associated_data(trial_id: &str) -> Vec<u8> {
+    format!("equipoise/master-seed/{trial_id}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seals_and_unseals_only_for_the_same_trial_and_key() {
+        let sealer = Sealer::new(&[9u8; 32]).expect("key");
+        let seed = MasterSeed([5u8; 32]);
+        let sealed = sealer.seal("RESPINE", &seed).expect("sealed");
+        assert_eq!(sealer.unseal("RESPINE", &sealed), Ok(seed));
+        assert!(sealer.unseal("OTHER", &sealed).is_err());
+        let other_key = Sealer::new(&[8u8; 32]).expect("key");
+        assert!(other_key.unseal("RESPINE", &sealed).is_err());
+        let mut altered = sealed.clone();
+        altered[20] ^= 1;
+        assert!(sealer.unseal("RESPINE", &altered).is_err());
+        assert!(sealer.unseal("RESPINE", &sealed[..5]).is_err());
+        assert_eq!(Sealer::new(&[1u8; 16]).err(), Some(SealError::KeyLength));
+    }
+}

@@ -1,0 +1,100 @@
+//! The role matrix (README "Who may call what"). Every operation is checked
+//! here and nowhere else, before any data is read.
+
+use equipoise_common::auth::{Caller, Role};
+
+use crate::error::RandomisationError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    RegisterTrial,
+    UploadAllocationList,
+    ActivateTrial,
+    AmendTrial,
+    CloseEnrolment,
+    GetTrial,
+    Randomise,
+    ReadAllocations,
+    TrialStatus,
+    CorrectStratum,
+    MarkRandomisedInError,
+    Simulate,
+}
+
+impl Operation {
+    pub fn allowed_roles(self) -> &'static [Role] {
+        use Role::*;
+        match self {
+            Operation::RegisterTrial => &[Statistician, TrialAdmin],
+            Operation::UploadAllocationList => &[Statistician],
+            Operation::ActivateTrial | Operation::AmendTrial | Operation::CloseEnrolment => &[TrialAdmin],
+            Operation::GetTrial => &[
+                SiteInvestigator,
+                SiteCoordinator,
+                UnblindedPreparer,
+                EmergencyDesk,
+                MedicalMonitor,
+                SafetyOfficer,
+                Dsmb,
+                Statistician,
+                TrialAdmin,
+            ],
+            Operation::Randomise => &[SiteInvestigator, SiteCoordinator],
+            Operation::ReadAllocations => &[
+                SiteInvestigator,
+                SiteCoordinator,
+                EmergencyDesk,
+                MedicalMonitor,
+                Statistician,
+                TrialAdmin,
+            ],
+            Operation::TrialStatus => &[SiteInvestigator, SiteCoordinator, MedicalMonitor, Statistician, TrialAdmin],
+            Operation::CorrectStratum | Operation::MarkRandomisedInError => &[TrialAdmin],
+            Operation::Simulate => &[Statistician, TrialAdmin],
+        }
+    }
+}
+
+/// Checks role and trial scope. Says nothing about whether the trial exists.
+pub fn authorise(caller: &Caller, operation: Operation, trial_id: Option<&str>) -> Result<(), RandomisationError> {
+    if !caller.has_any_role(operation.allowed_roles()) {
+        return Err(RandomisationError::PermissionDenied(format!(
+            "{operation:?} needs one of the roles: {}",
+            role_names(operation.allowed_roles())
+        )));
+    }
+    if let Some(trial_id) = trial_id
+        && !caller.may_access_trial(trial_id)
+    {
+        return Err(RandomisationError::PermissionDenied(format!(
+            "the token does not grant access to trial {trial_id}"
+        )));
+    }
+    Ok(())
+}
+
+/// A site user acts for their own sites only.
+pub fn authorise_site(caller: &Caller, site_id: &str) -> Result<(), RandomisationError> {
+    if caller.may_access_site(site_id) {
+        Ok(())
+    } else {
+        Err(RandomisationError::PermissionDenied(format!(
+            "the token does not grant access to site {site_id}"
+        )))
+    }
+}
+
+/// Whether the caller sees every site, or only the sites in their token.
+pub fn sees_all_sites(caller: &Caller) -> bool {
+    !caller.is_site_user()
+}
+
+/// Statisticians and trial administrators may see the full definition and
+/// list warnings; everyone else sees concealed summaries.
+pub fn sees_design(caller: &Caller) -> bool {
+    caller.has_any_role(&[Role::Statistician, Role::TrialAdmin])
+}
+
+fn role_names(roles: &[Role]) -> String {
+    roles.iter().map(Role::to_string).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,346 @@
+//! `Randomise`: the allocation transaction of DESIGN §4.
+//!
+//! 1. authorise the site role for its own site;
+//! 2. check the trial, site, covariates, eligibility;
+//! 3. take the stream's lock;
+//! 4. compute the arm at the stream's next position;
+//! 5. commit allocation + audit, fenced on the stream version (caps checked
+//!    inside the same transaction);
+//! 6. release the lock.
+
+use std::collections::BTreeMap;
+
+use equipoise_common::auth::Caller;
+use equipoise_common::time::now_rfc3339;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::access::{Operation, authorise, authorise_site};
+use super::{LoadedTrial, RandomisationService, audit_entry, check_identifier, log_tag};
+use crate::definition::{CovariateInput, MethodSpec, StratumLevels, TrialDefinition};
+use crate::error::{FailedCriterion, RandomisationError};
+use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
+use crate::store::{AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState};
+use crate::stream::{MasterSeed, derive_stream, nth_unit_draw};
+
+/// Stream key of a minimisation trial: one stream for the whole trial.
+pub const MINIMISATION_STREAM: &str = "minimisation";
+/// Fenced commits retried under the same lock before giving up.
+const COMMIT_ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomiseCommand {
+    pub trial_id: String,
+    pub site_id: String,
+    pub subject_id: String,
+    pub covariates: BTreeMap<String, CovariateInput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RandomiseOutcome {
+    pub allocation: AllocationRecord,
+    /// An identical earlier request had already allocated this subject.
+    pub replayed: bool,
+}
+
+/// A subject who passed every check, ready for the lock.
+struct Candidate {
+    levels: StratumLevels,
+    stratum: String,
+    stream_key: String,
+    fingerprint: String,
+    caps: CapLimits,
+}
+
+/// The arm at a stream position and how it was chosen.
+struct ArmChoice {
+    arm: usize,
+    decision: serde_json::Value,
+}
+
+impl RandomisationService {
+    pub async fn randomise(&self, caller: &Caller, command: &RandomiseCommand) -> Result<RandomiseOutcome, RandomisationError> {
+        authorise(caller, Operation::Randomise, Some(&command.trial_id))?;
+        authorise_site(caller, &command.site_id)?;
+        check_identifier("subject_id", &command.subject_id)?;
+        let trial = self.load_trial(&command.trial_id).await?;
+        let fingerprint = request_fingerprint(command);
+        if let Some(existing) = self.store.allocation(&command.trial_id, &command.subject_id).await? {
+            return replay(existing, &fingerprint);
+        }
+        let candidate = admit(&trial, command, fingerprint)?;
+        let lock_key = format!("allocation/{}/{}", command.trial_id, candidate.stream_key);
+        let lease = self.locks.acquire(&lock_key).await?;
+        let outcome = self.allocate_locked(caller, &trial, command, &candidate).await;
+        if let Err(error) = self.locks.release(lease).await {
+            // The lease expires on its own; the commit is already fenced.
+            tracing::warn!(%error, lock = %lock_key, "allocation lock release failed");
+        }
+        if let Ok(result) = &outcome {
+            tracing::info!(
+                trial = %command.trial_id,
+                site = %command.site_id,
+                subject = %log_tag(&command.subject_id),
+                replayed = result.replayed,
+                "randomised"
+            );
+        }
+        outcome
+    }
+
+    async fn allocate_locked(
+        &self,
+        caller: &Caller,
+        trial: &LoadedTrial,
+        command: &RandomiseCommand,
+        candidate: &Candidate,
+    ) -> Result<RandomiseOutcome, RandomisationError> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            let position = self.store.stream_version(&command.trial_id, &candidate.stream_key).await?;
+            let choice = self.choose_arm(trial, candidate, position).await?;
+            let request = commit_request(caller, trial, command, candidate, position, choice);
+            match self.store.commit_allocation(&request).await {
+                Ok(allocation) => {
+                    self.warn_if_list_low(trial, &candidate.stratum, position).await;
+                    return Ok(RandomiseOutcome {
+                        allocation,
+                        replayed: false,
+                    });
+                }
+                Err(StoreError::Fenced) => {
+                    tracing::warn!(trial = %command.trial_id, stream = %candidate.stream_key, "fenced commit; recomputing");
+                }
+                Err(StoreError::SubjectExists) => {
+                    let existing = self.store.allocation(&command.trial_id, &command.subject_id).await?;
+                    return match existing {
+                        Some(existing) => replay(existing, &candidate.fingerprint),
+                        None => Err(RandomisationError::Aborted("concurrent request for this subject; retry".into())),
+                    };
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(RandomisationError::Aborted(
+            "the allocation stream kept changing under the lock; retry the request".into(),
+        ))
+    }
+
+    async fn choose_arm(&self, trial: &LoadedTrial, candidate: &Candidate, position: u64) -> Result<ArmChoice, RandomisationError> {
+        let definition = &trial.definition;
+        match &definition.method {
+            MethodSpec::Minimisation { weights, imbalance, p } => {
+                let margins = self.margins(trial, position).await?;
+                let mut rng = derive_stream(&self.master_seed(trial)?, MINIMISATION_STREAM, algorithm_version(trial));
+                let draw = nth_unit_draw(&mut rng, position);
+                let decision = minimise(&margins, &candidate.levels, weights, *imbalance, *p, &definition.ratios(), draw);
+                Ok(ArmChoice {
+                    arm: decision.arm,
+                    decision: json!({ "scores": decision.scores, "probabilities": decision.probabilities, "draw": decision.draw }),
+                })
+            }
+            MethodSpec::UploadedList { .. } => {
+                let arm_id = self
+                    .store
+                    .list_slot(&trial.record.trial_id, &candidate.stratum, position)
+                    .await?
+                    .ok_or_else(|| {
+                        RandomisationError::FailedPrecondition(format!(
+                            "the uploaded allocation list for stratum {} is exhausted",
+                            candidate.stratum
+                        ))
+                    })?;
+                let arm = definition
+                    .arm_index(&arm_id)
+                    .ok_or_else(|| RandomisationError::Internal(format!("list arm {arm_id} is not an arm")))?;
+                Ok(ArmChoice {
+                    arm,
+                    decision: json!({ "source": "uploaded_list" }),
+                })
+            }
+            method => {
+                let sequence_method = SequenceMethod::from_spec(method)
+                    .ok_or_else(|| RandomisationError::Internal("method is not a sequence".into()))?;
+                let rng = derive_stream(&self.master_seed(trial)?, &candidate.stream_key, algorithm_version(trial));
+                let slot = StratumSequence::new(&sequence_method, &definition.ratios(), rng).slot_at(position);
+                Ok(ArmChoice {
+                    arm: slot.arm,
+                    decision: json!({ "probabilities": slot.probabilities }),
+                })
+            }
+        }
+    }
+
+    /// Margins of every earlier minimisation allocation, by "randomised as".
+    async fn margins(&self, trial: &LoadedTrial, position: u64) -> Result<Margins, RandomisationError> {
+        let definition = &trial.definition;
+        let history = self
+            .store
+            .stream_allocations(&trial.record.trial_id, MINIMISATION_STREAM)
+            .await?;
+        if history.len() as u64 != position {
+            return Err(RandomisationError::Aborted("allocation history changed; retry".into()));
+        }
+        let level_counts: Vec<usize> = definition.stratification.iter().map(|f| f.levels.len()).collect();
+        let mut margins = Margins::new(&level_counts, definition.arms.len());
+        for allocation in history {
+            let levels = definition.parse_stratum_key(&allocation.stratum);
+            let arm = definition.arm_index(&allocation.arm);
+            match (levels, arm) {
+                (Some(levels), Some(arm)) => margins.record(&levels, arm),
+                _ => {
+                    return Err(RandomisationError::Internal(format!(
+                        "allocation of {} does not match the definition",
+                        allocation.subject_id
+                    )));
+                }
+            }
+        }
+        Ok(margins)
+    }
+
+    fn master_seed(&self, trial: &LoadedTrial) -> Result<MasterSeed, RandomisationError> {
+        let sealed = trial
+            .record
+            .sealed_seed
+            .as_deref()
+            .ok_or_else(|| RandomisationError::Internal("active trial has no sealed seed".into()))?;
+        self.sealer
+            .unseal(&trial.record.trial_id, sealed)
+            .map_err(|e| RandomisationError::Internal(e.to_string()))
+    }
+
+    async fn warn_if_list_low(&self, trial: &LoadedTrial, stratum: &str, position: u64) {
+        let MethodSpec::UploadedList { warn_remaining } = trial.definition.method else { return };
+        let Ok(lengths) = self.store.list_lengths(&trial.record.trial_id).await else { return };
+        let length = u64::from(lengths.get(stratum).copied().unwrap_or(0));
+        let remaining = length.saturating_sub(position + 1);
+        if remaining <= u64::from(warn_remaining) {
+            tracing::warn!(trial = %trial.record.trial_id, %stratum, remaining, "uploaded allocation list is running out");
+        }
+    }
+}
+
+fn algorithm_version(trial: &LoadedTrial) -> u32 {
+    trial.record.algorithm_version.unwrap_or(crate::stream::ALGORITHM_VERSION)
+}
+
+/// Checks state, site, covariates, eligibility and stratum: everything that
+/// needs no lock.
+fn admit(trial: &LoadedTrial, command: &RandomiseCommand, fingerprint: String) -> Result<Candidate, RandomisationError> {
+    let definition: &TrialDefinition = &trial.definition;
+    match trial.record.state {
+        TrialState::Active => {}
+        TrialState::Draft => {
+            return Err(RandomisationError::FailedPrecondition(format!(
+                "trial {} is not active yet",
+                command.trial_id
+            )));
+        }
+        TrialState::Closed => {
+            return Err(RandomisationError::FailedPrecondition(format!(
+                "enrolment in trial {} is closed",
+                command.trial_id
+            )));
+        }
+    }
+    let site = definition
+        .site(&command.site_id)
+        .ok_or_else(|| RandomisationError::invalid("site_id", format!("'{}' is not a site of this trial", command.site_id)))?;
+    let values = definition
+        .check_covariates(&command.covariates)
+        .map_err(RandomisationError::InvalidArgument)?;
+    let failed: Vec<FailedCriterion> = definition
+        .failed_criteria(&values)
+        .into_iter()
+        .map(|c| FailedCriterion {
+            id: c.id.clone(),
+            rule: c.rule.to_string(),
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(RandomisationError::Ineligible(failed));
+    }
+    let levels = definition
+        .classify(&command.site_id, &values)
+        .map_err(|problem| RandomisationError::InvalidArgument(vec![problem]))?;
+    let stratum = definition.stratum_key(&levels);
+    let stream_key = match definition.method {
+        MethodSpec::Minimisation { .. } => super::allocate::MINIMISATION_STREAM.to_owned(),
+        _ => stratum.clone(),
+    };
+    Ok(Candidate {
+        levels,
+        stratum,
+        stream_key,
+        fingerprint,
+        caps: CapLimits {
+            total: definition.caps.total,
+            site: site.cap,
+            stratum: definition.stratum_cap(),
+        },
+    })
+}
+
+fn commit_request(
+    caller: &Caller,
+    trial: &LoadedTrial,
+    command: &RandomiseCommand,
+    candidate: &Candidate,
+    position: u64,
+    choice: ArmChoice,
+) -> CommitRequest {
+    let arm = trial.definition.arms[choice.arm].id.clone();
+    let covariates_json = serde_json::to_string(&command.covariates).unwrap_or_default();
+    let audit = audit_entry(
+        caller,
+        "allocation.created",
+        format!("allocation/{}/{}", command.trial_id, command.subject_id),
+        json!({
+            "site_id": command.site_id,
+            "stratum": candidate.stratum,
+            "stream": candidate.stream_key,
+            "arm": arm,
+            "decision": choice.decision,
+            "request_sha256": candidate.fingerprint,
+        }),
+    );
+    CommitRequest {
+        allocation: NewAllocation {
+            trial_id: command.trial_id.clone(),
+            subject_id: command.subject_id.clone(),
+            site_id: command.site_id.clone(),
+            stratum: candidate.stratum.clone(),
+            stream_key: candidate.stream_key.clone(),
+            arm,
+            request_sha256: candidate.fingerprint.clone(),
+            covariates_json,
+            decision_json: choice.decision.to_string(),
+            trial_version: trial.record.version,
+            randomised_at: now_rfc3339(),
+        },
+        expected_stream_version: position,
+        caps: candidate.caps,
+        audit,
+    }
+}
+
+/// The same request again returns the same allocation; different data for
+/// the same subject is refused without revealing what was stored.
+fn replay(existing: AllocationRecord, fingerprint: &str) -> Result<RandomiseOutcome, RandomisationError> {
+    if existing.request_sha256 == fingerprint {
+        Ok(RandomiseOutcome {
+            allocation: existing,
+            replayed: true,
+        })
+    } else {
+        Err(RandomisationError::AlreadyExists(
+            "subject_id is already randomised in this trial with different site or covariates".into(),
+        ))
+    }
+}
+
+/// SHA-256 of the site and the typed covariates, in key order.
+fn request_fingerprint(command: &RandomiseCommand) -> String {
+    let canonical = json!({ "site_id": command.site_id, "covariates": command.covariates });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}

@@ -1,0 +1,147 @@
+//! The randomisation application: each public method is one use case,
+//! taking an authenticated [`Caller`] and plain domain values. No gRPC here.
+
+pub mod access;
+mod allocate;
+mod lifecycle;
+mod records;
+mod simulate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use equipoise_common::audit::AuditEntry;
+use equipoise_common::auth::Caller;
+use equipoise_common::time::now_rfc3339;
+
+use crate::definition::{TrialDefinition, parse_definition};
+use crate::error::RandomisationError;
+use crate::lock::AllocationLocks;
+use crate::seal::Sealer;
+use crate::store::{Store, TrialRecord};
+
+pub use allocate::{RandomiseCommand, RandomiseOutcome};
+pub use lifecycle::{ListUpload, TrialView};
+pub use records::{AllocationFilter, AllocationPage, MAX_PAGE_SIZE, StatusView};
+pub use simulate::{SimulateCommand, SimulationDesign};
+
+/// Limits on what one request may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_simulated_allocations: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_simulated_allocations: 20_000_000,
+        }
+    }
+}
+
+pub struct RandomisationService {
+    store: Arc<dyn Store>,
+    locks: Arc<dyn AllocationLocks>,
+    sealer: Sealer,
+    limits: Limits,
+    /// Parsed definitions by their hash: a frozen design never changes.
+    definitions: RwLock<HashMap<String, Arc<TrialDefinition>>>,
+}
+
+/// A stored trial with its parsed definition.
+pub(crate) struct LoadedTrial {
+    pub record: TrialRecord,
+    pub definition: Arc<TrialDefinition>,
+}
+
+impl RandomisationService {
+    pub fn new(store: Arc<dyn Store>, locks: Arc<dyn AllocationLocks>, sealer: Sealer, limits: Limits) -> Self {
+        Self {
+            store,
+            locks,
+            sealer,
+            limits,
+            definitions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The trial, or NOT_FOUND. Callers authorise before calling this.
+    pub(crate) async fn load_trial(&self, trial_id: &str) -> Result<LoadedTrial, RandomisationError> {
+        let record = self
+            .store
+            .trial(trial_id)
+            .await?
+            .ok_or_else(|| RandomisationError::NotFound(format!("trial {trial_id}")))?;
+        let definition = self.definition_of(&record)?;
+        Ok(LoadedTrial { record, definition })
+    }
+
+    fn definition_of(&self, record: &TrialRecord) -> Result<Arc<TrialDefinition>, RandomisationError> {
+        let cached = self
+            .definitions
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&record.definition_sha256)
+            .cloned();
+        if let Some(definition) = cached {
+            return Ok(definition);
+        }
+        // A stored definition was valid when registered; failing now means
+        // the binary's format changed underneath it.
+        let definition = parse_definition(&record.definition_yaml).map(Arc::new).map_err(|problems| {
+            RandomisationError::Internal(format!(
+                "stored definition of {} no longer parses: {:?}",
+                record.trial_id, problems.0
+            ))
+        })?;
+        self.definitions
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(record.definition_sha256.clone(), definition.clone());
+        Ok(definition)
+    }
+}
+
+/// An audit entry for `caller` doing `action` on `entity`, now.
+pub(crate) fn audit_entry(caller: &Caller, action: &str, entity: String, details: serde_json::Value) -> AuditEntry {
+    AuditEntry {
+        at: now_rfc3339(),
+        actor: caller.subject.clone(),
+        role: caller.role_label(),
+        action: action.to_owned(),
+        entity,
+        details,
+    }
+}
+
+/// A short, non-reversible tag for logs: subject identifiers never appear in
+/// logs or spans in clear.
+pub(crate) fn log_tag(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..6])
+}
+
+/// Identifiers from callers: printable, short, no separators that could
+/// confuse stored keys.
+pub(crate) fn check_identifier(path: &str, value: &str) -> Result<(), RandomisationError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RandomisationError::invalid(
+            path,
+            "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

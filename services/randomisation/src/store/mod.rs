@@ -1,0 +1,251 @@
+//! Storage of the randomisation service behind one trait. SQLite is the
+//! embedded default; every implementation must pass [`conformance`].
+//!
+//! The store is the fencing authority (DESIGN §4): every allocation commit is
+//! a compare-and-set on its stream's version, in the same transaction as the
+//! allocation row, the cap checks and the audit record.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use equipoise_common::audit::{AuditEntry, AuditRecord};
+
+mod migrations;
+pub mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialState {
+    Draft,
+    Active,
+    Closed,
+}
+
+impl TrialState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Draft => "draft",
+            TrialState::Active => "active",
+            TrialState::Closed => "closed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "draft" => Some(TrialState::Draft),
+            "active" => Some(TrialState::Active),
+            "closed" => Some(TrialState::Closed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialRecord {
+    pub trial_id: String,
+    pub version: u32,
+    pub state: TrialState,
+    pub definition_yaml: String,
+    pub definition_sha256: String,
+    pub algorithm_version: Option<u32>,
+    pub sealed_seed: Option<Vec<u8>>,
+    pub registered_at: String,
+    pub activated_at: Option<String>,
+    pub closed_at: Option<String>,
+}
+
+/// An allocation about to be committed. The store assigns its position in
+/// the stream and its randomisation number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAllocation {
+    pub trial_id: String,
+    pub subject_id: String,
+    pub site_id: String,
+    pub stratum: String,
+    pub stream_key: String,
+    pub arm: String,
+    /// SHA-256 of the request's site and covariates, for idempotent repeats.
+    pub request_sha256: String,
+    pub covariates_json: String,
+    /// Method log: probabilities, and for minimisation the scores and draw.
+    pub decision_json: String,
+    pub trial_version: u32,
+    pub randomised_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CapLimits {
+    pub total: Option<u32>,
+    pub site: Option<u32>,
+    pub stratum: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitRequest {
+    pub allocation: NewAllocation,
+    /// The stream's version when the arm was computed: the commit only
+    /// happens if it is still that.
+    pub expected_stream_version: u64,
+    pub caps: CapLimits,
+    /// Recorded in the same transaction; the store adds the position and
+    /// randomisation number to its details.
+    pub audit: AuditEntry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationRecord {
+    pub trial_id: String,
+    pub subject_id: String,
+    pub site_id: String,
+    pub stratum: String,
+    pub stream_key: String,
+    pub position: u64,
+    /// Never leaves the service except to the blinding service.
+    pub arm: String,
+    pub randomisation_number: String,
+    pub request_sha256: String,
+    pub covariates_json: String,
+    pub decision_json: String,
+    pub trial_version: u32,
+    pub randomised_at: String,
+    pub corrected_stratum: Option<String>,
+    pub correction_reason: Option<String>,
+    pub in_error: bool,
+    pub error_reason: Option<String>,
+    /// Order of commitment across the trial, for paging.
+    pub sequence: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub total: u32,
+    pub in_error: u32,
+    pub by_site: BTreeMap<String, u32>,
+    pub by_stratum: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationQuery {
+    pub trial_id: String,
+    /// `None`: every site.
+    pub sites: Option<Vec<String>>,
+    pub stratum: Option<String>,
+    /// Only allocations committed after this sequence number.
+    pub after_sequence: i64,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapKind {
+    Total,
+    Site,
+    Stratum,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The record exists but is in the wrong state for this change.
+    #[error("{0}")]
+    Conflict(String),
+    /// The stream moved on since the arm was computed: recompute under the lock.
+    #[error("stream version changed since the arm was computed")]
+    Fenced,
+    #[error("the subject already has an allocation")]
+    SubjectExists,
+    #[error("{0:?} cap reached")]
+    CapReached(CapKind),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("the database schema is version {found}, newer than this binary's {supported}")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts a draft, or replaces an existing draft. Refuses if the trial
+    /// is already active or closed.
+    async fn register_draft(&self, record: &TrialRecord, audit: AuditEntry) -> StoreResult<()>;
+
+    async fn trial(&self, trial_id: &str) -> StoreResult<Option<TrialRecord>>;
+
+    /// Draft → active, only while the draft still has `expected_sha256`.
+    async fn activate(
+        &self,
+        trial_id: &str,
+        expected_sha256: &str,
+        sealed_seed: &[u8],
+        algorithm_version: u32,
+        at: &str,
+        audit: AuditEntry,
+    ) -> StoreResult<TrialRecord>;
+
+    /// Replaces an active trial's frozen definition with the next version.
+    async fn amend(
+        &self,
+        trial_id: &str,
+        from_version: u32,
+        definition_yaml: &str,
+        definition_sha256: &str,
+        to_version: u32,
+        audit: AuditEntry,
+    ) -> StoreResult<TrialRecord>;
+
+    /// Active → closed.
+    async fn close(&self, trial_id: &str, at: &str, audit: AuditEntry) -> StoreResult<TrialRecord>;
+
+    /// Replaces a draft trial's uploaded list: (stratum, arm) in order.
+    async fn put_allocation_list(&self, trial_id: &str, entries: &[(String, String)], audit: AuditEntry) -> StoreResult<()>;
+
+    /// The arm at `position` of a stratum's uploaded list.
+    async fn list_slot(&self, trial_id: &str, stratum: &str, position: u64) -> StoreResult<Option<String>>;
+
+    /// Length of each stratum's uploaded list.
+    async fn list_lengths(&self, trial_id: &str) -> StoreResult<BTreeMap<String, u32>>;
+
+    async fn allocation(&self, trial_id: &str, subject_id: &str) -> StoreResult<Option<AllocationRecord>>;
+
+    /// How many allocations the stream has committed: the next position.
+    async fn stream_version(&self, trial_id: &str, stream_key: &str) -> StoreResult<u64>;
+
+    /// Commits an allocation, its audit record and the stream's new version
+    /// in one durable transaction, or nothing.
+    async fn commit_allocation(&self, request: &CommitRequest) -> StoreResult<AllocationRecord>;
+
+    /// Every allocation of a stream, in position order.
+    async fn stream_allocations(&self, trial_id: &str, stream_key: &str) -> StoreResult<Vec<AllocationRecord>>;
+
+    async fn counts(&self, trial_id: &str) -> StoreResult<Counts>;
+
+    async fn list_allocations(&self, query: &AllocationQuery) -> StoreResult<Vec<AllocationRecord>>;
+
+    async fn correct_stratum(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+        corrected_stratum: &str,
+        reason: &str,
+        audit: AuditEntry,
+    ) -> StoreResult<AllocationRecord>;
+
+    async fn mark_in_error(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+        reason: &str,
+        audit: AuditEntry,
+    ) -> StoreResult<AllocationRecord>;
+
+    /// Appends an audit record on its own, e.g. for a refused request.
+    async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()>;
+
+    /// Audit records from `from_seq` on, in order.
+    async fn audit_records(&self, from_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+}

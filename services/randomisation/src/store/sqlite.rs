@@ -1,0 +1,676 @@
+//! The embedded store: one SQLite file, WAL journal, `synchronous=FULL` so a
+//! commit is on disk before the reply. Writers take `BEGIN IMMEDIATE`, which
+//! serialises them and makes in-transaction cap counts exact.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use equipoise_common::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::migrations::{SQLITE, latest};
+use super::*;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates it.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        Self::connect(options).await
+    }
+
+    /// A private in-memory database, for tests.
+    pub async fn in_memory() -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(database_error)?
+            .foreign_keys(true);
+        // One connection: each in-memory connection would be its own database.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(database_error)?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect(options: SqliteConnectOptions) -> StoreResult<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(database_error)?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(database_error)?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        let supported = latest(SQLITE);
+        if current > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                supported,
+            });
+        }
+        for (version, sql) in SQLITE.iter().filter(|(v, _)| *v > current) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(database_error)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(equipoise_common::time::now_rfc3339())
+                .execute(&mut *tx)
+                .await
+                .map_err(database_error)?;
+        }
+        tx.commit().await.map_err(database_error)
+    }
+
+    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(database_error)
+    }
+}
+
+fn database_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(error.to_string())
+        }
+        sqlx::Error::Database(db) if db.message().contains("locked") || db.message().contains("busy") => {
+            StoreError::Unavailable(db.message().to_owned())
+        }
+        _ => StoreError::Database(error.to_string()),
+    }
+}
+
+async fn append_audit_in(conn: &mut SqliteConnection, entry: AuditEntry) -> StoreResult<AuditRecord> {
+    let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(database_error)?;
+    let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
+    let record = AuditRecord::chain(seq, entry, &prev);
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, role, action, entity, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(record.seq)
+    .bind(&record.entry.at)
+    .bind(&record.entry.actor)
+    .bind(&record.entry.role)
+    .bind(&record.entry.action)
+    .bind(&record.entry.entity)
+    .bind(record.entry.details.to_string())
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(database_error)?;
+    Ok(record)
+}
+
+/// Column lists as macros, so queries stay `&'static str` for sqlx.
+macro_rules! trial_columns {
+    () => {
+        "trial_id, version, state, definition_yaml, definition_sha256, algorithm_version, sealed_seed, registered_at, activated_at, closed_at"
+    };
+}
+
+fn trial_from_row(row: &SqliteRow) -> StoreResult<TrialRecord> {
+    let state: String = row.try_get("state").map_err(database_error)?;
+    Ok(TrialRecord {
+        trial_id: row.try_get("trial_id").map_err(database_error)?,
+        version: row.try_get::<i64, _>("version").map_err(database_error)? as u32,
+        state: TrialState::parse(&state).ok_or_else(|| StoreError::Database(format!("unknown trial state {state}")))?,
+        definition_yaml: row.try_get("definition_yaml").map_err(database_error)?,
+        definition_sha256: row.try_get("definition_sha256").map_err(database_error)?,
+        algorithm_version: row
+            .try_get::<Option<i64>, _>("algorithm_version")
+            .map_err(database_error)?
+            .map(|v| v as u32),
+        sealed_seed: row.try_get("sealed_seed").map_err(database_error)?,
+        registered_at: row.try_get("registered_at").map_err(database_error)?,
+        activated_at: row.try_get("activated_at").map_err(database_error)?,
+        closed_at: row.try_get("closed_at").map_err(database_error)?,
+    })
+}
+
+macro_rules! allocation_columns {
+    () => {
+        "sequence, trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number, request_sha256, covariates_json, decision_json, trial_version, randomised_at, corrected_stratum, correction_reason, in_error, error_reason"
+    };
+}
+
+fn allocation_from_row(row: &SqliteRow) -> StoreResult<AllocationRecord> {
+    let get_text = |name: &str| row.try_get::<String, _>(name).map_err(database_error);
+    let get_optional = |name: &str| row.try_get::<Option<String>, _>(name).map_err(database_error);
+    let get_int = |name: &str| row.try_get::<i64, _>(name).map_err(database_error);
+    Ok(AllocationRecord {
+        sequence: get_int("sequence")?,
+        trial_id: get_text("trial_id")?,
+        subject_id: get_text("subject_id")?,
+        site_id: get_text("site_id")?,
+        stratum: get_text("stratum")?,
+        stream_key: get_text("stream_key")?,
+        position: get_int("position")? as u64,
+        arm: get_text("arm")?,
+        randomisation_number: get_text("randomisation_number")?,
+        request_sha256: get_text("request_sha256")?,
+        covariates_json: get_text("covariates_json")?,
+        decision_json: get_text("decision_json")?,
+        trial_version: get_int("trial_version")? as u32,
+        randomised_at: get_text("randomised_at")?,
+        corrected_stratum: get_optional("corrected_stratum")?,
+        correction_reason: get_optional("correction_reason")?,
+        in_error: get_int("in_error")? != 0,
+        error_reason: get_optional("error_reason")?,
+    })
+}
+
+async fn trial_in(conn: &mut SqliteConnection, trial_id: &str) -> StoreResult<Option<TrialRecord>> {
+    let row = sqlx::query(concat!("SELECT ", trial_columns!(), " FROM trials WHERE trial_id = ?"))
+        .bind(trial_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(database_error)?;
+    row.as_ref().map(trial_from_row).transpose()
+}
+
+async fn allocation_in(conn: &mut SqliteConnection, trial_id: &str, subject_id: &str) -> StoreResult<Option<AllocationRecord>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        allocation_columns!(),
+        " FROM allocations WHERE trial_id = ? AND subject_id = ?"
+    ))
+    .bind(trial_id)
+    .bind(subject_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(database_error)?;
+    row.as_ref().map(allocation_from_row).transpose()
+}
+
+async fn count_in(conn: &mut SqliteConnection, sql: &str, binds: &[&str]) -> StoreResult<u32> {
+    let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()));
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let count = query.fetch_one(&mut *conn).await.map_err(database_error)?;
+    Ok(count as u32)
+}
+
+/// Refuses the commit if any cap is already reached.
+async fn check_caps(conn: &mut SqliteConnection, allocation: &NewAllocation, caps: &CapLimits) -> StoreResult<u32> {
+    let trial = allocation.trial_id.as_str();
+    let total = count_in(conn, "SELECT COUNT(*) FROM allocations WHERE trial_id = ?", &[trial]).await?;
+    let at_site = count_in(
+        conn,
+        "SELECT COUNT(*) FROM allocations WHERE trial_id = ? AND site_id = ?",
+        &[trial, &allocation.site_id],
+    )
+    .await?;
+    let in_stratum = count_in(
+        conn,
+        "SELECT COUNT(*) FROM allocations WHERE trial_id = ? AND stratum = ?",
+        &[trial, &allocation.stratum],
+    )
+    .await?;
+    let reached = |cap: Option<u32>, count: u32| cap.is_some_and(|c| count >= c);
+    if reached(caps.total, total) {
+        return Err(StoreError::CapReached(CapKind::Total));
+    }
+    if reached(caps.site, at_site) {
+        return Err(StoreError::CapReached(CapKind::Site));
+    }
+    if reached(caps.stratum, in_stratum) {
+        return Err(StoreError::CapReached(CapKind::Stratum));
+    }
+    Ok(at_site)
+}
+
+/// Moves the stream from `expected` to `expected + 1`, or reports it fenced.
+async fn advance_stream(conn: &mut SqliteConnection, trial_id: &str, stream_key: &str, expected: u64) -> StoreResult<()> {
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM allocation_streams WHERE trial_id = ? AND stream_key = ?")
+            .bind(trial_id)
+            .bind(stream_key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(database_error)?;
+    let result = match current {
+        None if expected == 0 => {
+            sqlx::query("INSERT INTO allocation_streams (trial_id, stream_key, version) VALUES (?, ?, 1)")
+                .bind(trial_id)
+                .bind(stream_key)
+                .execute(&mut *conn)
+                .await
+        }
+        Some(_) => {
+            sqlx::query("UPDATE allocation_streams SET version = version + 1 WHERE trial_id = ? AND stream_key = ? AND version = ?")
+                .bind(trial_id)
+                .bind(stream_key)
+                .bind(expected as i64)
+                .execute(&mut *conn)
+                .await
+        }
+        None => return Err(StoreError::Fenced),
+    };
+    match result.map_err(database_error)?.rows_affected() {
+        1 => Ok(()),
+        _ => Err(StoreError::Fenced),
+    }
+}
+
+/// `FR-MTP-0007`: the site and its running count, nothing about the arm.
+pub fn randomisation_number(site_id: &str, site_sequence: u32) -> String {
+    format!("{site_id}-{site_sequence:04}")
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn register_draft(&self, record: &TrialRecord, audit: AuditEntry) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        if let Some(existing) = trial_in(&mut tx, &record.trial_id).await?
+            && existing.state != TrialState::Draft
+        {
+            return Err(StoreError::Conflict(format!(
+                "trial {} is {}; its design is frozen",
+                record.trial_id,
+                existing.state.as_str()
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256, registered_at) VALUES (?, ?, 'draft', ?, ?, ?)
+             ON CONFLICT (trial_id) DO UPDATE SET version = excluded.version, definition_yaml = excluded.definition_yaml,
+             definition_sha256 = excluded.definition_sha256, registered_at = excluded.registered_at",
+        )
+        .bind(&record.trial_id)
+        .bind(i64::from(record.version))
+        .bind(&record.definition_yaml)
+        .bind(&record.definition_sha256)
+        .bind(&record.registered_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await.map_err(database_error)
+    }
+
+    async fn trial(&self, trial_id: &str) -> StoreResult<Option<TrialRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(database_error)?;
+        trial_in(&mut conn, trial_id).await
+    }
+
+    async fn activate(
+        &self,
+        trial_id: &str,
+        expected_sha256: &str,
+        sealed_seed: &[u8],
+        algorithm_version: u32,
+        at: &str,
+        audit: AuditEntry,
+    ) -> StoreResult<TrialRecord> {
+        let mut tx = self.write().await?;
+        let trial = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        if trial.state != TrialState::Draft {
+            return Err(StoreError::Conflict(format!("trial {trial_id} is already {}", trial.state.as_str())));
+        }
+        if trial.definition_sha256 != expected_sha256 {
+            return Err(StoreError::Conflict(format!(
+                "trial {trial_id} definition is {}, not the {expected_sha256} that was reviewed",
+                trial.definition_sha256
+            )));
+        }
+        sqlx::query("UPDATE trials SET state = 'active', sealed_seed = ?, algorithm_version = ?, activated_at = ? WHERE trial_id = ?")
+            .bind(sealed_seed)
+            .bind(i64::from(algorithm_version))
+            .bind(at)
+            .bind(trial_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        sqlx::query("INSERT INTO trial_versions (trial_id, version, definition_yaml, definition_sha256, reason, recorded_at) VALUES (?, ?, ?, ?, 'activation', ?)")
+            .bind(trial_id)
+            .bind(i64::from(trial.version))
+            .bind(&trial.definition_yaml)
+            .bind(&trial.definition_sha256)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        append_audit_in(&mut tx, audit).await?;
+        let updated = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(updated)
+    }
+
+    async fn amend(
+        &self,
+        trial_id: &str,
+        from_version: u32,
+        definition_yaml: &str,
+        definition_sha256: &str,
+        to_version: u32,
+        audit: AuditEntry,
+    ) -> StoreResult<TrialRecord> {
+        let mut tx = self.write().await?;
+        let trial = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        if trial.state != TrialState::Active || trial.version != from_version {
+            return Err(StoreError::Conflict(format!(
+                "trial {trial_id} is {} at version {}, not active at version {from_version}",
+                trial.state.as_str(),
+                trial.version
+            )));
+        }
+        let reason = audit.details.get("reason").and_then(|r| r.as_str()).unwrap_or_default().to_owned();
+        sqlx::query("UPDATE trials SET version = ?, definition_yaml = ?, definition_sha256 = ? WHERE trial_id = ?")
+            .bind(i64::from(to_version))
+            .bind(definition_yaml)
+            .bind(definition_sha256)
+            .bind(trial_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        sqlx::query("INSERT INTO trial_versions (trial_id, version, definition_yaml, definition_sha256, reason, recorded_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(trial_id)
+            .bind(i64::from(to_version))
+            .bind(definition_yaml)
+            .bind(definition_sha256)
+            .bind(reason)
+            .bind(&audit.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        append_audit_in(&mut tx, audit).await?;
+        let updated = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(updated)
+    }
+
+    async fn close(&self, trial_id: &str, at: &str, audit: AuditEntry) -> StoreResult<TrialRecord> {
+        let mut tx = self.write().await?;
+        let trial = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        if trial.state != TrialState::Active {
+            return Err(StoreError::Conflict(format!("trial {trial_id} is {}, not active", trial.state.as_str())));
+        }
+        sqlx::query("UPDATE trials SET state = 'closed', closed_at = ? WHERE trial_id = ?")
+            .bind(at)
+            .bind(trial_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        append_audit_in(&mut tx, audit).await?;
+        let updated = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(updated)
+    }
+
+    async fn put_allocation_list(&self, trial_id: &str, entries: &[(String, String)], audit: AuditEntry) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let trial = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        if trial.state != TrialState::Draft {
+            return Err(StoreError::Conflict(format!("trial {trial_id} is {}; lists are uploaded to drafts", trial.state.as_str())));
+        }
+        sqlx::query("DELETE FROM allocation_lists WHERE trial_id = ?")
+            .bind(trial_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        let mut positions: BTreeMap<&str, i64> = BTreeMap::new();
+        for (stratum, arm) in entries {
+            let position = positions.entry(stratum.as_str()).or_insert(0);
+            sqlx::query("INSERT INTO allocation_lists (trial_id, stratum, position, arm) VALUES (?, ?, ?, ?)")
+                .bind(trial_id)
+                .bind(stratum)
+                .bind(*position)
+                .bind(arm)
+                .execute(&mut *tx)
+                .await
+                .map_err(database_error)?;
+            *position += 1;
+        }
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await.map_err(database_error)
+    }
+
+    async fn list_slot(&self, trial_id: &str, stratum: &str, position: u64) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT arm FROM allocation_lists WHERE trial_id = ? AND stratum = ? AND position = ?")
+            .bind(trial_id)
+            .bind(stratum)
+            .bind(position as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(database_error)
+    }
+
+    async fn list_lengths(&self, trial_id: &str) -> StoreResult<BTreeMap<String, u32>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT stratum, COUNT(*) FROM allocation_lists WHERE trial_id = ? GROUP BY stratum")
+                .bind(trial_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?;
+        Ok(rows.into_iter().map(|(s, n)| (s, n as u32)).collect())
+    }
+
+    async fn allocation(&self, trial_id: &str, subject_id: &str) -> StoreResult<Option<AllocationRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(database_error)?;
+        allocation_in(&mut conn, trial_id, subject_id).await
+    }
+
+    async fn stream_version(&self, trial_id: &str, stream_key: &str) -> StoreResult<u64> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM allocation_streams WHERE trial_id = ? AND stream_key = ?")
+                .bind(trial_id)
+                .bind(stream_key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database_error)?;
+        Ok(version.unwrap_or(0) as u64)
+    }
+
+    async fn commit_allocation(&self, request: &CommitRequest) -> StoreResult<AllocationRecord> {
+        let allocation = &request.allocation;
+        let mut tx = self.write().await?;
+        let trial = trial_in(&mut tx, &allocation.trial_id).await?.ok_or(StoreError::NotFound)?;
+        if trial.state != TrialState::Active {
+            return Err(StoreError::Conflict(format!("trial {} is {}, not active", trial.trial_id, trial.state.as_str())));
+        }
+        if allocation_in(&mut tx, &allocation.trial_id, &allocation.subject_id).await?.is_some() {
+            return Err(StoreError::SubjectExists);
+        }
+        let at_site = check_caps(&mut tx, allocation, &request.caps).await?;
+        advance_stream(&mut tx, &allocation.trial_id, &allocation.stream_key, request.expected_stream_version).await?;
+        let number = randomisation_number(&allocation.site_id, at_site + 1);
+        sqlx::query(
+            "INSERT INTO allocations (trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number,
+             request_sha256, covariates_json, decision_json, trial_version, randomised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&allocation.trial_id)
+        .bind(&allocation.subject_id)
+        .bind(&allocation.site_id)
+        .bind(&allocation.stratum)
+        .bind(&allocation.stream_key)
+        .bind(request.expected_stream_version as i64)
+        .bind(&allocation.arm)
+        .bind(&number)
+        .bind(&allocation.request_sha256)
+        .bind(&allocation.covariates_json)
+        .bind(&allocation.decision_json)
+        .bind(i64::from(allocation.trial_version))
+        .bind(&allocation.randomised_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
+        let mut audit = request.audit.clone();
+        if let Some(details) = audit.details.as_object_mut() {
+            details.insert("position".into(), request.expected_stream_version.into());
+            details.insert("randomisation_number".into(), number.into());
+        }
+        append_audit_in(&mut tx, audit).await?;
+        let committed = allocation_in(&mut tx, &allocation.trial_id, &allocation.subject_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(committed)
+    }
+
+    async fn stream_allocations(&self, trial_id: &str, stream_key: &str) -> StoreResult<Vec<AllocationRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            allocation_columns!(),
+            " FROM allocations WHERE trial_id = ? AND stream_key = ? ORDER BY position"
+        ))
+        .bind(trial_id)
+        .bind(stream_key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        rows.iter().map(allocation_from_row).collect()
+    }
+
+    async fn counts(&self, trial_id: &str) -> StoreResult<Counts> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT site_id, stratum, in_error FROM allocations WHERE trial_id = ?")
+                .bind(trial_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(database_error)?;
+        let mut counts = Counts::default();
+        for (site, stratum, in_error) in rows {
+            counts.total += 1;
+            counts.in_error += u32::from(in_error != 0);
+            *counts.by_site.entry(site).or_default() += 1;
+            *counts.by_stratum.entry(stratum).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    async fn list_allocations(&self, query: &AllocationQuery) -> StoreResult<Vec<AllocationRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            allocation_columns!(),
+            " FROM allocations WHERE trial_id = ? AND sequence > ? AND (? IS NULL OR stratum = ?) ORDER BY sequence"
+        ))
+        .bind(&query.trial_id)
+        .bind(query.after_sequence)
+        .bind(&query.stratum)
+        .bind(&query.stratum)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        let mut records = Vec::new();
+        for row in &rows {
+            let record = allocation_from_row(row)?;
+            if query.sites.as_ref().is_none_or(|sites| sites.contains(&record.site_id)) {
+                records.push(record);
+                if records.len() >= query.limit as usize {
+                    break;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    async fn correct_stratum(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+        corrected_stratum: &str,
+        reason: &str,
+        audit: AuditEntry,
+    ) -> StoreResult<AllocationRecord> {
+        let mut tx = self.write().await?;
+        allocation_in(&mut tx, trial_id, subject_id).await?.ok_or(StoreError::NotFound)?;
+        sqlx::query("UPDATE allocations SET corrected_stratum = ?, correction_reason = ? WHERE trial_id = ? AND subject_id = ?")
+            .bind(corrected_stratum)
+            .bind(reason)
+            .bind(trial_id)
+            .bind(subject_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        append_audit_in(&mut tx, audit).await?;
+        let updated = allocation_in(&mut tx, trial_id, subject_id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(updated)
+    }
+
+    async fn mark_in_error(&self, trial_id: &str, subject_id: &str, reason: &str, audit: AuditEntry) -> StoreResult<AllocationRecord> {
+        let mut tx = self.write().await?;
+        let existing = allocation_in(&mut tx, trial_id, subject_id).await?.ok_or(StoreError::NotFound)?;
+        if existing.in_error {
+            return Err(StoreError::Conflict(format!("subject {subject_id} is already marked randomised in error")));
+        }
+        sqlx::query("UPDATE allocations SET in_error = 1, error_reason = ? WHERE trial_id = ? AND subject_id = ?")
+            .bind(reason)
+            .bind(trial_id)
+            .bind(subject_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        append_audit_in(&mut tx, audit).await?;
+        let updated = allocation_in(&mut tx, trial_id, subject_id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(updated)
+    }
+
+    async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await.map_err(database_error)
+    }
+
+    async fn audit_records(&self, from_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, role, action, entity, details, prev_hash, hash FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(from_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
+        rows.iter()
+            .map(|row| {
+                let text = |name: &str| row.try_get::<String, _>(name).map_err(database_error);
+                let details: String = text("details")?;
+                Ok(AuditRecord {
+                    seq: row.try_get("seq").map_err(database_error)?,
+                    entry: AuditEntry {
+                        at: text("at")?,
+                        actor: text("actor")?,
+                        role: text("role")?,
+                        action: text("action")?,
+                        entity: text("entity")?,
+                        // A record whose details are not JSON fails verification
+                        // instead of hiding: keep the raw text.
+                        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+                    },
+                    prev_hash: text("prev_hash")?,
+                    hash: text("hash")?,
+                })
+            })
+            .collect()
+    }
+}
