@@ -1,1 +1,224 @@
+//! A real Equipoise server for tests: its own temporary data directory, a
+//! free loopback port, real gRPC, and a clean stop.
 
+use std::path::PathBuf;
+
+use equipoise::serve::{Target, bind, run};
+use equipoise::settings::Settings;
+use equipoise_common::auth::{Claims, mint_hmac_token};
+use equipoise_proto::randomisation::v1 as pb;
+use equipoise_randomisation::store::sqlite::SqliteStore;
+use pb::randomisation_service_client::RandomisationServiceClient;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const RESPINE_YAML: &str = include_str!("../../services/randomisation/trials/respine.yaml");
+pub const FACET_YAML: &str = include_str!("../../services/randomisation/trials/facet-crossover.yaml");
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Client = RandomisationServiceClient<InterceptedService<Channel, Bearer>>;
+
+pub struct TestServer {
+    pub endpoint: String,
+    pub settings: Settings,
+    data_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), equipoise::serve::ServeError>>>,
+}
+
+impl TestServer {
+    /// Starts the embedded default (`all`, SQLite, in-process locks).
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
+        let mut settings = Settings {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: data_dir.path().to_owned(),
+            ..Settings::default()
+        };
+        adjust(&mut settings);
+        // Bound before the task starts, so no client races the listener.
+        let listener = bind(&settings).await.expect("bind a free loopback port");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local address"));
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task_settings = settings.clone();
+        let task = tokio::spawn(async move {
+            run(&task_settings, Target::All, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let server = Self {
+            endpoint,
+            settings,
+            data_dir,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        };
+        server.wait_until_serving().await;
+        server
+    }
+
+    async fn wait_until_serving(&self) {
+        for _ in 0..200 {
+            if let Ok(channel) = Channel::from_shared(self.endpoint.clone()).expect("endpoint").connect().await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+                if health.check(request).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("server at {} never became healthy", self.endpoint);
+    }
+
+    pub fn data_path(&self) -> PathBuf {
+        self.data_dir.path().to_owned()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn client(&self, token: &str) -> Client {
+        let bearer = Bearer(format!("Bearer {token}").parse().expect("ascii token"));
+        RandomisationServiceClient::with_interceptor(self.channel().await, bearer)
+    }
+
+    /// A token signed with this server's development secret.
+    pub fn token(&self, subject: &str, roles: &[&str], sites: &[&str], trials: &[&str]) -> String {
+        self.token_with(subject, roles, sites, trials, |_| {})
+    }
+
+    pub fn token_with(
+        &self,
+        subject: &str,
+        roles: &[&str],
+        sites: &[&str],
+        trials: &[&str],
+        adjust: impl FnOnce(&mut Claims),
+    ) -> String {
+        let now = jiff::Timestamp::now().as_second();
+        let mut claims = Claims {
+            sub: subject.into(),
+            name: subject.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            trials: trials.iter().map(|t| t.to_string()).collect(),
+            auth_time: Some(now),
+            exp: (now + 3600) as u64,
+            iat: Some(now as u64),
+            aud: self.settings.auth.audience.clone(),
+            iss: self.settings.auth.issuer.clone(),
+        };
+        adjust(&mut claims);
+        let secret = self.settings.auth.hmac_secret(&self.settings.data_dir).expect("dev secret");
+        mint_hmac_token(&secret, &claims).expect("mint")
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token("admin", &["trial_admin", "statistician"], &[], &["*"])
+    }
+
+    /// The service's own database, opened beside the running server (WAL
+    /// lets readers in while it writes).
+    pub async fn store(&self) -> SqliteStore {
+        let path = self.settings.randomisation.sqlite_path(&self.settings.data_dir);
+        SqliteStore::open(&path).await.expect("open the service's database")
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Registers and activates a definition as an administrator.
+pub async fn activate(server: &TestServer, yaml: &str) -> pb::Trial {
+    let mut admin = server.client(&server.admin_token()).await;
+    let registered = admin
+        .register_trial(pb::RegisterTrialRequest {
+            definition_yaml: yaml.to_owned(),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    admin
+        .activate_trial(pb::ActivateTrialRequest {
+            trial_id: registered.trial_id,
+            expected_definition_sha256: registered.definition_sha256,
+        })
+        .await
+        .expect("activate")
+        .into_inner()
+}
+
+pub fn integer(n: i64) -> pb::CovariateValue {
+    pb::CovariateValue {
+        value: Some(pb::covariate_value::Value::IntegerValue(n)),
+    }
+}
+
+pub fn decimal(x: f64) -> pb::CovariateValue {
+    pb::CovariateValue {
+        value: Some(pb::covariate_value::Value::DecimalValue(x)),
+    }
+}
+
+pub fn boolean(b: bool) -> pb::CovariateValue {
+    pb::CovariateValue {
+        value: Some(pb::covariate_value::Value::BooleanValue(b)),
+    }
+}
+
+/// An eligible RESPINE subject with pain `vas_mm`.
+pub fn respine_request(site: &str, subject: &str, vas_mm: f64) -> pb::RandomiseRequest {
+    pb::RandomiseRequest {
+        trial_id: "RESPINE".into(),
+        site_id: site.into(),
+        subject_id: subject.into(),
+        covariates: [
+            ("age_years".to_owned(), integer(45)),
+            ("lbp_months".to_owned(), integer(12)),
+            ("vas_mm".to_owned(), decimal(vas_mm)),
+            ("ddd_on_mri".to_owned(), boolean(true)),
+            ("conservative_care_failed".to_owned(), boolean(true)),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
