@@ -16,15 +16,21 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub const RESPINE_YAML: &str = include_str!("../../services/randomisation/trials/respine.yaml");
-pub const FACET_YAML: &str = include_str!("../../services/randomisation/trials/facet-crossover.yaml");
+pub const FACET_YAML: &str =
+    include_str!("../../services/randomisation/trials/facet-crossover.yaml");
 
 /// Adds the bearer token to every call.
 #[derive(Clone)]
 pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -77,9 +83,15 @@ impl TestServer {
 
     async fn wait_until_serving(&self) {
         for _ in 0..200 {
-            if let Ok(channel) = Channel::from_shared(self.endpoint.clone()).expect("endpoint").connect().await {
+            if let Ok(channel) = Channel::from_shared(self.endpoint.clone())
+                .expect("endpoint")
+                .connect()
+                .await
+            {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+                let request = tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                };
                 if health.check(request).await.is_ok() {
                     return;
                 }
@@ -133,7 +145,11 @@ impl TestServer {
             iss: self.settings.auth.issuer.clone(),
         };
         adjust(&mut claims);
-        let secret = self.settings.auth.hmac_secret(&self.settings.data_dir).expect("dev secret");
+        let secret = self
+            .settings
+            .auth
+            .hmac_secret(&self.settings.data_dir)
+            .expect("dev secret");
         mint_hmac_token(&secret, &claims).expect("mint")
     }
 
@@ -144,8 +160,13 @@ impl TestServer {
     /// The service's own database, opened beside the running server (WAL
     /// lets readers in while it writes).
     pub async fn store(&self) -> SqliteStore {
-        let path = self.settings.randomisation.sqlite_path(&self.settings.data_dir);
-        SqliteStore::open(&path).await.expect("open the service's database")
+        let path = self
+            .settings
+            .randomisation
+            .sqlite_path(&self.settings.data_dir);
+        SqliteStore::open(&path)
+            .await
+            .expect("open the service's database")
     }
 
     /// Stops the server and waits for it to drain.
@@ -154,7 +175,9 @@ impl TestServer {
             let _ = shutdown.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server stopped cleanly");
+            task.await
+                .expect("server task")
+                .expect("server stopped cleanly");
         }
     }
 }

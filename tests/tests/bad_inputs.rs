@@ -24,7 +24,12 @@ fn violations(status: &tonic::Status) -> Vec<String> {
 }
 
 async fn site_client(server: &TestServer, site: &str) -> equipoise_tests::Client {
-    let token = server.token("edc", &["site_investigator"], &[site, "XX-NOPE"], &["RESPINE", "GHOST"]);
+    let token = server.token(
+        "edc",
+        &["site_investigator"],
+        &[site, "XX-NOPE"],
+        &["RESPINE", "GHOST"],
+    );
     server.client(&token).await
 }
 
@@ -33,26 +38,39 @@ async fn randomise_refusals_name_the_problem_and_write_nothing() {
     let server = TestServer::start().await;
     activate(&server, RESPINE_YAML).await;
     let mut site = site_client(&server, "FR-MTP").await;
-    site.randomise(respine_request("FR-MTP", "S-1", 55.0)).await.expect("baseline allocation");
+    site.randomise(respine_request("FR-MTP", "S-1", 55.0))
+        .await
+        .expect("baseline allocation");
     let before = footprint(&server).await;
 
     let unknown_trial = pb::RandomiseRequest {
         trial_id: "GHOST".into(),
         ..respine_request("FR-MTP", "S-2", 55.0)
     };
-    let status = site.randomise(unknown_trial).await.expect_err("unknown trial");
+    let status = site
+        .randomise(unknown_trial)
+        .await
+        .expect_err("unknown trial");
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("GHOST"));
 
-    let status = site.randomise(respine_request("XX-NOPE", "S-2", 55.0)).await.expect_err("unknown site");
+    let status = site
+        .randomise(respine_request("XX-NOPE", "S-2", 55.0))
+        .await
+        .expect_err("unknown site");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violations(&status), ["site_id"]);
 
-    let status = site.randomise(respine_request("FR-PAR", "S-2", 55.0)).await.expect_err("site outside claims");
+    let status = site
+        .randomise(respine_request("FR-PAR", "S-2", 55.0))
+        .await
+        .expect_err("site outside claims");
     assert_eq!(status.code(), Code::PermissionDenied);
 
     let mut mistyped = respine_request("FR-MTP", "S-2", 55.0);
-    mistyped.covariates.insert("age_years".into(), decimal(45.5));
+    mistyped
+        .covariates
+        .insert("age_years".into(), decimal(45.5));
     mistyped.covariates.insert("vas_mm".into(), decimal(120.0));
     mistyped.covariates.remove("ddd_on_mri");
     mistyped.covariates.insert("weight_kg".into(), integer(80));
@@ -62,16 +80,28 @@ async fn randomise_refusals_name_the_problem_and_write_nothing() {
     fields.sort();
     assert_eq!(
         fields,
-        ["covariates.age_years", "covariates.ddd_on_mri", "covariates.vas_mm", "covariates.weight_kg"]
+        [
+            "covariates.age_years",
+            "covariates.ddd_on_mri",
+            "covariates.vas_mm",
+            "covariates.weight_kg"
+        ]
     );
 
     let mut empty_value = respine_request("FR-MTP", "S-2", 55.0);
-    empty_value.covariates.insert("age_years".into(), pb::CovariateValue { value: None });
-    let status = site.randomise(empty_value).await.expect_err("covariate without a value");
+    empty_value
+        .covariates
+        .insert("age_years".into(), pb::CovariateValue { value: None });
+    let status = site
+        .randomise(empty_value)
+        .await
+        .expect_err("covariate without a value");
     assert_eq!(violations(&status), ["covariates.age_years"]);
 
     let mut ineligible = respine_request("FR-MTP", "S-2", 35.0);
-    ineligible.covariates.insert("age_years".into(), integer(17));
+    ineligible
+        .covariates
+        .insert("age_years".into(), integer(17));
     let status = site.randomise(ineligible).await.expect_err("ineligible");
     assert_eq!(status.code(), Code::FailedPrecondition);
     let failed: Vec<String> = status
@@ -81,13 +111,23 @@ async fn randomise_refusals_name_the_problem_and_write_nothing() {
         .unwrap_or_default();
     assert_eq!(failed, ["age", "pain"]);
 
-    let status = site.randomise(respine_request("FR-MTP", "S-1", 75.0)).await.expect_err("conflicting repeat");
+    let status = site
+        .randomise(respine_request("FR-MTP", "S-1", 75.0))
+        .await
+        .expect_err("conflicting repeat");
     assert_eq!(status.code(), Code::AlreadyExists);
 
-    let status = site.randomise(respine_request("FR-MTP", "bad id with spaces", 55.0)).await.expect_err("bad subject id");
+    let status = site
+        .randomise(respine_request("FR-MTP", "bad id with spaces", 55.0))
+        .await
+        .expect_err("bad subject id");
     assert_eq!(violations(&status), ["subject_id"]);
 
-    assert_eq!(footprint(&server).await, before, "a refused request wrote something");
+    assert_eq!(
+        footprint(&server).await,
+        before,
+        "a refused request wrote something"
+    );
     server.stop().await;
 }
 
@@ -97,13 +137,19 @@ async fn lifecycle_gates_and_caps() {
     let mut admin = server.client(&server.admin_token()).await;
     admin
         .register_trial(pb::RegisterTrialRequest {
-            definition_yaml: RESPINE_YAML.replace("caps: { total: 114 }", "caps: { total: 114, per_stratum: 1 }"),
+            definition_yaml: RESPINE_YAML.replace(
+                "caps: { total: 114 }",
+                "caps: { total: 114, per_stratum: 1 }",
+            ),
         })
         .await
         .expect("register");
     let mut site = site_client(&server, "FR-MTP").await;
 
-    let status = site.randomise(respine_request("FR-MTP", "S-1", 55.0)).await.expect_err("draft");
+    let status = site
+        .randomise(respine_request("FR-MTP", "S-1", 55.0))
+        .await
+        .expect_err("draft");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("not active"));
 
@@ -123,9 +169,14 @@ async fn lifecycle_gates_and_caps() {
         .await
         .expect("activate");
 
-    site.randomise(respine_request("FR-MTP", "S-1", 55.0)).await.expect("first in stratum");
+    site.randomise(respine_request("FR-MTP", "S-1", 55.0))
+        .await
+        .expect("first in stratum");
     let before = footprint(&server).await;
-    let status = site.randomise(respine_request("FR-MTP", "S-2", 55.0)).await.expect_err("stratum cap");
+    let status = site
+        .randomise(respine_request("FR-MTP", "S-2", 55.0))
+        .await
+        .expect_err("stratum cap");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("stratum"), "{}", status.message());
     assert_eq!(footprint(&server).await, before);
@@ -137,11 +188,17 @@ async fn lifecycle_gates_and_caps() {
         })
         .await
         .expect("close");
-    let status = site.randomise(respine_request("FR-MTP", "S-3", 80.0)).await.expect_err("closed");
+    let status = site
+        .randomise(respine_request("FR-MTP", "S-3", 80.0))
+        .await
+        .expect_err("closed");
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("closed"));
     // An identical retry of an earlier request still answers after closing.
-    let replay = site.randomise(respine_request("FR-MTP", "S-1", 55.0)).await.expect("replay");
+    let replay = site
+        .randomise(respine_request("FR-MTP", "S-1", 55.0))
+        .await
+        .expect("replay");
     assert!(replay.into_inner().replayed);
     server.stop().await;
 }
@@ -163,9 +220,14 @@ async fn malformed_and_invalid_definitions_list_every_problem() {
     let invalid = RESPINE_YAML
         .replace("block_sizes: [2, 4]", "block_sizes: [3]")
         .replace("\"lbp_months >= 3\"", "\"months_of_pain >= 3\"")
-        .replace("sponsor_time_zone: Europe/Paris", "sponsor_time_zone: Europe/Paris\ncolour: blue");
+        .replace(
+            "sponsor_time_zone: Europe/Paris",
+            "sponsor_time_zone: Europe/Paris\ncolour: blue",
+        );
     let status = admin
-        .register_trial(pb::RegisterTrialRequest { definition_yaml: invalid })
+        .register_trial(pb::RegisterTrialRequest {
+            definition_yaml: invalid,
+        })
         .await
         .expect_err("invalid design");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -175,9 +237,20 @@ async fn malformed_and_invalid_definitions_list_every_problem() {
         "definition_yaml: method.block_sizes[0]",
         "definition_yaml: eligibility[1].rule",
     ] {
-        assert!(fields.iter().any(|f| f == expected), "{expected} missing from {fields:?}");
+        assert!(
+            fields.iter().any(|f| f == expected),
+            "{expected} missing from {fields:?}"
+        );
     }
-    assert!(server.store().await.trial("RESPINE").await.expect("read").is_none());
+    assert!(
+        server
+            .store()
+            .await
+            .trial("RESPINE")
+            .await
+            .expect("read")
+            .is_none()
+    );
     server.stop().await;
 }
 
@@ -185,29 +258,62 @@ async fn malformed_and_invalid_definitions_list_every_problem() {
 async fn tokens_and_roles_are_checked_on_every_call() {
     let server = TestServer::start().await;
     activate(&server, RESPINE_YAML).await;
-    let get = || pb::GetTrialStatusRequest { trial_id: "RESPINE".into() };
+    let get = || pb::GetTrialStatusRequest {
+        trial_id: "RESPINE".into(),
+    };
 
-    let mut anonymous = pb::randomisation_service_client::RandomisationServiceClient::new(server.channel().await);
-    let status = anonymous.get_trial_status(get()).await.expect_err("no token");
+    let mut anonymous =
+        pb::randomisation_service_client::RandomisationServiceClient::new(server.channel().await);
+    let status = anonymous
+        .get_trial_status(get())
+        .await
+        .expect_err("no token");
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("missing bearer token"));
 
     let expired = server.token_with("s", &["trial_admin"], &[], &["*"], |c| c.exp = 1_000_000);
-    let status = server.client(&expired).await.get_trial_status(get()).await.expect_err("expired");
+    let status = server
+        .client(&expired)
+        .await
+        .get_trial_status(get())
+        .await
+        .expect_err("expired");
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("expired"));
 
-    let wrong_audience = server.token_with("s", &["trial_admin"], &[], &["*"], |c| c.aud = "another-service".into());
-    let status = server.client(&wrong_audience).await.get_trial_status(get()).await.expect_err("audience");
+    let wrong_audience = server.token_with("s", &["trial_admin"], &[], &["*"], |c| {
+        c.aud = "another-service".into()
+    });
+    let status = server
+        .client(&wrong_audience)
+        .await
+        .get_trial_status(get())
+        .await
+        .expect_err("audience");
     assert_eq!(status.code(), Code::Unauthenticated);
 
     let genuine = server.admin_token();
     let forged = format!("{}x", &genuine[..genuine.len() - 1]);
-    let status = server.client(&forged).await.get_trial_status(get()).await.expect_err("forged");
+    let status = server
+        .client(&forged)
+        .await
+        .get_trial_status(get())
+        .await
+        .expect_err("forged");
     assert_eq!(status.code(), Code::Unauthenticated);
 
-    let conflicting = server.token("s", &["site_investigator", "unblinded_preparer"], &["FR-MTP"], &["RESPINE"]);
-    let status = server.client(&conflicting).await.get_trial_status(get()).await.expect_err("role pair");
+    let conflicting = server.token(
+        "s",
+        &["site_investigator", "unblinded_preparer"],
+        &["FR-MTP"],
+        &["RESPINE"],
+    );
+    let status = server
+        .client(&conflicting)
+        .await
+        .get_trial_status(get())
+        .await
+        .expect_err("role pair");
     assert_eq!(status.code(), Code::PermissionDenied);
 
     let dsmb = server.token("d", &["dsmb"], &[], &["RESPINE"]);
@@ -220,19 +326,36 @@ async fn tokens_and_roles_are_checked_on_every_call() {
     assert_eq!(status.code(), Code::PermissionDenied);
 
     let other_trial = server.token("s", &["trial_admin"], &[], &["OTHER"]);
-    let status = server.client(&other_trial).await.get_trial_status(get()).await.expect_err("trial scope");
+    let status = server
+        .client(&other_trial)
+        .await
+        .get_trial_status(get())
+        .await
+        .expect_err("trial scope");
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // Another site's subject is indistinguishable from a missing one.
     let mut mtp = site_client(&server, "FR-MTP").await;
-    mtp.randomise(respine_request("FR-MTP", "S-1", 55.0)).await.expect("allocated");
+    mtp.randomise(respine_request("FR-MTP", "S-1", 55.0))
+        .await
+        .expect("allocated");
     let paris = server.token("p", &["site_investigator"], &["FR-PAR"], &["RESPINE"]);
     let lookup = |subject: &str| pb::GetAllocationRequest {
         trial_id: "RESPINE".into(),
         subject_id: subject.into(),
     };
-    let hidden = server.client(&paris).await.get_allocation(lookup("S-1")).await.expect_err("hidden");
-    let missing = server.client(&paris).await.get_allocation(lookup("S-404")).await.expect_err("missing");
+    let hidden = server
+        .client(&paris)
+        .await
+        .get_allocation(lookup("S-1"))
+        .await
+        .expect_err("hidden");
+    let missing = server
+        .client(&paris)
+        .await
+        .get_allocation(lookup("S-404"))
+        .await
+        .expect_err("missing");
     assert_eq!(hidden.code(), Code::NotFound);
     assert_eq!(missing.code(), Code::NotFound);
     assert_eq!(hidden.message().replace("S-1", "S-404"), missing.message());
@@ -262,16 +385,25 @@ async fn oversized_messages_and_absurd_simulations_are_not_run() {
     };
     let status = admin.simulate(absurd).await.expect_err("absurd simulation");
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("exceed the limit"), "{}", status.message());
+    assert!(
+        status.message().contains("exceed the limit"),
+        "{}",
+        status.message()
+    );
 
     let unknown_factor = pb::SimulateRequest {
         design: Some(pb::simulate_request::Design::TrialId("RESPINE".into())),
         trials: 10,
         subjects_per_trial: 0,
         seed: 1,
-        level_weights: [("colour".to_owned(), pb::LevelWeights::default())].into_iter().collect(),
+        level_weights: [("colour".to_owned(), pb::LevelWeights::default())]
+            .into_iter()
+            .collect(),
     };
-    let status = admin.simulate(unknown_factor).await.expect_err("unknown factor");
+    let status = admin
+        .simulate(unknown_factor)
+        .await
+        .expect_err("unknown factor");
     assert_eq!(violations(&status), ["level_weights.colour"]);
     server.stop().await;
 }

@@ -13,7 +13,13 @@ use equipoise_randomisation::stream::ALGORITHM_VERSION;
 use equipoise_tests::{RESPINE_YAML, TestServer, activate, respine_request};
 
 /// Subjects per site, within the site caps (40, 30, 25, 25, 25), adding to 114.
-const SITE_QUOTAS: [(&str, usize); 5] = [("FR-MTP", 30), ("FR-PAR", 24), ("ES-VLL", 20), ("IT-MIL", 20), ("DE-ULM", 20)];
+const SITE_QUOTAS: [(&str, usize); 5] = [
+    ("FR-MTP", 30),
+    ("FR-PAR", 24),
+    ("ES-VLL", 20),
+    ("IT-MIL", 20),
+    ("DE-ULM", 20),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_sites_randomise_respine_concurrently() {
@@ -22,7 +28,12 @@ async fn five_sites_randomise_respine_concurrently() {
 
     let mut sites = Vec::new();
     for (site, quota) in SITE_QUOTAS {
-        let token = server.token(&format!("edc-{site}"), &["site_coordinator"], &[site], &["RESPINE"]);
+        let token = server.token(
+            &format!("edc-{site}"),
+            &["site_coordinator"],
+            &[site],
+            &["RESPINE"],
+        );
         let mut client = server.client(&token).await;
         sites.push(tokio::spawn(async move {
             let mut numbers = Vec::new();
@@ -30,15 +41,28 @@ async fn five_sites_randomise_respine_concurrently() {
                 // Alternate pain levels so both strata of the site fill.
                 let vas = if n % 3 == 0 { 78.0 } else { 52.5 };
                 let request = respine_request(site, &format!("{site}-{n:03}"), vas);
-                let response = client.randomise(request.clone()).await.expect("randomised").into_inner();
+                let response = client
+                    .randomise(request.clone())
+                    .await
+                    .expect("randomised")
+                    .into_inner();
                 assert!(!response.replayed);
                 // An EDC retry after a time-out gets the same allocation back.
                 if n % 10 == 0 {
-                    let again = client.randomise(request).await.expect("replayed").into_inner();
+                    let again = client
+                        .randomise(request)
+                        .await
+                        .expect("replayed")
+                        .into_inner();
                     assert!(again.replayed);
                     assert_eq!(again.allocation, response.allocation);
                 }
-                numbers.push(response.allocation.expect("allocation").randomisation_number);
+                numbers.push(
+                    response
+                        .allocation
+                        .expect("allocation")
+                        .randomisation_number,
+                );
             }
             numbers
         }));
@@ -46,7 +70,10 @@ async fn five_sites_randomise_respine_concurrently() {
     let mut numbers = BTreeSet::new();
     for site in sites {
         for number in site.await.expect("site task") {
-            assert!(numbers.insert(number), "randomisation numbers must be unique");
+            assert!(
+                numbers.insert(number),
+                "randomisation numbers must be unique"
+            );
         }
     }
     assert_eq!(numbers.len(), 114);
@@ -54,7 +81,9 @@ async fn five_sites_randomise_respine_concurrently() {
     assert_every_subject_once(&server).await;
     assert_strata_follow_their_streams(&server).await;
     assert_cap_holds(&server).await;
-    let records = audit_verify(&server.settings).await.expect("audit chain verifies");
+    let records = audit_verify(&server.settings)
+        .await
+        .expect("audit chain verifies");
     // Registration, activation and one record per allocation.
     assert_eq!(records, 2 + 114);
     server.stop().await;
@@ -78,7 +107,10 @@ async fn assert_every_subject_once(server: &TestServer) {
             .expect("list")
             .into_inner();
         for allocation in page.allocations {
-            assert!(seen.insert(allocation.subject_id), "a subject appears twice");
+            assert!(
+                seen.insert(allocation.subject_id),
+                "a subject appears twice"
+            );
         }
         if page.next_page_token.is_empty() {
             break;
@@ -94,19 +126,45 @@ async fn assert_strata_follow_their_streams(server: &TestServer) {
     let definition = parse_definition(RESPINE_YAML).expect("definition");
     let store = server.store().await;
     let trial = store.trial("RESPINE").await.expect("read").expect("trial");
-    let sealer = server.settings.randomisation.sealer(&server.settings.data_dir).expect("seal key");
-    let seed = sealer.unseal("RESPINE", &trial.sealed_seed.expect("sealed seed")).expect("unseal");
+    let sealer = server
+        .settings
+        .randomisation
+        .sealer(&server.settings.data_dir)
+        .expect("seal key");
+    let seed = sealer
+        .unseal("RESPINE", &trial.sealed_seed.expect("sealed seed"))
+        .expect("unseal");
     let mut per_stratum = BTreeMap::new();
     for levels in definition.all_strata() {
         let stratum = definition.stratum_key(&levels);
-        let allocations = store.stream_allocations("RESPINE", &stratum).await.expect("stream");
+        let allocations = store
+            .stream_allocations("RESPINE", &stratum)
+            .await
+            .expect("stream");
         let positions: Vec<u64> = allocations.iter().map(|a| a.position).collect();
-        assert_eq!(positions, (0..allocations.len() as u64).collect::<Vec<_>>(), "gap or repeat in {stratum}");
-        let expected = regenerate_list(&definition.method, &definition.ratios(), &seed, &stratum, ALGORITHM_VERSION, allocations.len())
-            .expect("blocks are pre-generated");
-        let expected: Vec<&str> = expected.iter().map(|arm| definition.arms[*arm].id.as_str()).collect();
+        assert_eq!(
+            positions,
+            (0..allocations.len() as u64).collect::<Vec<_>>(),
+            "gap or repeat in {stratum}"
+        );
+        let expected = regenerate_list(
+            &definition.method,
+            &definition.ratios(),
+            &seed,
+            &stratum,
+            ALGORITHM_VERSION,
+            allocations.len(),
+        )
+        .expect("blocks are pre-generated");
+        let expected: Vec<&str> = expected
+            .iter()
+            .map(|arm| definition.arms[*arm].id.as_str())
+            .collect();
         let actual: Vec<&str> = allocations.iter().map(|a| a.arm.as_str()).collect();
-        assert_eq!(actual, expected, "stratum {stratum} departs from its seeded stream");
+        assert_eq!(
+            actual, expected,
+            "stratum {stratum} departs from its seeded stream"
+        );
         per_stratum.insert(stratum, allocations.len());
     }
     assert_eq!(per_stratum.values().sum::<usize>(), 114);
@@ -120,5 +178,9 @@ async fn assert_cap_holds(server: &TestServer) {
         .await
         .expect_err("the 115th subject is over the total cap");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(refused.message().contains("total enrolment cap"), "{}", refused.message());
+    assert!(
+        refused.message().contains("total enrolment cap"),
+        "{}",
+        refused.message()
+    );
 }

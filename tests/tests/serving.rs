@@ -17,39 +17,66 @@ async fn health_needs_no_token_and_reports_the_service() {
         .await
         .expect("health")
         .into_inner();
-    assert_eq!(response.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    assert_eq!(
+        response.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     let server = TestServer::start().await;
-    let token: tonic::metadata::MetadataValue<_> = format!("Bearer {}", server.admin_token()).parse().expect("header");
+    let token: tonic::metadata::MetadataValue<_> = format!("Bearer {}", server.admin_token())
+        .parse()
+        .expect("header");
 
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
     let request = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
     };
     let mut call = tonic::Request::new(tokio_stream::iter([request]));
     call.metadata_mut().insert("authorization", token.clone());
-    let mut responses = client.server_reflection_info(call).await.expect("reflection").into_inner();
+    let mut responses = client
+        .server_reflection_info(call)
+        .await
+        .expect("reflection")
+        .into_inner();
     let response = responses.next().await.expect("one response").expect("ok");
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = response.message_response else {
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
         panic!("expected a service list");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"equipoise.randomisation.v1.RandomisationService".to_owned()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"equipoise.randomisation.v1.RandomisationService".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
 
-    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let mut alpha =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
     };
     let mut call = tonic::Request::new(tokio_stream::iter([request]));
     call.metadata_mut().insert("authorization", token);
-    let mut responses = alpha.server_reflection_info(call).await.expect("v1alpha reflection").into_inner();
+    let mut responses = alpha
+        .server_reflection_info(call)
+        .await
+        .expect("v1alpha reflection")
+        .into_inner();
     assert!(responses.next().await.expect("one response").is_ok());
     server.stop().await;
 }
@@ -59,8 +86,14 @@ async fn shutdown_drains_and_stops_cleanly() {
     let server = TestServer::start().await;
     let endpoint = server.endpoint.clone();
     server.stop().await;
-    let reconnect = tonic::transport::Channel::from_shared(endpoint).expect("endpoint").connect().await;
-    assert!(reconnect.is_err(), "the port should be closed after shutdown");
+    let reconnect = tonic::transport::Channel::from_shared(endpoint)
+        .expect("endpoint")
+        .connect()
+        .await;
+    assert!(
+        reconnect.is_err(),
+        "the port should be closed after shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,9 +103,13 @@ async fn paging_and_streaming_see_the_same_allocations_without_arms() {
     let token = server.token("edc", &["site_investigator"], &["IT-MIL"], &["RESPINE"]);
     let mut site = server.client(&token).await;
     for n in 0..7 {
-        site.randomise(respine_request("IT-MIL", &format!("MIL-{n}"), 60.0 + f64::from(n) * 3.0))
-            .await
-            .expect("randomised");
+        site.randomise(respine_request(
+            "IT-MIL",
+            &format!("MIL-{n}"),
+            60.0 + f64::from(n) * 3.0,
+        ))
+        .await
+        .expect("randomised");
     }
     let filter = Some(pb::AllocationFilter {
         trial_id: "RESPINE".into(),
@@ -108,11 +145,17 @@ async fn paging_and_streaming_see_the_same_allocations_without_arms() {
         .collect::<Result<_, _>>()
         .await
         .expect("stream items");
-    let paged: Vec<pb::Allocation> = first.allocations.into_iter().chain(second.allocations).collect();
+    let paged: Vec<pb::Allocation> = first
+        .allocations
+        .into_iter()
+        .chain(second.allocations)
+        .collect();
     assert_eq!(streamed, paged);
 
     let status = site
-        .get_trial_status(pb::GetTrialStatusRequest { trial_id: "RESPINE".into() })
+        .get_trial_status(pb::GetTrialStatusRequest {
+            trial_id: "RESPINE".into(),
+        })
         .await
         .expect("status")
         .into_inner();
@@ -125,10 +168,14 @@ async fn paging_and_streaming_see_the_same_allocations_without_arms() {
 #[tokio::test(flavor = "multi_thread")]
 async fn simulation_over_grpc_reports_the_design() {
     let server = TestServer::start().await;
-    let mut statistician = server.client(&server.token("stat", &["statistician"], &[], &["*"])).await;
+    let mut statistician = server
+        .client(&server.token("stat", &["statistician"], &[], &["*"]))
+        .await;
     let report = statistician
         .simulate(pb::SimulateRequest {
-            design: Some(pb::simulate_request::Design::DefinitionYaml(FACET_YAML.into())),
+            design: Some(pb::simulate_request::Design::DefinitionYaml(
+                FACET_YAML.into(),
+            )),
             trials: 500,
             subjects_per_trial: 0,
             seed: 11,
@@ -140,7 +187,11 @@ async fn simulation_over_grpc_reports_the_design() {
     assert_eq!(report.method, "minimisation");
     assert_eq!(report.allocations, 500 * 40);
     assert_eq!(report.seed, 11);
-    let overall = report.imbalance.iter().find(|r| r.scope == "overall").expect("overall row");
+    let overall = report
+        .imbalance
+        .iter()
+        .find(|r| r.scope == "overall")
+        .expect("overall row");
     assert!(overall.mean_final < 2.0, "{overall:?}");
     assert!(report.correct_guess_rate_trial > 0.5);
     server.stop().await;

@@ -61,7 +61,10 @@ pub async fn serve(
 }
 
 /// Adds reflection v1 and v1alpha: common clients still ask v1alpha.
-fn add_reflection(routes: &mut RoutesBuilder, descriptor_sets: &[&'static [u8]]) -> Result<(), ServeError> {
+fn add_reflection(
+    routes: &mut RoutesBuilder,
+    descriptor_sets: &[&'static [u8]],
+) -> Result<(), ServeError> {
     let builder = || {
         descriptor_sets.iter().fold(
             tonic_reflection::server::Builder::configure()

@@ -82,7 +82,10 @@ impl AuthSettings {
     pub fn hmac_secret(&self, data_dir: &Path) -> Result<Vec<u8>, SettingsError> {
         match &self.hmac_secret_file {
             Some(path) => read_file("HMAC secret", path),
-            None => ensure_secret_file(&data_dir.join(DEV_HMAC_SECRET_FILE), "development HMAC secret"),
+            None => ensure_secret_file(
+                &data_dir.join(DEV_HMAC_SECRET_FILE),
+                "development HMAC secret",
+            ),
         }
     }
 }
@@ -119,7 +122,10 @@ pub fn ensure_secret_file(path: &Path, what: &'static str) -> Result<Vec<u8>, Se
             .and_then(|()| file.sync_all())
             .map_err(|e| error(e.to_string()))?;
     }
-    let mode = fs::metadata(path).map_err(|e| error(e.to_string()))?.permissions().mode();
+    let mode = fs::metadata(path)
+        .map_err(|e| error(e.to_string()))?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         tracing::warn!(path = %path.display(), "{what} is readable by other users");
     }
@@ -151,6 +157,9 @@ mod tests {
             ..AuthSettings::default()
         };
         let error = settings.verifier(Path::new("/tmp")).err().expect("error");
-        assert!(error.to_string().contains("/nonexistent/key.pem"), "{error}");
+        assert!(
+            error.to_string().contains("/nonexistent/key.pem"),
+            "{error}"
+        );
     }
 }

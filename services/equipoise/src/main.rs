@@ -2,7 +2,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use equipoise::CliError;
-use equipoise::cli::{AuditCommand, Cli, Command, ListCommand, SeedCommand, TokenCommand, client, offline, simulate};
+use equipoise::cli::{
+    AuditCommand, Cli, Command, ListCommand, SeedCommand, TokenCommand, client, offline, simulate,
+};
 use equipoise::serve;
 use equipoise::settings::Settings;
 
@@ -27,7 +29,13 @@ async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Serve { target } => {
             equipoise_common::logging::init(settings.log_format);
             let listener = serve::bind(&settings).await?;
-            serve::run(&settings, target, listener, equipoise_common::serve::shutdown_signal()).await?;
+            serve::run(
+                &settings,
+                target,
+                listener,
+                equipoise_common::serve::shutdown_signal(),
+            )
+            .await?;
             Ok(String::new())
         }
         Command::Token {
@@ -44,7 +52,10 @@ async fn run(cli: Cli) -> Result<String, CliError> {
         } => offline::regenerate(&args),
         Command::Seed {
             command: SeedCommand::Unseal { trial, actor },
-        } => Ok(format!("{}\n", offline::unseal(&settings, &trial, &actor).await?.to_hex())),
+        } => Ok(format!(
+            "{}\n",
+            offline::unseal(&settings, &trial, &actor).await?.to_hex()
+        )),
         Command::Simulate(args) => tokio::task::spawn_blocking(move || simulate::run(&args))
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?,

@@ -31,10 +31,12 @@ pub enum ServeError {
 }
 
 pub async fn bind(settings: &Settings) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(settings.listen).await.map_err(|e| ServeError::Listen {
-        address: settings.listen.to_string(),
-        reason: e.to_string(),
-    })
+    TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| ServeError::Listen {
+            address: settings.listen.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Builds the target's services and serves them on `listener` until
@@ -49,11 +51,15 @@ pub async fn run(
     let mut routes = RoutesBuilder::default();
     let mut health_names = Vec::new();
     if matches!(target, Target::All | Target::Randomisation) {
-        let service = randomisation::build_service(&settings.randomisation, &settings.data_dir).await?;
+        let service =
+            randomisation::build_service(&settings.randomisation, &settings.data_dir).await?;
         randomisation::add_routes(&mut routes, service, settings.max_message_bytes);
         health_names.push(randomisation::HEALTH_NAME);
     }
-    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(%address, ?target, data_dir = %settings.data_dir.display(), "serving");
     let parts = ServerParts {
         routes,

@@ -48,12 +48,19 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(SettingsError(format!("file {} does not exist", path.display())));
+                return Err(SettingsError(format!(
+                    "file {} does not exist",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
         figment
-            .merge(Env::prefixed("EQUIPOISE_").ignore(&["CONFIG", "TOKEN", "ENDPOINT"]).split("__"))
+            .merge(
+                Env::prefixed("EQUIPOISE_")
+                    .ignore(&["CONFIG", "TOKEN", "ENDPOINT"])
+                    .split("__"),
+            )
             .extract()
             .map_err(|e| SettingsError(e.to_string()))
     }
@@ -67,7 +74,11 @@ mod tests {
     fn file_overrides_defaults_and_unknown_keys_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("equipoise.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:6000\"\n[randomisation]\nlock_wait_ms = 750\n").expect("write");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:6000\"\n[randomisation]\nlock_wait_ms = 750\n",
+        )
+        .expect("write");
         let settings = Settings::load(Some(&path)).expect("loads");
         assert_eq!(settings.listen.port(), 6000);
         assert_eq!(settings.randomisation.lock_wait_ms, 750);

@@ -30,7 +30,10 @@ pub enum RandomisationError {
     #[error("{0}")]
     PermissionDenied(String),
     #[error("{message}")]
-    Unavailable { message: String, retry_after: Option<Duration> },
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// A concurrent change won; the request can be retried as it is.
     #[error("{0}")]
     Aborted(String),
@@ -40,7 +43,11 @@ pub enum RandomisationError {
 }
 
 fn list(problems: &[Problem]) -> String {
-    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn criteria(failed: &[FailedCriterion]) -> String {
@@ -65,14 +72,20 @@ impl From<StoreError> for RandomisationError {
         match error {
             StoreError::NotFound => RandomisationError::NotFound("record".into()),
             StoreError::Conflict(message) => RandomisationError::FailedPrecondition(message),
-            StoreError::Fenced => RandomisationError::Aborted("the allocation stream changed; retry the request".into()),
-            StoreError::SubjectExists => RandomisationError::AlreadyExists("subject_id is already randomised in this trial".into()),
+            StoreError::Fenced => RandomisationError::Aborted(
+                "the allocation stream changed; retry the request".into(),
+            ),
+            StoreError::SubjectExists => RandomisationError::AlreadyExists(
+                "subject_id is already randomised in this trial".into(),
+            ),
             StoreError::CapReached(kind) => RandomisationError::CapReached(cap_message(kind)),
             StoreError::Unavailable(message) => RandomisationError::Unavailable {
                 message: format!("the randomisation database is unavailable: {message}"),
                 retry_after: Some(Duration::from_secs(1)),
             },
-            StoreError::SchemaTooNew { .. } | StoreError::Database(_) => RandomisationError::Internal(error.to_string()),
+            StoreError::SchemaTooNew { .. } | StoreError::Database(_) => {
+                RandomisationError::Internal(error.to_string())
+            }
         }
     }
 }

@@ -58,7 +58,10 @@ impl InProcessLocks {
     }
 
     fn mutex_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         locks.entry(key.to_owned()).or_default().clone()
     }
 }
@@ -73,7 +76,11 @@ impl AllocationLocks for InProcessLocks {
                 key: key.to_owned(),
                 waited: self.wait,
             })?;
-        Ok(LockLease::new(key.to_owned(), random_token(), Some(Box::new(guard))))
+        Ok(LockLease::new(
+            key.to_owned(),
+            random_token(),
+            Some(Box::new(guard)),
+        ))
     }
 
     async fn release(&self, lease: LockLease) -> Result<(), LockError> {
@@ -102,13 +109,22 @@ mod tests {
     #[tokio::test]
     async fn a_held_lock_makes_others_wait_then_time_out() {
         let locks = InProcessLocks::new(Duration::from_millis(50));
-        let held = locks.acquire("trial/RESPINE/stratum-a").await.expect("free");
+        let held = locks
+            .acquire("trial/RESPINE/stratum-a")
+            .await
+            .expect("free");
         let blocked = locks.acquire("trial/RESPINE/stratum-a").await;
         assert!(matches!(blocked, Err(LockError::Timeout { .. })));
         // Another key is independent.
-        let other = locks.acquire("trial/RESPINE/stratum-b").await.expect("independent");
+        let other = locks
+            .acquire("trial/RESPINE/stratum-b")
+            .await
+            .expect("independent");
         locks.release(held).await.expect("released");
-        let again = locks.acquire("trial/RESPINE/stratum-a").await.expect("free again");
+        let again = locks
+            .acquire("trial/RESPINE/stratum-a")
+            .await
+            .expect("free again");
         assert_ne!(again.token, other.token);
     }
 

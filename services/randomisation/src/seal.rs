@@ -15,7 +15,9 @@ pub enum SealError {
     KeyLength,
     #[error("no randomness from the operating system: {0}")]
     Randomness(String),
-    #[error("the sealed seed of trial {0} does not open with this key (wrong key, or altered data)")]
+    #[error(
+        "the sealed seed of trial {0} does not open with this key (wrong key, or altered data)"
+    )]
     Unseal(String),
 }
 
@@ -57,7 +59,10 @@ impl Sealer {
             msg: ciphertext,
             aad: &aad,
         };
-        let plain = self.cipher.decrypt(&nonce, payload).map_err(|_| unsealable())?;
+        let plain = self
+            .cipher
+            .decrypt(&nonce, payload)
+            .map_err(|_| unsealable())?;
         let bytes: [u8; 32] = plain.try_into().map_err(|_| unsealable())?;
         Ok(MasterSeed(bytes))
     }

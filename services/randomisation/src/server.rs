@@ -47,11 +47,16 @@ impl Default for RandomisationSettings {
 
 impl RandomisationSettings {
     pub fn sqlite_path(&self, data_dir: &Path) -> PathBuf {
-        self.sqlite_path.clone().unwrap_or_else(|| data_dir.join("randomisation.db"))
+        self.sqlite_path
+            .clone()
+            .unwrap_or_else(|| data_dir.join("randomisation.db"))
     }
 
     pub fn sealer(&self, data_dir: &Path) -> Result<Sealer, StartupError> {
-        let path = self.seal_key_file.clone().unwrap_or_else(|| data_dir.join("seal.key"));
+        let path = self
+            .seal_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("seal.key"));
         let key = ensure_secret_file(&path, "seal key")?;
         Ok(Sealer::new(&key)?)
     }
@@ -69,7 +74,10 @@ pub enum StartupError {
     DataDir { path: PathBuf, reason: String },
 }
 
-pub async fn build_service(settings: &RandomisationSettings, data_dir: &Path) -> Result<Arc<RandomisationService>, StartupError> {
+pub async fn build_service(
+    settings: &RandomisationSettings,
+    data_dir: &Path,
+) -> Result<Arc<RandomisationService>, StartupError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StartupError::DataDir {
         path: data_dir.to_owned(),
         reason: e.to_string(),
@@ -77,7 +85,10 @@ pub async fn build_service(settings: &RandomisationSettings, data_dir: &Path) ->
     let path = settings.sqlite_path(data_dir);
     let store = SqliteStore::open(&path)
         .await
-        .map_err(|source| StartupError::Store { path: path.clone(), source })?;
+        .map_err(|source| StartupError::Store {
+            path: path.clone(),
+            source,
+        })?;
     let locks = InProcessLocks::new(Duration::from_millis(settings.lock_wait_ms));
     let limits = Limits {
         max_simulated_allocations: settings.max_simulated_allocations,
@@ -91,7 +102,11 @@ pub async fn build_service(settings: &RandomisationSettings, data_dir: &Path) ->
 }
 
 /// Mounts the gRPC service, refusing messages over `max_message_bytes`.
-pub fn add_routes(routes: &mut RoutesBuilder, service: Arc<RandomisationService>, max_message_bytes: usize) {
+pub fn add_routes(
+    routes: &mut RoutesBuilder,
+    service: Arc<RandomisationService>,
+    max_message_bytes: usize,
+) {
     let server = RandomisationServiceServer::new(RandomisationGrpc::new(service))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes.max(4 * 1024 * 1024));

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 
-use crate::definition::{FactorSource, MethodSpec, StratumLevels, TrialDefinition};
 use crate::definition::ImbalanceMeasure;
+use crate::definition::{FactorSource, MethodSpec, StratumLevels, TrialDefinition};
 use crate::methods::{Margins, SequenceMethod, Slot, StratumSequence, minimise};
 use crate::stream::{pick, simulation_stream, unit_interval};
 
@@ -55,7 +55,9 @@ pub struct SimulationReport {
 pub enum SimulationError {
     #[error("{field}: {reason}")]
     InvalidSpec { field: String, reason: String },
-    #[error("uploaded lists are generated outside Equipoise; simulate the design that produced them")]
+    #[error(
+        "uploaded lists are generated outside Equipoise; simulate the design that produced them"
+    )]
     UploadedList,
 }
 
@@ -80,7 +82,8 @@ pub fn simulate(
     let sampler = SubjectSampler::new(definition, &spec.level_weights)?;
     let mut totals = Totals::new(definition);
     for trial in 0..spec.trials {
-        let outcome = simulate_trial(definition, &sampler, spec, trial).ok_or(SimulationError::UploadedList)?;
+        let outcome = simulate_trial(definition, &sampler, spec, trial)
+            .ok_or(SimulationError::UploadedList)?;
         totals.add(outcome);
         progress(trial + 1);
     }
@@ -92,7 +95,10 @@ fn check_sizes(spec: &SimulationSpec, max_allocations: u64) -> Result<(), Simula
         return Err(invalid("trials", "must be at least 1"));
     }
     if spec.subjects_per_trial == 0 {
-        return Err(invalid("subjects_per_trial", "must be at least 1 (or set a total cap)"));
+        return Err(invalid(
+            "subjects_per_trial",
+            "must be at least 1 (or set a total cap)",
+        ));
     }
     let allocations = u64::from(spec.trials) * u64::from(spec.subjects_per_trial);
     if allocations > max_allocations {
@@ -121,7 +127,10 @@ impl SubjectSampler {
             .position(|f| f.source == FactorSource::Site);
         for key in weights.keys() {
             if key != "site" && !definition.stratification.iter().any(|f| &f.id == key) {
-                return Err(invalid(format!("level_weights.{key}"), "is not a stratification factor"));
+                return Err(invalid(
+                    format!("level_weights.{key}"),
+                    "is not a stratification factor",
+                ));
             }
         }
         let factor_weights = definition
@@ -173,10 +182,16 @@ fn normalised_weights(
             return Err(invalid(field, "must be a finite weight of 0 or more"));
         }
     }
-    let raw: Vec<f64> = names.iter().map(|n| given.get(*n).copied().unwrap_or(0.0)).collect();
+    let raw: Vec<f64> = names
+        .iter()
+        .map(|n| given.get(*n).copied().unwrap_or(0.0))
+        .collect();
     let sum: f64 = raw.iter().sum();
     if sum <= 0.0 {
-        return Err(invalid(format!("level_weights.{factor}"), "needs a positive weight on some level"));
+        return Err(invalid(
+            format!("level_weights.{factor}"),
+            "needs a positive weight on some level",
+        ));
     }
     Ok(raw.iter().map(|w| w / sum).collect())
 }
@@ -216,18 +231,34 @@ impl CellTrack {
 
 /// max(n_i / r_i) − min(n_i / r_i): for 1:1, |n_A − n_B|.
 fn imbalance(counts: &[u32], ratios: &[u32]) -> f64 {
-    let scaled = counts.iter().zip(ratios).map(|(n, r)| f64::from(*n) / f64::from(*r));
-    let (min, max) = scaled.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let scaled = counts
+        .iter()
+        .zip(ratios)
+        .map(|(n, r)| f64::from(*n) / f64::from(*r));
+    let (min, max) = scaled.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    });
     max - min
 }
 
 /// Expected score of the convergence guesser: guess an arm furthest below
 /// its target share, at random among ties.
 fn convergence_credit(counts: &[u32], ratios: &[u32], actual: usize) -> f64 {
-    let scaled: Vec<f64> = counts.iter().zip(ratios).map(|(n, r)| f64::from(*n) / f64::from(*r)).collect();
+    let scaled: Vec<f64> = counts
+        .iter()
+        .zip(ratios)
+        .map(|(n, r)| f64::from(*n) / f64::from(*r))
+        .collect();
     let lowest = scaled.iter().copied().fold(f64::INFINITY, f64::min);
-    let tied = scaled.iter().filter(|x| (**x - lowest).abs() < 1e-12).count();
-    if (scaled[actual] - lowest).abs() < 1e-12 { 1.0 / tied as f64 } else { 0.0 }
+    let tied = scaled
+        .iter()
+        .filter(|x| (**x - lowest).abs() < 1e-12)
+        .count();
+    if (scaled[actual] - lowest).abs() < 1e-12 {
+        1.0 / tied as f64
+    } else {
+        0.0
+    }
 }
 
 /// Index of each cell: 0 is overall, then factor levels, then strata.
@@ -246,7 +277,11 @@ impl CellLayout {
             level_offsets.push(next);
             next += factor.levels.len();
         }
-        let stratum_radix: Vec<usize> = definition.stratification.iter().map(|f| f.levels.len()).collect();
+        let stratum_radix: Vec<usize> = definition
+            .stratification
+            .iter()
+            .map(|f| f.levels.len())
+            .collect();
         let strata: usize = stratum_radix.iter().product();
         Self {
             level_offsets,
@@ -257,7 +292,10 @@ impl CellLayout {
     }
 
     fn stratum_index(&self, levels: &[usize]) -> usize {
-        levels.iter().zip(&self.stratum_radix).fold(0, |acc, (level, radix)| acc * radix + level)
+        levels
+            .iter()
+            .zip(&self.stratum_radix)
+            .fold(0, |acc, (level, radix)| acc * radix + level)
     }
 }
 
@@ -286,7 +324,8 @@ fn simulate_trial(
         let (site, levels) = sampler.draw(&mut subjects);
         let stratum_cell = layout.stratum_offset + layout.stratum_index(&levels);
         let slot = allocator.allocate(&ratios, &layout, &levels);
-        outcome.guesses_stratum += convergence_credit(&cells[stratum_cell].counts, &ratios, slot.arm);
+        outcome.guesses_stratum +=
+            convergence_credit(&cells[stratum_cell].counts, &ratios, slot.arm);
         outcome.guesses_site += convergence_credit(&site_counts[site], &ratios, slot.arm);
         outcome.guesses_trial += convergence_credit(&cells[0].counts, &ratios, slot.arm);
         outcome.deterministic += u64::from(slot.is_deterministic());
@@ -318,21 +357,30 @@ enum Allocator {
         measure: ImbalanceMeasure,
         p: f64,
         margins: Margins,
-        rng: ChaCha20Rng,
+        rng: Box<ChaCha20Rng>,
     },
 }
 
 impl Allocator {
     /// `None` for an uploaded list, which `simulate` refuses first.
     fn new(definition: &TrialDefinition, seed: u64, trial: u32) -> Option<Self> {
-        if let MethodSpec::Minimisation { weights, imbalance, p } = &definition.method {
-            let level_counts: Vec<usize> = definition.stratification.iter().map(|f| f.levels.len()).collect();
+        if let MethodSpec::Minimisation {
+            weights,
+            imbalance,
+            p,
+        } = &definition.method
+        {
+            let level_counts: Vec<usize> = definition
+                .stratification
+                .iter()
+                .map(|f| f.levels.len())
+                .collect();
             return Some(Allocator::Minimisation {
                 weights: weights.clone(),
                 measure: *imbalance,
                 p: *p,
                 margins: Margins::new(&level_counts, definition.arms.len()),
-                rng: simulation_stream(seed, &format!("trial/{trial}/minimisation")),
+                rng: Box::new(simulation_stream(seed, &format!("trial/{trial}/minimisation"))),
             });
         }
         Some(Allocator::Sequences {
@@ -352,7 +400,15 @@ impl Allocator {
                 margins,
                 rng,
             } => {
-                let decision = minimise(margins, levels, weights, *measure, *p, ratios, unit_interval(rng));
+                let decision = minimise(
+                    margins,
+                    levels,
+                    weights,
+                    *measure,
+                    *p,
+                    ratios,
+                    unit_interval(rng),
+                );
                 margins.record(levels, decision.arm);
                 Slot {
                     arm: decision.arm,
@@ -369,7 +425,8 @@ impl Allocator {
                 sequences
                     .entry(stratum)
                     .or_insert_with(|| {
-                        let rng = simulation_stream(*seed, &format!("trial/{trial}/stratum/{stratum}"));
+                        let rng =
+                            simulation_stream(*seed, &format!("trial/{trial}/stratum/{stratum}"));
                         StratumSequence::new(method, ratios, rng)
                     })
                     .next_slot()

@@ -144,7 +144,10 @@ mod tests {
             counts[uniform_below(&mut rng, 6) as usize] += 1;
         }
         // Each face expects 10,000; 5 standard deviations is about 456.
-        assert!(counts.iter().all(|c| c.abs_diff(10_000) < 460), "{counts:?}");
+        assert!(
+            counts.iter().all(|c| c.abs_diff(10_000) < 460),
+            "{counts:?}"
+        );
         assert_eq!(uniform_below(&mut rng, 1), 0);
     }
 

@@ -2,7 +2,9 @@ use std::path::Path;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header,
+};
 
 use super::claims::{Caller, Claims};
 
@@ -35,10 +37,7 @@ pub enum KeySource {
     /// Shared HMAC secret (HS256): the development default.
     HmacSecret(Vec<u8>),
     /// One PEM public key, RSA or EC, with its algorithm.
-    PublicKeyPem {
-        pem: Vec<u8>,
-        algorithm: Algorithm,
-    },
+    PublicKeyPem { pem: Vec<u8>, algorithm: Algorithm },
     /// A JWKS document; tokens select a key with `kid`.
     Jwks(JwkSet),
 }
@@ -96,7 +95,9 @@ impl TokenVerifier {
 
     fn key_for(&self, header: &Header) -> Result<(DecodingKey, Algorithm), AuthError> {
         match &self.keys {
-            KeySource::HmacSecret(secret) => Ok((DecodingKey::from_secret(secret), Algorithm::HS256)),
+            KeySource::HmacSecret(secret) => {
+                Ok((DecodingKey::from_secret(secret), Algorithm::HS256))
+            }
             KeySource::PublicKeyPem { pem, algorithm } => {
                 Ok((decoding_key_from_pem(pem, *algorithm)?, *algorithm))
             }
@@ -110,8 +111,13 @@ impl TokenVerifier {
                     .ok_or_else(|| AuthError::Invalid(format!("no key with kid '{kid}'")))?;
                 let key = DecodingKey::from_jwk(jwk).map_err(map_jwt_error)?;
                 // An asymmetric key set never accepts a symmetric algorithm.
-                if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-                    return Err(AuthError::Invalid("HMAC tokens are not accepted with a JWKS".into()));
+                if matches!(
+                    header.alg,
+                    Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+                ) {
+                    return Err(AuthError::Invalid(
+                        "HMAC tokens are not accepted with a JWKS".into(),
+                    ));
                 }
                 Ok((key, header.alg))
             }
@@ -147,8 +153,12 @@ fn map_jwt_error(error: jsonwebtoken::errors::Error) -> AuthError {
 
 /// Mints an HS256 token: for the development default and for tests.
 pub fn mint_hmac_token(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
-        .map_err(|e| AuthError::Invalid(e.to_string()))
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -174,8 +184,12 @@ mod tests {
     }
 
     fn verifier() -> TokenVerifier {
-        TokenVerifier::new(KeySource::HmacSecret(SECRET.to_vec()), "equipoise", "equipoise-dev")
-            .expect("verifier")
+        TokenVerifier::new(
+            KeySource::HmacSecret(SECRET.to_vec()),
+            "equipoise",
+            "equipoise-dev",
+        )
+        .expect("verifier")
     }
 
     #[test]
@@ -194,17 +208,29 @@ mod tests {
     #[test]
     fn refuses_expired_forged_wrong_audience_and_missing_tokens() {
         let v = verifier();
-        let expired = mint_hmac_token(SECRET, &claims(&["statistician"], -3600, "equipoise"))
-            .expect("mint");
+        let expired =
+            mint_hmac_token(SECRET, &claims(&["statistician"], -3600, "equipoise")).expect("mint");
         assert!(matches!(v.verify(&expired), Err(AuthError::Expired)));
-        let forged = mint_hmac_token(b"another-secret", &claims(&["statistician"], 600, "equipoise"))
-            .expect("mint");
+        let forged = mint_hmac_token(
+            b"another-secret",
+            &claims(&["statistician"], 600, "equipoise"),
+        )
+        .expect("mint");
         assert!(matches!(v.verify(&forged), Err(AuthError::BadSignature)));
-        let wrong_aud = mint_hmac_token(SECRET, &claims(&["statistician"], 600, "elsewhere"))
-            .expect("mint");
-        assert!(matches!(v.verify(&wrong_aud), Err(AuthError::WrongAudience)));
-        assert!(matches!(v.verify_header(None), Err(AuthError::MissingToken)));
-        assert!(matches!(v.verify_header(Some("Basic abc")), Err(AuthError::MalformedHeader)));
+        let wrong_aud =
+            mint_hmac_token(SECRET, &claims(&["statistician"], 600, "elsewhere")).expect("mint");
+        assert!(matches!(
+            v.verify(&wrong_aud),
+            Err(AuthError::WrongAudience)
+        ));
+        assert!(matches!(
+            v.verify_header(None),
+            Err(AuthError::MissingToken)
+        ));
+        assert!(matches!(
+            v.verify_header(Some("Basic abc")),
+            Err(AuthError::MalformedHeader)
+        ));
         assert!(matches!(v.verify("not-a-jwt"), Err(AuthError::Invalid(_))));
     }
 
@@ -213,11 +239,19 @@ mod tests {
         let v = verifier();
         let both = mint_hmac_token(
             SECRET,
-            &claims(&["site_investigator", "unblinded_preparer"], 600, "equipoise"),
+            &claims(
+                &["site_investigator", "unblinded_preparer"],
+                600,
+                "equipoise",
+            ),
         )
         .expect("mint");
         assert!(matches!(v.verify(&both), Err(AuthError::RoleConflict(_))));
-        let unknown = mint_hmac_token(SECRET, &claims(&["superuser"], 600, "equipoise")).expect("mint");
-        assert!(matches!(v.verify(&unknown), Err(AuthError::RoleConflict(_))));
+        let unknown =
+            mint_hmac_token(SECRET, &claims(&["superuser"], 600, "equipoise")).expect("mint");
+        assert!(matches!(
+            v.verify(&unknown),
+            Err(AuthError::RoleConflict(_))
+        ));
     }
 }

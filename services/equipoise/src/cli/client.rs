@@ -15,7 +15,11 @@ use crate::CliError;
 
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
-    #[arg(long, env = "EQUIPOISE_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "EQUIPOISE_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub endpoint: String,
     /// Bearer token (see `equipoise token mint`).
     #[arg(long, env = "EQUIPOISE_TOKEN", hide_env_values = true)]
@@ -27,14 +31,18 @@ pub struct ClientArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum Call {
     /// Register a definition file as a draft.
-    Register { definition: PathBuf },
+    Register {
+        definition: PathBuf,
+    },
     /// Activate a draft, optionally confirming the hash you reviewed.
     Activate {
         trial: String,
         #[arg(long, default_value = "")]
         sha256: String,
     },
-    GetTrial { trial: String },
+    GetTrial {
+        trial: String,
+    },
     Close {
         trial: String,
         #[arg(long)]
@@ -52,8 +60,13 @@ pub enum Call {
         #[arg(long = "covariate")]
         covariates: Vec<String>,
     },
-    Allocation { trial: String, subject: String },
-    Status { trial: String },
+    Allocation {
+        trial: String,
+        subject: String,
+    },
+    Status {
+        trial: String,
+    },
 }
 
 pub async fn run(args: ClientArgs) -> Result<String, CliError> {
@@ -65,14 +78,27 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
     let bearer: MetadataValue<_> = format!("Bearer {}", args.token)
         .parse()
         .map_err(|_| CliError::Usage("the token has characters a header cannot carry".into()))?;
-    let mut client = RandomisationServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-        request.metadata_mut().insert("authorization", bearer.clone());
-        Ok(request)
-    });
+    let mut client = RandomisationServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    );
     let output = match args.call {
         Call::Register { definition } => {
-            let yaml = std::fs::read_to_string(&definition).map_err(|e| CliError::Usage(format!("{}: {e}", definition.display())))?;
-            trial(client.register_trial(pb::RegisterTrialRequest { definition_yaml: yaml }).await?.into_inner())
+            let yaml = std::fs::read_to_string(&definition)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", definition.display())))?;
+            trial(
+                client
+                    .register_trial(pb::RegisterTrialRequest {
+                        definition_yaml: yaml,
+                    })
+                    .await?
+                    .into_inner(),
+            )
         }
         Call::Activate { trial: id, sha256 } => trial(
             client
@@ -83,10 +109,18 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
                 .await?
                 .into_inner(),
         ),
-        Call::GetTrial { trial: id } => trial(client.get_trial(pb::GetTrialRequest { trial_id: id }).await?.into_inner()),
+        Call::GetTrial { trial: id } => trial(
+            client
+                .get_trial(pb::GetTrialRequest { trial_id: id })
+                .await?
+                .into_inner(),
+        ),
         Call::Close { trial: id, reason } => trial(
             client
-                .close_enrolment(pb::CloseEnrolmentRequest { trial_id: id, reason })
+                .close_enrolment(pb::CloseEnrolmentRequest {
+                    trial_id: id,
+                    reason,
+                })
                 .await?
                 .into_inner(),
         ),
@@ -116,7 +150,12 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
                 .await?
                 .into_inner(),
         ),
-        Call::Status { trial } => status(client.get_trial_status(pb::GetTrialStatusRequest { trial_id: trial }).await?.into_inner()),
+        Call::Status { trial } => status(
+            client
+                .get_trial_status(pb::GetTrialStatusRequest { trial_id: trial })
+                .await?
+                .into_inner(),
+        ),
     };
     Ok(output)
 }
@@ -126,9 +165,9 @@ fn parse_covariates(items: &[String]) -> Result<HashMap<String, pb::CovariateVal
     items
         .iter()
         .map(|item| {
-            let (name, text) = item
-                .split_once('=')
-                .ok_or_else(|| CliError::Usage(format!("--covariate '{item}' is not name=value")))?;
+            let (name, text) = item.split_once('=').ok_or_else(|| {
+                CliError::Usage(format!("--covariate '{item}' is not name=value"))
+            })?;
             let value = if let Ok(n) = text.parse::<i64>() {
                 Value::IntegerValue(n)
             } else if let Ok(x) = text.parse::<f64>() {
@@ -163,10 +202,17 @@ fn allocation(allocation: pb::Allocation) -> String {
         .unwrap_or_default();
     let mut out = format!(
         "subject:              {}\nsite:                 {}\nrandomisation_number: {}\nstratum:              {}\nrandomised_at:        {at}\n",
-        allocation.subject_id, allocation.site_id, allocation.randomisation_number, allocation.stratum
+        allocation.subject_id,
+        allocation.site_id,
+        allocation.randomisation_number,
+        allocation.stratum
     );
     if !allocation.corrected_stratum.is_empty() {
-        let _ = writeln!(out, "corrected_stratum:    {}", allocation.corrected_stratum);
+        let _ = writeln!(
+            out,
+            "corrected_stratum:    {}",
+            allocation.corrected_stratum
+        );
     }
     if allocation.randomised_in_error {
         let _ = writeln!(out, "randomised_in_error:  {}", allocation.error_reason);
@@ -175,12 +221,23 @@ fn allocation(allocation: pb::Allocation) -> String {
 }
 
 fn status(status: pb::TrialStatus) -> String {
-    let mut out = format!("trial {}: {} randomised (cap {})\n", status.trial_id, status.randomised, status.total_cap);
+    let mut out = format!(
+        "trial {}: {} randomised (cap {})\n",
+        status.trial_id, status.randomised, status.total_cap
+    );
     for site in &status.sites {
-        let _ = writeln!(out, "  site    {:<40} {:>4} / {}", site.site_id, site.randomised, site.cap);
+        let _ = writeln!(
+            out,
+            "  site    {:<40} {:>4} / {}",
+            site.site_id, site.randomised, site.cap
+        );
     }
     for stratum in &status.strata {
-        let _ = writeln!(out, "  stratum {:<40} {:>4}", stratum.stratum, stratum.randomised);
+        let _ = writeln!(
+            out,
+            "  stratum {:<40} {:>4}",
+            stratum.stratum, stratum.randomised
+        );
     }
     out
 }
@@ -196,7 +253,11 @@ pub fn describe_status(status: &tonic::Status) -> String {
     }
     if let Some(failure) = details.precondition_failure() {
         for violation in &failure.violations {
-            let _ = write!(out, "\n  {} {}: {}", violation.r#type, violation.subject, violation.description);
+            let _ = write!(
+                out,
+                "\n  {} {}: {}",
+                violation.r#type, violation.subject, violation.description
+            );
         }
     }
     out

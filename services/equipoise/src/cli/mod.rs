@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::serve::Target;
 
 #[derive(Debug, Parser)]
-#[command(name = "equipoise", version, about = "Central randomisation, blinding and safety reporting for double-blind trials")]
+#[command(
+    name = "equipoise",
+    version,
+    about = "Central randomisation, blinding and safety reporting for double-blind trials"
+)]
 pub struct Cli {
     /// TOML settings file; `EQUIPOISE_*` variables override it.
     #[arg(long, global = true, env = "EQUIPOISE_CONFIG")]

@@ -37,7 +37,11 @@ pub fn mint(settings: &Settings, args: &MintArgs) -> Result<String, CliError> {
     let now = jiff::Timestamp::now().as_second();
     let claims = Claims {
         sub: args.sub.clone(),
-        name: if args.name.is_empty() { args.sub.clone() } else { args.name.clone() },
+        name: if args.name.is_empty() {
+            args.sub.clone()
+        } else {
+            args.name.clone()
+        },
         roles: args.roles.clone(),
         sites: args.sites.clone(),
         trials: args.trials.clone(),
@@ -55,7 +59,10 @@ pub fn mint(settings: &Settings, args: &MintArgs) -> Result<String, CliError> {
 async fn open_store(settings: &Settings) -> Result<SqliteStore, CliError> {
     let path = settings.randomisation.sqlite_path(&settings.data_dir);
     if !path.exists() {
-        return Err(CliError::Usage(format!("no randomisation database at {}", path.display())));
+        return Err(CliError::Usage(format!(
+            "no randomisation database at {}",
+            path.display()
+        )));
     }
     Ok(SqliteStore::open(&path).await?)
 }
@@ -75,15 +82,21 @@ pub async fn audit_verify(settings: &Settings) -> Result<u64, CliError> {
     Ok(verify_chain(&records)?)
 }
 
-pub async fn unseal(settings: &Settings, trial_id: &str, actor: &str) -> Result<MasterSeed, CliError> {
+pub async fn unseal(
+    settings: &Settings,
+    trial_id: &str,
+    actor: &str,
+) -> Result<MasterSeed, CliError> {
     let store = open_store(settings).await?;
     let trial = store
         .trial(trial_id)
         .await?
         .ok_or_else(|| CliError::Usage(format!("no trial {trial_id}")))?;
-    let sealed = trial
-        .sealed_seed
-        .ok_or_else(|| CliError::Usage(format!("trial {trial_id} is not active: it has no seed yet")))?;
+    let sealed = trial.sealed_seed.ok_or_else(|| {
+        CliError::Usage(format!(
+            "trial {trial_id} is not active: it has no seed yet"
+        ))
+    })?;
     let seed = settings
         .randomisation
         .sealer(&settings.data_dir)?
@@ -124,33 +137,52 @@ pub fn regenerate(args: &RegenerateArgs) -> Result<String, CliError> {
     let seed = MasterSeed::from_hex(&args.seed).map_err(CliError::Usage)?;
     let strata: Vec<String> = match &args.stratum {
         Some(key) => {
-            definition
-                .parse_stratum_key(key)
-                .ok_or_else(|| CliError::Usage(format!("'{key}' is not a stratum of {}", definition.id)))?;
+            definition.parse_stratum_key(key).ok_or_else(|| {
+                CliError::Usage(format!("'{key}' is not a stratum of {}", definition.id))
+            })?;
             vec![key.clone()]
         }
-        None => definition.all_strata().iter().map(|l| definition.stratum_key(l)).collect(),
+        None => definition
+            .all_strata()
+            .iter()
+            .map(|l| definition.stratum_key(l))
+            .collect(),
     };
     let mut csv = String::from("position,stratum,arm\n");
     for stratum in strata {
-        let arms = regenerate_list(&definition.method, &definition.ratios(), &seed, &stratum, args.algorithm_version, args.length)
-            .ok_or_else(|| {
-                CliError::Usage(format!(
-                    "{} lists are not pre-generated; minimisation is replayed from its logged draws",
-                    definition.method.kind()
-                ))
-            })?;
+        let arms = regenerate_list(
+            &definition.method,
+            &definition.ratios(),
+            &seed,
+            &stratum,
+            args.algorithm_version,
+            args.length,
+        )
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "{} lists are not pre-generated; minimisation is replayed from its logged draws",
+                definition.method.kind()
+            ))
+        })?;
         for (position, arm) in arms.iter().enumerate() {
-            csv.push_str(&format!("{position},{stratum},{}\n", definition.arms[*arm].id));
+            csv.push_str(&format!(
+                "{position},{stratum},{}\n",
+                definition.arms[*arm].id
+            ));
         }
     }
     Ok(csv)
 }
 
 pub fn read_definition(path: &std::path::Path) -> Result<TrialDefinition, CliError> {
-    let yaml = std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    let yaml = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
     parse_definition(&yaml).map_err(|problems| {
         let lines: Vec<String> = problems.0.iter().map(|p| format!("  {p}")).collect();
-        CliError::Usage(format!("{} is not a valid definition:\n{}", path.display(), lines.join("\n")))
+        CliError::Usage(format!(
+            "{} is not a valid definition:\n{}",
+            path.display(),
+            lines.join("\n")
+        ))
     })
 }

@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use equipoise_randomisation::simulation::{LevelWeights, SimulationReport, SimulationSpec, simulate};
+use equipoise_randomisation::simulation::{
+    LevelWeights, SimulationReport, SimulationSpec, simulate,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::offline::read_definition;
@@ -41,7 +43,11 @@ pub fn run(args: &SimulateArgs) -> Result<String, CliError> {
     let definition = read_definition(&args.definition)?;
     let subjects = match (args.subjects, definition.caps.total) {
         (Some(n), _) | (None, Some(n)) => n,
-        (None, None) => return Err(CliError::Usage("--subjects is required: the design has no total cap".into())),
+        (None, None) => {
+            return Err(CliError::Usage(
+                "--subjects is required: the design has no total cap".into(),
+            ));
+        }
     };
     let seed = match args.seed {
         Some(seed) => seed,
@@ -54,15 +60,21 @@ pub fn run(args: &SimulateArgs) -> Result<String, CliError> {
         level_weights: parse_weights(&args.weights)?,
     };
     let bar = ProgressBar::new(u64::from(args.trials));
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} trials ({per_sec}, {eta} left)") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} trials ({per_sec}, {eta} left)")
+    {
         bar.set_style(style);
     }
-    let report = simulate(&definition, &spec, args.max_allocations, &mut |done| bar.set_position(u64::from(done)))
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let report = simulate(&definition, &spec, args.max_allocations, &mut |done| {
+        bar.set_position(u64::from(done))
+    })
+    .map_err(|e| CliError::Usage(e.to_string()))?;
     bar.finish_and_clear();
     Ok(match args.format {
         OutputFormat::Table => table(&definition.id, &report),
-        OutputFormat::Json => serde_json::to_string_pretty(&report).map_err(|e| CliError::Usage(e.to_string()))?,
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&report).map_err(|e| CliError::Usage(e.to_string()))?
+        }
         OutputFormat::Csv => csv(&report),
     })
 }
@@ -74,9 +86,13 @@ fn parse_weights(items: &[String]) -> Result<LevelWeights, CliError> {
             let (level, weight) = rest.split_once(':')?;
             Some((factor, level, weight.parse::<f64>().ok()?))
         });
-        let (factor, level, weight) =
-            parsed.ok_or_else(|| CliError::Usage(format!("--weight '{item}' is not factor=level:weight")))?;
-        weights.entry(factor.to_owned()).or_default().insert(level.to_owned(), weight);
+        let (factor, level, weight) = parsed.ok_or_else(|| {
+            CliError::Usage(format!("--weight '{item}' is not factor=level:weight"))
+        })?;
+        weights
+            .entry(factor.to_owned())
+            .or_default()
+            .insert(level.to_owned(), weight);
     }
     Ok(weights)
 }
@@ -91,12 +107,26 @@ fn table(trial: &str, report: &SimulationReport) -> String {
     let _ = writeln!(
         out,
         "correct-guess rate (convergence strategy): stratum history {:.4}, site history {:.4}, trial history {:.4}",
-        report.correct_guess_rate_stratum, report.correct_guess_rate_site, report.correct_guess_rate_trial
+        report.correct_guess_rate_stratum,
+        report.correct_guess_rate_site,
+        report.correct_guess_rate_trial
     );
-    let _ = writeln!(out, "mean correct guesses per trial (stratum history): {:.3}", report.mean_correct_guesses_per_trial);
-    let _ = writeln!(out, "deterministic-assignment rate: {:.4}", report.deterministic_rate);
+    let _ = writeln!(
+        out,
+        "mean correct guesses per trial (stratum history): {:.3}",
+        report.mean_correct_guesses_per_trial
+    );
+    let _ = writeln!(
+        out,
+        "deterministic-assignment rate: {:.4}",
+        report.deterministic_rate
+    );
     let _ = writeln!(out, "imbalance = max(n_i/r_i) - min(n_i/r_i)");
-    let _ = writeln!(out, "{:<8} {:<44} {:>10} {:>9} {:>9} {:>9}", "scope", "name", "mean_final", "p95_final", "mean_max", "worst_max");
+    let _ = writeln!(
+        out,
+        "{:<8} {:<44} {:>10} {:>9} {:>9} {:>9}",
+        "scope", "name", "mean_final", "p95_final", "mean_max", "worst_max"
+    );
     for row in &report.imbalance {
         let _ = writeln!(
             out,
@@ -117,7 +147,10 @@ fn csv(report: &SimulationReport) -> String {
         );
     }
     let summary = [
-        ("correct_guess_rate_stratum", report.correct_guess_rate_stratum),
+        (
+            "correct_guess_rate_stratum",
+            report.correct_guess_rate_stratum,
+        ),
         ("correct_guess_rate_site", report.correct_guess_rate_site),
         ("correct_guess_rate_trial", report.correct_guess_rate_trial),
         ("deterministic_rate", report.deterministic_rate),

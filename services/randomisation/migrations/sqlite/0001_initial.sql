@@ -57,6 +57,8 @@ CREATE TABLE allocations (
     UNIQUE (trial_id, stream_key, position)
 );
 CREATE INDEX allocations_by_site ON allocations (trial_id, site_id, sequence);
+-- Cap counts run inside the allocation transaction.
+CREATE INDEX allocations_by_stratum ON allocations (trial_id, stratum);
 
 CREATE TABLE allocation_lists (
     trial_id TEXT NOT NULL REFERENCES trials (trial_id),

@@ -53,9 +53,17 @@ pub struct Object<'a> {
 
 impl<'a> Object<'a> {
     /// Reads `value` as a mapping with only `allowed` keys, reporting any other.
-    pub fn new(value: &'a Value, path: &str, allowed: &[&str], problems: &mut Problems) -> Option<Self> {
+    pub fn new(
+        value: &'a Value,
+        path: &str,
+        allowed: &[&str],
+        problems: &mut Problems,
+    ) -> Option<Self> {
         let Some(map) = value.as_mapping() else {
-            problems.add(path, format!("expected a mapping, found {}", kind_of(value)));
+            problems.add(
+                path,
+                format!("expected a mapping, found {}", kind_of(value)),
+            );
             return None;
         };
         for key in map.keys() {
@@ -135,7 +143,12 @@ impl<'a> Object<'a> {
     }
 
     /// A sequence field; missing gives an empty list, so callers stay simple.
-    pub fn list(&self, key: &str, required: bool, problems: &mut Problems) -> Vec<(String, &'a Value)> {
+    pub fn list(
+        &self,
+        key: &str,
+        required: bool,
+        problems: &mut Problems,
+    ) -> Vec<(String, &'a Value)> {
         let path = self.field_path(key);
         match self.get(key) {
             None => {
@@ -179,7 +192,10 @@ impl<'a> Object<'a> {
                 })
                 .collect(),
             Some(other) => {
-                problems.add(&path, format!("expected a mapping, found {}", kind_of(other)));
+                problems.add(
+                    &path,
+                    format!("expected a mapping, found {}", kind_of(other)),
+                );
                 Vec::new()
             }
         }
@@ -212,7 +228,10 @@ pub fn as_u32(value: &Value, path: &str, problems: &mut Problems) -> Option<u32>
     match value.as_u64().map(u32::try_from) {
         Some(Ok(n)) => Some(n),
         _ => {
-            problems.add(path, format!("expected a whole number from 0 to {}", u32::MAX));
+            problems.add(
+                path,
+                format!("expected a whole number from 0 to {}", u32::MAX),
+            );
             None
         }
     }
@@ -237,7 +256,10 @@ pub fn check_identifier(text: &str, path: &str, problems: &mut Problems) -> bool
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !ok {
-        problems.add(path, format!("'{text}' must be 1-64 letters, digits, '_' or '-'"));
+        problems.add(
+            path,
+            format!("'{text}' must be 1-64 letters, digits, '_' or '-'"),
+        );
     }
     ok
 }

@@ -33,7 +33,9 @@ impl TrialDefinition {
     /// SHA-256 of the definition's canonical JSON: sorted keys, parsed rules
     /// in their canonical text, so layout and comments do not change it.
     pub fn canonical_sha256(&self) -> String {
-        let canonical = serde_json::to_value(self).map(|v| v.to_string()).unwrap_or_default();
+        let canonical = serde_json::to_value(self)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         hex::encode(Sha256::digest(canonical.as_bytes()))
     }
 
@@ -59,23 +61,27 @@ impl TrialDefinition {
     }
 
     pub fn parse_stratum_key(&self, key: &str) -> Option<StratumLevels> {
-        self.all_strata().into_iter().find(|levels| self.stratum_key(levels) == key)
+        self.all_strata()
+            .into_iter()
+            .find(|levels| self.stratum_key(levels) == key)
     }
 
     /// Every stratum, in a fixed order (the last factor varies fastest).
     pub fn all_strata(&self) -> Vec<StratumLevels> {
-        self.stratification.iter().fold(vec![Vec::new()], |strata, factor| {
-            strata
-                .iter()
-                .flat_map(|prefix| {
-                    (0..factor.levels.len()).map(move |level| {
-                        let mut levels = prefix.clone();
-                        levels.push(level);
-                        levels
+        self.stratification
+            .iter()
+            .fold(vec![Vec::new()], |strata, factor| {
+                strata
+                    .iter()
+                    .flat_map(|prefix| {
+                        (0..factor.levels.len()).map(move |level| {
+                            let mut levels = prefix.clone();
+                            levels.push(level);
+                            levels
+                        })
                     })
-                })
-                .collect()
-        })
+                    .collect()
+            })
     }
 
     /// Checks that every declared covariate is present, typed as declared and
@@ -86,7 +92,10 @@ impl TrialDefinition {
     ) -> Result<BTreeMap<String, Value>, Vec<Problem>> {
         let mut problems = Problems::default();
         for name in inputs.keys().filter(|n| self.covariate(n).is_none()) {
-            problems.add(&format!("covariates.{name}"), "is not a covariate of this trial");
+            problems.add(
+                &format!("covariates.{name}"),
+                "is not a covariate of this trial",
+            );
         }
         let mut values = BTreeMap::new();
         for covariate in &self.covariates {
@@ -101,19 +110,31 @@ impl TrialDefinition {
                 },
             }
         }
-        if problems.is_empty() { Ok(values) } else { Err(problems.0) }
+        if problems.is_empty() {
+            Ok(values)
+        } else {
+            Err(problems.0)
+        }
     }
 
     /// The criteria a subject fails, in definition order.
     pub fn failed_criteria(&self, values: &BTreeMap<String, Value>) -> Vec<&Criterion> {
         self.eligibility
             .iter()
-            .filter(|c| !values.get(&c.rule.covariate).is_some_and(|v| c.rule.condition.holds(v)))
+            .filter(|c| {
+                !values
+                    .get(&c.rule.covariate)
+                    .is_some_and(|v| c.rule.condition.holds(v))
+            })
             .collect()
     }
 
     /// The stratum of a subject at `site` with checked covariate `values`.
-    pub fn classify(&self, site: &str, values: &BTreeMap<String, Value>) -> Result<StratumLevels, Problem> {
+    pub fn classify(
+        &self,
+        site: &str,
+        values: &BTreeMap<String, Value>,
+    ) -> Result<StratumLevels, Problem> {
         self.stratification
             .iter()
             .map(|factor| {
@@ -156,16 +177,30 @@ fn typed_value(kind: &CovariateKind, input: &CovariateInput) -> Result<Value, St
         }
     };
     match (kind, input) {
-        (CovariateKind::Integer { min, max }, CovariateInput::Integer(n)) => in_bounds(*n as f64, min, max),
-        (CovariateKind::Decimal { min, max }, CovariateInput::Decimal(x)) if x.is_finite() => in_bounds(*x, min, max),
-        (CovariateKind::Decimal { .. }, CovariateInput::Decimal(_)) => Err("must be a finite number".into()),
-        (CovariateKind::Decimal { min, max }, CovariateInput::Integer(n)) => in_bounds(*n as f64, min, max),
+        (CovariateKind::Integer { min, max }, CovariateInput::Integer(n)) => {
+            in_bounds(*n as f64, min, max)
+        }
+        (CovariateKind::Decimal { min, max }, CovariateInput::Decimal(x)) if x.is_finite() => {
+            in_bounds(*x, min, max)
+        }
+        (CovariateKind::Decimal { .. }, CovariateInput::Decimal(_)) => {
+            Err("must be a finite number".into())
+        }
+        (CovariateKind::Decimal { min, max }, CovariateInput::Integer(n)) => {
+            in_bounds(*n as f64, min, max)
+        }
         (CovariateKind::Boolean, CovariateInput::Boolean(b)) => Ok(Value::Boolean(*b)),
-        (CovariateKind::Enum { values }, CovariateInput::Enum(e)) if values.contains(e) => Ok(Value::Enum(e.clone())),
+        (CovariateKind::Enum { values }, CovariateInput::Enum(e)) if values.contains(e) => {
+            Ok(Value::Enum(e.clone()))
+        }
         (CovariateKind::Enum { values }, CovariateInput::Enum(e)) => {
             Err(format!("'{e}' is not one of {}", values.join(", ")))
         }
-        (kind, input) => Err(format!("expected {}, got {}", kind.name(), input_kind(input))),
+        (kind, input) => Err(format!(
+            "expected {}, got {}",
+            kind.name(),
+            input_kind(input)
+        )),
     }
 }
 

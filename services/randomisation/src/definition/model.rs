@@ -57,10 +57,18 @@ pub struct Covariate {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum CovariateKind {
     /// Bounds are plausibility limits: a value outside is a data-entry error.
-    Integer { min: Option<f64>, max: Option<f64> },
-    Decimal { min: Option<f64>, max: Option<f64> },
+    Integer {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    Decimal {
+        min: Option<f64>,
+        max: Option<f64>,
+    },
     Boolean,
-    Enum { values: Vec<String> },
+    Enum {
+        values: Vec<String>,
+    },
 }
 
 impl CovariateKind {
@@ -208,7 +216,9 @@ impl CodeFormat {
             .iter()
             .map(|s| match s {
                 CodeSegment::Literal(_) => 0.0,
-                CodeSegment::Random { length, alphabet } => f64::from(*length) * f64::from(alphabet.size()).log2(),
+                CodeSegment::Random { length, alphabet } => {
+                    f64::from(*length) * f64::from(alphabet.size()).log2()
+                }
             })
             .sum()
     }

@@ -19,9 +19,10 @@ pub fn parse_definition(yaml: &str) -> Result<TrialDefinition, Problems> {
     let value: Value = match serde_norway::from_str(yaml) {
         Ok(value) => value,
         Err(error) => {
-            let path = error
-                .location()
-                .map_or_else(|| "(document)".to_owned(), |l| format!("line {} column {}", l.line(), l.column()));
+            let path = error.location().map_or_else(
+                || "(document)".to_owned(),
+                |l| format!("line {} column {}", l.line(), l.column()),
+            );
             problems.add(&path, format!("not valid YAML: {error}"));
             return Err(problems);
         }
@@ -60,7 +61,9 @@ const TOP_KEYS: &[&str] = &[
 fn read_definition(value: &Value, problems: &mut Problems) -> Option<TrialDefinition> {
     let top = Object::new(value, "", TOP_KEYS, problems)?;
     let id = top.identifier("id", problems);
-    let version = top.u32("version", problems).filter(|v| positive(*v, "version", problems));
+    let version = top
+        .u32("version", problems)
+        .filter(|v| positive(*v, "version", problems));
     let title = top.string("title", problems);
     let sponsor_time_zone = read_time_zone(&top, problems);
     let atmp = top.bool_or("atmp", false, problems);
@@ -105,14 +108,21 @@ fn positive(value: u32, path: &str, problems: &mut Problems) -> bool {
 fn read_time_zone(top: &Object<'_>, problems: &mut Problems) -> Option<String> {
     let zone = top.string("sponsor_time_zone", problems)?;
     if jiff::tz::TimeZone::get(&zone).is_err() {
-        problems.add("sponsor_time_zone", format!("'{zone}' is not an IANA time zone"));
+        problems.add(
+            "sponsor_time_zone",
+            format!("'{zone}' is not an IANA time zone"),
+        );
         return None;
     }
     Some(zone)
 }
 
 /// Reports duplicate ids among `items`, which carry their paths.
-fn check_unique<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>, what: &str, problems: &mut Problems) {
+fn check_unique<'a>(
+    items: impl IntoIterator<Item = (&'a str, &'a str)>,
+    what: &str,
+    problems: &mut Problems,
+) {
     let mut seen = BTreeSet::new();
     for (path, id) in items {
         if !seen.insert(id) {
@@ -127,19 +137,34 @@ fn read_arms(top: &Object<'_>, problems: &mut Problems) -> Vec<Arm> {
     let items = top.list("arms", true, problems);
     let declared = items.len();
     for (path, value) in items {
-        let Some(arm) = Object::new(value, &path, &["id", "label", "ratio", "active"], problems) else {
+        let Some(arm) = Object::new(value, &path, &["id", "label", "ratio", "active"], problems)
+        else {
             continue;
         };
         let id = arm.identifier("id", problems);
         let label = arm.string("label", problems);
-        let ratio = arm.u32("ratio", problems).filter(|r| positive(*r, &arm.field_path("ratio"), problems));
+        let ratio = arm
+            .u32("ratio", problems)
+            .filter(|r| positive(*r, &arm.field_path("ratio"), problems));
         let active = arm.bool_or("active", true, problems);
         if let (Some(id), Some(label), Some(ratio)) = (id, label, ratio) {
-            arms.push(Arm { id, label, ratio, active });
+            arms.push(Arm {
+                id,
+                label,
+                ratio,
+                active,
+            });
             paths.push(path);
         }
     }
-    check_unique(paths.iter().map(String::as_str).zip(arms.iter().map(|a| a.id.as_str())), "arm", problems);
+    check_unique(
+        paths
+            .iter()
+            .map(String::as_str)
+            .zip(arms.iter().map(|a| a.id.as_str())),
+        "arm",
+        problems,
+    );
     if top.get("arms").is_some() && declared < 2 {
         problems.add("arms", "a randomised trial needs at least two arms");
     }
@@ -163,7 +188,14 @@ fn read_sites(top: &Object<'_>, problems: &mut Problems) -> Vec<Site> {
             paths.push(path);
         }
     }
-    check_unique(paths.iter().map(String::as_str).zip(sites.iter().map(|s| s.id.as_str())), "site", problems);
+    check_unique(
+        paths
+            .iter()
+            .map(String::as_str)
+            .zip(sites.iter().map(|s| s.id.as_str())),
+        "site",
+        problems,
+    );
     if top.get("sites").is_some() && sites.is_empty() {
         problems.add("sites", "at least one site is required");
     }
@@ -201,12 +233,20 @@ fn read_covariates(top: &Object<'_>, problems: &mut Problems) -> Vec<Covariate> 
     let mut covariates = Vec::new();
     let mut paths = Vec::new();
     for (path, value) in top.list("covariates", false, problems) {
-        let Some(object) = Object::new(value, &path, &["id", "type", "values", "min", "max"], problems) else {
+        let Some(object) = Object::new(
+            value,
+            &path,
+            &["id", "type", "values", "min", "max"],
+            problems,
+        ) else {
             continue;
         };
         let id = object.identifier("id", problems);
         if id.as_deref() == Some("site") {
-            problems.add(&object.field_path("id"), "'site' is reserved for the site factor");
+            problems.add(
+                &object.field_path("id"),
+                "'site' is reserved for the site factor",
+            );
         }
         let kind = read_covariate_kind(&object, problems);
         if let (Some(id), Some(kind)) = (id, kind) {
@@ -215,7 +255,10 @@ fn read_covariates(top: &Object<'_>, problems: &mut Problems) -> Vec<Covariate> 
         }
     }
     check_unique(
-        paths.iter().map(String::as_str).zip(covariates.iter().map(|c| c.id.as_str())),
+        paths
+            .iter()
+            .map(String::as_str)
+            .zip(covariates.iter().map(|c| c.id.as_str())),
         "covariate",
         problems,
     );
@@ -224,17 +267,27 @@ fn read_covariates(top: &Object<'_>, problems: &mut Problems) -> Vec<Covariate> 
 
 fn read_covariate_kind(object: &Object<'_>, problems: &mut Problems) -> Option<CovariateKind> {
     let type_name = object.string("type", problems)?;
-    let bound = |key: &str, problems: &mut Problems| object.get(key).and_then(|v| as_f64(v, &object.field_path(key), problems));
+    let bound = |key: &str, problems: &mut Problems| {
+        object
+            .get(key)
+            .and_then(|v| as_f64(v, &object.field_path(key), problems))
+    };
     let (min, max) = (bound("min", problems), bound("max", problems));
     if let (Some(low), Some(high)) = (min, max)
         && low > high
     {
-        problems.add(&object.field_path("min"), format!("min {low} is above max {high}"));
+        problems.add(
+            &object.field_path("min"),
+            format!("min {low} is above max {high}"),
+        );
     }
     let numeric_only = |problems: &mut Problems| {
         for key in ["min", "max"] {
             if object.get(key).is_some() {
-                problems.add(&object.field_path(key), format!("only integer and decimal covariates take {key}"));
+                problems.add(
+                    &object.field_path(key),
+                    format!("only integer and decimal covariates take {key}"),
+                );
             }
         }
     };
@@ -249,13 +302,19 @@ fn read_covariate_kind(object: &Object<'_>, problems: &mut Problems) -> Option<C
             numeric_only(problems);
             let values = object.string_list("values", problems);
             if values.is_empty() {
-                problems.add(&object.field_path("values"), "an enum covariate needs at least one value");
+                problems.add(
+                    &object.field_path("values"),
+                    "an enum covariate needs at least one value",
+                );
             }
             let mut seen = BTreeSet::new();
             for value in &values {
                 check_identifier(value, &object.field_path("values"), problems);
                 if !seen.insert(value) {
-                    problems.add(&object.field_path("values"), format!("duplicate value '{value}'"));
+                    problems.add(
+                        &object.field_path("values"),
+                        format!("duplicate value '{value}'"),
+                    );
                 }
             }
             Some(CovariateKind::Enum { values })
@@ -270,7 +329,11 @@ fn read_covariate_kind(object: &Object<'_>, problems: &mut Problems) -> Option<C
     }
 }
 
-fn read_eligibility(top: &Object<'_>, covariates: &[Covariate], problems: &mut Problems) -> Vec<Criterion> {
+fn read_eligibility(
+    top: &Object<'_>,
+    covariates: &[Covariate],
+    problems: &mut Problems,
+) -> Vec<Criterion> {
     let mut criteria = Vec::new();
     let mut paths = Vec::new();
     for (path, value) in top.list("eligibility", false, problems) {
@@ -280,13 +343,18 @@ fn read_eligibility(top: &Object<'_>, covariates: &[Covariate], problems: &mut P
         let id = object.identifier("id", problems);
         let rule = object.string("rule", problems).and_then(|text| {
             parse_rule(&text)
-                .map_err(|reason| problems.add(&object.field_path("rule"), format!("'{text}': {reason}")))
+                .map_err(|reason| {
+                    problems.add(&object.field_path("rule"), format!("'{text}': {reason}"))
+                })
                 .ok()
         });
         let Some(rule) = rule else { continue };
         let rule_path = object.field_path("rule");
         match covariates.iter().find(|c| c.id == rule.covariate) {
-            None => problems.add(&rule_path, format!("names unknown covariate '{}'", rule.covariate)),
+            None => problems.add(
+                &rule_path,
+                format!("names unknown covariate '{}'", rule.covariate),
+            ),
             Some(covariate) => {
                 if let Err(reason) = rule.condition.check_against(&covariate.kind) {
                     problems.add(&rule_path, format!("'{rule}': {reason}"));
@@ -299,7 +367,10 @@ fn read_eligibility(top: &Object<'_>, covariates: &[Covariate], problems: &mut P
         }
     }
     check_unique(
-        paths.iter().map(String::as_str).zip(criteria.iter().map(|c| c.id.as_str())),
+        paths
+            .iter()
+            .map(String::as_str)
+            .zip(criteria.iter().map(|c| c.id.as_str())),
         "criterion",
         problems,
     );
@@ -326,7 +397,14 @@ fn read_stratification(
             paths.push(path);
         }
     }
-    check_unique(paths.iter().map(String::as_str).zip(factors.iter().map(|f| f.id.as_str())), "factor", problems);
+    check_unique(
+        paths
+            .iter()
+            .map(String::as_str)
+            .zip(factors.iter().map(|f| f.id.as_str())),
+        "factor",
+        problems,
+    );
     let strata: usize = factors.iter().map(|f| f.levels.len().max(1)).product();
     if strata > MAX_STRATA {
         problems.add(
@@ -346,10 +424,15 @@ fn read_factor(
 ) -> Option<Factor> {
     let object = Object::new(value, path, &["id", "from", "levels"], problems)?;
     let id = object.identifier("id", problems)?;
-    let from = object.optional_string("from", problems).unwrap_or_else(|| id.clone());
+    let from = object
+        .optional_string("from", problems)
+        .unwrap_or_else(|| id.clone());
     if from == "site" {
         if object.get("levels").is_some() {
-            problems.add(&object.field_path("levels"), "the site factor's levels are the sites");
+            problems.add(
+                &object.field_path("levels"),
+                "the site factor's levels are the sites",
+            );
         }
         let levels = sites
             .iter()
@@ -365,7 +448,10 @@ fn read_factor(
         });
     }
     let Some(covariate) = covariates.iter().find(|c| c.id == from) else {
-        problems.add(&object.field_path("from"), format!("names unknown covariate '{from}'"));
+        problems.add(
+            &object.field_path("from"),
+            format!("names unknown covariate '{from}'"),
+        );
         return None;
     };
     let levels = read_levels(&object, covariate, problems);
@@ -385,7 +471,9 @@ fn read_levels(object: &Object<'_>, covariate: &Covariate, problems: &mut Proble
     let mut levels = Vec::new();
     for (level_path, name, value) in entries {
         check_identifier(&name, &level_path, problems);
-        let Some(text) = as_string(value, &level_path, problems) else { continue };
+        let Some(text) = as_string(value, &level_path, problems) else {
+            continue;
+        };
         match parse_condition(&text) {
             Err(reason) => problems.add(&level_path, format!("'{text}': {reason}")),
             Ok(condition) => match condition.check_against(&covariate.kind) {
@@ -422,7 +510,10 @@ fn implicit_levels(covariate: &Covariate, path: &str, problems: &mut Problems) -
         kind => {
             problems.add(
                 path,
-                format!("a {} covariate needs levels, e.g. {{ low: \"< 70\", high: \">= 70\" }}", kind.name()),
+                format!(
+                    "a {} covariate needs levels, e.g. {{ low: \"< 70\", high: \">= 70\" }}",
+                    kind.name()
+                ),
             );
             Vec::new()
         }
@@ -442,7 +533,10 @@ fn check_partition(levels: &[Level], covariate: &Covariate, path: &str, problems
                 match matching.len() {
                     0 => problems.add(path, format!("value '{value}' falls in no level")),
                     1 => {}
-                    _ => problems.add(path, format!("value '{value}' falls in levels {}", matching.join(" and "))),
+                    _ => problems.add(
+                        path,
+                        format!("value '{value}' falls in levels {}", matching.join(" and ")),
+                    ),
                 }
             }
         }
@@ -453,23 +547,36 @@ fn check_partition(levels: &[Level], covariate: &Covariate, path: &str, problems
                     .filter(|l| l.condition == Some(Condition::Is(value)))
                     .count();
                 if count != 1 {
-                    problems.add(path, format!("value {value} must fall in exactly one level"));
+                    problems.add(
+                        path,
+                        format!("value {value} must fall in exactly one level"),
+                    );
                 }
             }
         }
-        CovariateKind::Integer { .. } | CovariateKind::Decimal { .. } => check_numeric_partition(levels, path, problems),
+        CovariateKind::Integer { .. } | CovariateKind::Decimal { .. } => {
+            check_numeric_partition(levels, path, problems)
+        }
     }
 }
 
 fn check_numeric_partition(levels: &[Level], path: &str, problems: &mut Problems) {
     let intervals: Vec<_> = levels
         .iter()
-        .filter_map(|l| l.condition.as_ref().and_then(Condition::interval).map(|i| (l, i)))
+        .filter_map(|l| {
+            l.condition
+                .as_ref()
+                .and_then(Condition::interval)
+                .map(|i| (l, i))
+        })
         .collect();
     for (i, (first, a)) in intervals.iter().enumerate() {
         for (second, b) in &intervals[i + 1..] {
             if a.overlaps(b) {
-                problems.add(path, format!("levels {} and {} overlap", first.name, second.name));
+                problems.add(
+                    path,
+                    format!("levels {} and {} overlap", first.name, second.name),
+                );
             }
         }
     }
@@ -478,7 +585,9 @@ fn check_numeric_partition(levels: &[Level], path: &str, problems: &mut Problems
         let key = |i: &super::rules::Interval| i.low.map_or(f64::NEG_INFINITY, |b| b.at);
         key(a).total_cmp(&key(b))
     });
-    let Some((_, first)) = sorted.first() else { return };
+    let Some((_, first)) = sorted.first() else {
+        return;
+    };
     if first.low.is_some() {
         problems.add(path, "levels leave the lowest values uncovered");
     }
@@ -489,7 +598,13 @@ fn check_numeric_partition(levels: &[Level], path: &str, problems: &mut Problems
             _ => false,
         };
         if !touching && !left.overlaps(&right) {
-            problems.add(path, format!("levels {} and {} leave a gap between them", pair[0].0.name, pair[1].0.name));
+            problems.add(
+                path,
+                format!(
+                    "levels {} and {} leave a gap between them",
+                    pair[0].0.name, pair[1].0.name
+                ),
+            );
         }
     }
     if sorted.last().is_some_and(|(_, last)| last.high.is_some()) {
@@ -533,7 +648,10 @@ fn read_method(
             return None;
         }
     };
-    for key in keys.iter().filter(|k| !allowed.contains(k) && object.get(k).is_some()) {
+    for key in keys
+        .iter()
+        .filter(|k| !allowed.contains(k) && object.get(k).is_some())
+    {
         problems.add(&object.field_path(key), format!("does not apply to {kind}"));
     }
     let ratio_sum: u32 = arms.iter().map(|a| a.ratio).sum();
@@ -551,7 +669,9 @@ fn read_blocks(object: &Object<'_>, ratio_sum: u32, problems: &mut Problems) -> 
     let path = object.field_path("block_sizes");
     let mut sizes = Vec::new();
     for (item_path, value) in object.list("block_sizes", true, problems) {
-        let Some(size) = super::decode::as_u32(value, &item_path, problems) else { continue };
+        let Some(size) = super::decode::as_u32(value, &item_path, problems) else {
+            continue;
+        };
         if size > 0 && size <= MAX_BLOCK_SIZE && ratio_sum > 0 && size % ratio_sum == 0 {
             sizes.push(size);
         } else {
@@ -572,13 +692,23 @@ fn read_blocks(object: &Object<'_>, ratio_sum: u32, problems: &mut Problems) -> 
     Some(MethodSpec::PermutedBlocks { block_sizes: sizes })
 }
 
-fn read_minimisation(object: &Object<'_>, arm_count: usize, factors: &[Factor], problems: &mut Problems) -> Option<MethodSpec> {
+fn read_minimisation(
+    object: &Object<'_>,
+    arm_count: usize,
+    factors: &[Factor],
+    problems: &mut Problems,
+) -> Option<MethodSpec> {
     if factors.is_empty() {
-        problems.add("stratification.factors", "minimisation needs at least one factor");
+        problems.add(
+            "stratification.factors",
+            "minimisation needs at least one factor",
+        );
     }
     let mut weights = vec![1.0; factors.len()];
     for (path, name, value) in object.entries("factors", problems) {
-        let Some(weight) = as_f64(value, &path, problems) else { continue };
+        let Some(weight) = as_f64(value, &path, problems) else {
+            continue;
+        };
         match factors.iter().position(|f| f.id == name) {
             None => problems.add(&path, format!("'{name}' is not a stratification factor")),
             Some(_) if weight <= 0.0 => problems.add(&path, "a factor weight must be above 0"),
@@ -600,12 +730,24 @@ fn read_minimisation(object: &Object<'_>, arm_count: usize, factors: &[Factor], 
     let p = object.f64("p", problems)?;
     let floor = 1.0 / arm_count.max(1) as f64;
     if !(p > floor && p <= 1.0) {
-        problems.add(&object.field_path("p"), format!("p must be above {floor:.3} and at most 1"));
+        problems.add(
+            &object.field_path("p"),
+            format!("p must be above {floor:.3} and at most 1"),
+        );
     }
-    Some(MethodSpec::Minimisation { weights, imbalance, p })
+    Some(MethodSpec::Minimisation {
+        weights,
+        imbalance,
+        p,
+    })
 }
 
-fn read_two_arm_method(object: &Object<'_>, kind: &str, arms: &[Arm], problems: &mut Problems) -> Option<MethodSpec> {
+fn read_two_arm_method(
+    object: &Object<'_>,
+    kind: &str,
+    arms: &[Arm],
+    problems: &mut Problems,
+) -> Option<MethodSpec> {
     if arms.len() != 2 {
         problems.add("arms", format!("{kind} needs exactly two arms"));
     }
@@ -628,18 +770,25 @@ fn read_two_arm_method(object: &Object<'_>, kind: &str, arms: &[Arm], problems: 
             }
             Some(MethodSpec::BiasedCoin { p })
         }
-        "big_stick" => Some(MethodSpec::BigStick { bound: bound(problems)? }),
+        "big_stick" => Some(MethodSpec::BigStick {
+            bound: bound(problems)?,
+        }),
         _ => {
             let bound = bound(problems)?;
             let sequence_length = object.u32("sequence_length", problems)?;
             let ratio_sum: u32 = arms.iter().map(|a| a.ratio).sum();
-            if !(2..=MAX_SEQUENCE_LENGTH).contains(&sequence_length) || sequence_length % ratio_sum.max(1) != 0 {
+            if !(2..=MAX_SEQUENCE_LENGTH).contains(&sequence_length)
+                || sequence_length % ratio_sum.max(1) != 0
+            {
                 problems.add(
                     &object.field_path("sequence_length"),
                     format!("must be a multiple of the ratio sum {ratio_sum}, from 2 to {MAX_SEQUENCE_LENGTH}"),
                 );
             }
-            Some(MethodSpec::MaximalProcedure { bound, sequence_length })
+            Some(MethodSpec::MaximalProcedure {
+                bound,
+                sequence_length,
+            })
         }
     }
 }
@@ -649,11 +798,16 @@ fn read_periods(top: &Object<'_>, arms: &[Arm], problems: &mut Problems) -> Vec<
     let mut paths = Vec::new();
     for (path, value) in top.list("periods", false, problems) {
         let keys = &["id", "months", "crossover", "planned_unblinding_at_start"];
-        let Some(object) = Object::new(value, &path, keys, problems) else { continue };
+        let Some(object) = Object::new(value, &path, keys, problems) else {
+            continue;
+        };
         let id = object.identifier("id", problems);
         let months = object.u32("months", problems);
-        let crossover = object.get("crossover").and_then(|v| read_crossover(v, &object.field_path("crossover"), arms, problems));
-        let planned_unblinding_at_start = object.bool_or("planned_unblinding_at_start", false, problems);
+        let crossover = object
+            .get("crossover")
+            .and_then(|v| read_crossover(v, &object.field_path("crossover"), arms, problems));
+        let planned_unblinding_at_start =
+            object.bool_or("planned_unblinding_at_start", false, problems);
         if let (Some(id), Some(months)) = (id, months) {
             positive(months, &object.field_path("months"), problems);
             periods.push(Period {
@@ -665,11 +819,23 @@ fn read_periods(top: &Object<'_>, arms: &[Arm], problems: &mut Problems) -> Vec<
             paths.push(path);
         }
     }
-    check_unique(paths.iter().map(String::as_str).zip(periods.iter().map(|p| p.id.as_str())), "period", problems);
+    check_unique(
+        paths
+            .iter()
+            .map(String::as_str)
+            .zip(periods.iter().map(|p| p.id.as_str())),
+        "period",
+        problems,
+    );
     periods
 }
 
-fn read_crossover(value: &Value, path: &str, arms: &[Arm], problems: &mut Problems) -> Option<Crossover> {
+fn read_crossover(
+    value: &Value,
+    path: &str,
+    arms: &[Arm],
+    problems: &mut Problems,
+) -> Option<Crossover> {
     let object = Object::new(value, path, &["from", "to"], problems)?;
     let from = object.string("from", problems)?;
     let to = object.string("to", problems)?;
@@ -684,12 +850,19 @@ fn read_crossover(value: &Value, path: &str, arms: &[Arm], problems: &mut Proble
     Some(Crossover { from, to })
 }
 
-fn read_blinding(top: &Object<'_>, total_cap: Option<u32>, problems: &mut Problems) -> Option<Blinding> {
+fn read_blinding(
+    top: &Object<'_>,
+    total_cap: Option<u32>,
+    problems: &mut Problems,
+) -> Option<Blinding> {
     let value = top.required("blinding", problems)?;
     let object = Object::new(value, "blinding", &["mode", "code_format"], problems)?;
     let mode = object.string("mode", problems)?;
     if mode != "treatment_codes" {
-        problems.add("blinding.mode", format!("unknown mode '{mode}'; expected treatment_codes"));
+        problems.add(
+            "blinding.mode",
+            format!("unknown mode '{mode}'; expected treatment_codes"),
+        );
     }
     let source = object
         .optional_string("code_format", problems)
@@ -706,7 +879,9 @@ fn read_blinding(top: &Object<'_>, total_cap: Option<u32>, problems: &mut Proble
     if code_format.entropy_bits() < needed {
         problems.add(
             "blinding.code_format",
-            format!("'{source}' has too few distinct codes to be unguessable; add random characters"),
+            format!(
+                "'{source}' has too few distinct codes to be unguessable; add random characters"
+            ),
         );
     }
     Some(Blinding { mode, code_format })
@@ -733,7 +908,10 @@ pub fn parse_code_format(source: &str) -> Result<CodeFormat, String> {
             }
         }
     }
-    if !segments.iter().any(|s| matches!(s, CodeSegment::Random { .. })) {
+    if !segments
+        .iter()
+        .any(|s| matches!(s, CodeSegment::Random { .. }))
+    {
         return Err("needs at least one random placeholder such as {6 random base32}".into());
     }
     Ok(CodeFormat {
@@ -746,8 +924,13 @@ fn literal(text: &str) -> Result<CodeSegment, String> {
     if text.contains('}') {
         return Err("a '}' has no matching '{'".into());
     }
-    if !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(format!("literal '{text}' may only hold letters, digits, '-' and '_'"));
+    if !text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "literal '{text}' may only hold letters, digits, '-' and '_'"
+        ));
     }
     Ok(CodeSegment::Literal(text.to_owned()))
 }
@@ -755,7 +938,9 @@ fn literal(text: &str) -> Result<CodeSegment, String> {
 fn parse_placeholder(text: &str) -> Result<CodeSegment, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let [length, "random", alphabet] = words.as_slice() else {
-        return Err(format!("'{{{text}}}' is not of the form {{N random base32|digits|alphanumeric}}"));
+        return Err(format!(
+            "'{{{text}}}' is not of the form {{N random base32|digits|alphanumeric}}"
+        ));
     };
     let length: u32 = length
         .parse()
@@ -773,23 +958,42 @@ fn parse_placeholder(text: &str) -> Result<CodeSegment, String> {
 
 fn read_unblinding(top: &Object<'_>, problems: &mut Problems) -> Option<Unblinding> {
     let value = top.required("unblinding", problems)?;
-    let keys = &["emergency_roles", "reauth_max_age_minutes", "after_emergency_unblinding"];
+    let keys = &[
+        "emergency_roles",
+        "reauth_max_age_minutes",
+        "after_emergency_unblinding",
+    ];
     let object = Object::new(value, "unblinding", keys, problems)?;
     let emergency_roles = object.string_list("emergency_roles", problems);
-    for role in emergency_roles.iter().filter(|r| !EMERGENCY_ROLES.contains(&r.as_str())) {
+    for role in emergency_roles
+        .iter()
+        .filter(|r| !EMERGENCY_ROLES.contains(&r.as_str()))
+    {
         problems.add(
             "unblinding.emergency_roles",
-            format!("'{role}' may not unblind in an emergency; expected some of {}", EMERGENCY_ROLES.join(", ")),
+            format!(
+                "'{role}' may not unblind in an emergency; expected some of {}",
+                EMERGENCY_ROLES.join(", ")
+            ),
         );
     }
     if emergency_roles.is_empty() {
-        problems.add("unblinding.emergency_roles", "someone must be able to unblind in an emergency");
+        problems.add(
+            "unblinding.emergency_roles",
+            "someone must be able to unblind in an emergency",
+        );
     }
     let reauth_max_age_minutes = object.u32("reauth_max_age_minutes", problems)?;
     if !(1..=1440).contains(&reauth_max_age_minutes) {
-        problems.add("unblinding.reauth_max_age_minutes", "must be from 1 to 1440");
+        problems.add(
+            "unblinding.reauth_max_age_minutes",
+            "must be from 1 to 1440",
+        );
     }
-    let after = match object.optional_string("after_emergency_unblinding", problems).as_deref() {
+    let after = match object
+        .optional_string("after_emergency_unblinding", problems)
+        .as_deref()
+    {
         None | Some("continue") => AfterEmergencyUnblinding::Continue,
         Some("withdraw") => AfterEmergencyUnblinding::Withdraw,
         Some(other) => {
@@ -809,12 +1013,20 @@ fn read_unblinding(top: &Object<'_>, problems: &mut Problems) -> Option<Unblindi
 
 fn read_safety(top: &Object<'_>, problems: &mut Problems) -> Option<Safety> {
     let value = top.required("safety", problems)?;
-    let keys = &["reference_safety_information", "expected_events", "safety_window_months"];
+    let keys = &[
+        "reference_safety_information",
+        "expected_events",
+        "safety_window_months",
+    ];
     let object = Object::new(value, "safety", keys, problems)?;
     let reference_safety_information = object.string("reference_safety_information", problems)?;
     let expected_events = object.string_list("expected_events", problems);
     let safety_window_months = object.u32("safety_window_months", problems)?;
-    positive(safety_window_months, "safety.safety_window_months", problems);
+    positive(
+        safety_window_months,
+        "safety.safety_window_months",
+        problems,
+    );
     Some(Safety {
         reference_safety_information,
         expected_events,

@@ -87,7 +87,10 @@ impl Condition {
                     None => Ok(()),
                 }
             }
-            (_, kind) => Err(format!("this condition cannot apply to a {} covariate", kind.name())),
+            (_, kind) => Err(format!(
+                "this condition cannot apply to a {} covariate",
+                kind.name()
+            )),
         }
     }
 
@@ -99,7 +102,9 @@ impl Condition {
             Condition::Compare(Comparison::LessOrEqual, x) => (None, Some(open(*x, true))),
             Condition::Compare(Comparison::Greater, x) => (Some(open(*x, false)), None),
             Condition::Compare(Comparison::GreaterOrEqual, x) => (Some(open(*x, true)), None),
-            Condition::Compare(Comparison::Equal, x) => (Some(open(*x, true)), Some(open(*x, true))),
+            Condition::Compare(Comparison::Equal, x) => {
+                (Some(open(*x, true)), Some(open(*x, true)))
+            }
             Condition::Between(a, b) => (Some(open(*a, true)), Some(open(*b, true))),
             _ => return None,
         };
@@ -165,10 +170,17 @@ pub fn parse_rule(text: &str) -> Result<Rule, String> {
     }
     let covariate = match tokens.remove(0) {
         Token::Word(w) => w,
-        other => return Err(format!("a rule starts with a covariate name, not '{other}'")),
+        other => {
+            return Err(format!(
+                "a rule starts with a covariate name, not '{other}'"
+            ));
+        }
     };
     let condition = parse_tokens(tokens)?;
-    Ok(Rule { covariate, condition })
+    Ok(Rule {
+        covariate,
+        condition,
+    })
 }
 
 pub fn parse_condition(text: &str) -> Result<Condition, String> {
@@ -220,11 +232,16 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             tokens.push(Token::Operator(operator(&op)?));
         } else if c.is_ascii_digit() || c == '-' || c == '.' {
             let mut number = String::new();
-            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit() || **d == '.' || **d == '-') {
+            while let Some(&d) = chars
+                .peek()
+                .filter(|d| d.is_ascii_digit() || **d == '.' || **d == '-')
+            {
                 number.push(d);
                 chars.next();
             }
-            let value: f64 = number.parse().map_err(|_| format!("'{number}' is not a number"))?;
+            let value: f64 = number
+                .parse()
+                .map_err(|_| format!("'{number}' is not a number"))?;
             tokens.push(Token::Number(value));
         } else if c.is_alphanumeric() || c == '_' {
             let mut word = String::new();
@@ -259,11 +276,16 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Condition, String> {
     let expected = "expected '<', '<=', '>', '>=', '==', '!=', 'between A and B', 'is true|false' or 'in [a, b]'";
     match tokens.as_slice() {
         [Token::Operator(op), Token::Number(x)] => Ok(Condition::Compare(*op, *x)),
-        [Token::Word(between), Token::Number(a), Token::Word(and), Token::Number(b)]
-            if between == "between" && and == "and" =>
-        {
+        [
+            Token::Word(between),
+            Token::Number(a),
+            Token::Word(and),
+            Token::Number(b),
+        ] if between == "between" && and == "and" => {
             if a > b {
-                Err(format!("between {a} and {b} is empty: the lower bound is above the upper"))
+                Err(format!(
+                    "between {a} and {b} is empty: the lower bound is above the upper"
+                ))
             } else {
                 Ok(Condition::Between(*a, *b))
             }
@@ -273,7 +295,9 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Condition, String> {
             "false" => Ok(Condition::Is(false)),
             other => Err(format!("'is' takes true or false, not '{other}'")),
         },
-        [Token::Word(word), Token::Open, rest @ .., Token::Close] if word == "in" => parse_options(rest),
+        [Token::Word(word), Token::Open, rest @ .., Token::Close] if word == "in" => {
+            parse_options(rest)
+        }
         _ => Err(expected.into()),
     }
 }
@@ -284,10 +308,14 @@ fn parse_options(tokens: &[Token]) -> Result<Condition, String> {
         match (i % 2, token) {
             (0, Token::Word(w)) => options.push(w.clone()),
             (1, Token::Comma) => {}
-            _ => return Err(format!("'in [...]' takes comma-separated names; found '{token}'")),
+            _ => {
+                return Err(format!(
+                    "'in [...]' takes comma-separated names; found '{token}'"
+                ));
+            }
         }
     }
-    if options.is_empty() || tokens.len() % 2 == 0 {
+    if options.is_empty() || tokens.len().is_multiple_of(2) {
         return Err("'in [...]' needs at least one name and no trailing comma".into());
     }
     Ok(Condition::In(options))
@@ -326,7 +354,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed_rules_with_a_reason() {
-        for bad in ["", "age", "age between 60 and 18", "age is maybe", "age => 3", "age in [a,]", "> 3 age"] {
+        for bad in [
+            "",
+            "age",
+            "age between 60 and 18",
+            "age is maybe",
+            "age => 3",
+            "age in [a,]",
+            "> 3 age",
+        ] {
             assert!(parse_rule(bad).is_err(), "{bad} should not parse");
         }
     }
@@ -352,7 +388,12 @@ mod tests {
 
     #[test]
     fn display_is_a_canonical_form_that_parses_back() {
-        for text in ["age_years  between 18   and 60", "vas_mm>40", "sex in [female,male]", "x is false"] {
+        for text in [
+            "age_years  between 18   and 60",
+            "vas_mm>40",
+            "sex in [female,male]",
+            "x is false",
+        ] {
             let rule = parse_rule(text).expect("rule");
             assert_eq!(parse_rule(&rule.to_string()).expect("reparse"), rule);
         }

@@ -42,10 +42,15 @@ fn project_examples_parse() {
 #[test]
 fn shared_examples_parse_unchanged() {
     for name in ["respine.yaml", "facet-crossover.yaml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/trials").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/trials")
+            .join(name);
         // The shared folder sits beside the clone in CI and in development.
         let Ok(yaml) = std::fs::read_to_string(&path) else {
-            panic!("{} is missing: the shared folder must sit beside the repository", path.display());
+            panic!(
+                "{} is missing: the shared folder must sit beside the repository",
+                path.display()
+            );
         };
         if let Err(problems) = parse_definition(&yaml) {
             panic!("{name}: {:#?}", problems.0);
@@ -77,29 +82,50 @@ fn every_problem_is_listed_with_its_path() {
     let problems = problems_of(&broken);
     assert_problem(&problems, "titel: unknown key");
     assert_problem(&problems, "title: is required");
-    assert_problem(&problems, "method.block_sizes[0]: block size 3 must be a multiple of the ratio sum 2");
-    assert_problem(&problems, "eligibility[1].rule: names unknown covariate 'pain_months'");
+    assert_problem(
+        &problems,
+        "method.block_sizes[0]: block size 3 must be a multiple of the ratio sum 2",
+    );
+    assert_problem(
+        &problems,
+        "eligibility[1].rule: names unknown covariate 'pain_months'",
+    );
     assert_problem(&problems, "arms[1].active: expected true or false");
-    assert_problem(&problems, "sponsor_time_zone: 'Europe/Atlantis' is not an IANA time zone");
+    assert_problem(
+        &problems,
+        "sponsor_time_zone: 'Europe/Atlantis' is not an IANA time zone",
+    );
     assert!(problems.len() >= 6, "{problems:#?}");
 }
 
 #[test]
 fn impossible_designs_are_refused() {
     let overlapping = RESPINE.replace("severe: \">= 70\"", "severe: \">= 60\"");
-    assert_problem(&problems_of(&overlapping), "levels moderate and severe overlap");
+    assert_problem(
+        &problems_of(&overlapping),
+        "levels moderate and severe overlap",
+    );
     let gap = RESPINE.replace("severe: \">= 70\"", "severe: \"> 70\"");
     assert_problem(&problems_of(&gap), "leave a gap");
     let unreachable = RESPINE.replace("caps: { total: 114 }", "caps: { total: 500 }");
-    assert_problem(&problems_of(&unreachable), "caps.total: 500 can never be reached");
+    assert_problem(
+        &problems_of(&unreachable),
+        "caps.total: 500 can never be reached",
+    );
     let wrong_type = RESPINE.replace("\"ddd_on_mri is true\"", "\"ddd_on_mri > 3\"");
-    assert_problem(&problems_of(&wrong_type), "cannot apply to a boolean covariate");
+    assert_problem(
+        &problems_of(&wrong_type),
+        "cannot apply to a boolean covariate",
+    );
     let duplicate_site = RESPINE.replace("id: FR-PAR", "id: FR-MTP");
     assert_problem(&problems_of(&duplicate_site), "duplicate site id 'FR-MTP'");
     let guessable = RESPINE.replace("R-{6 random base32}", "R-{2 random digits}");
     assert_problem(&problems_of(&guessable), "too few distinct codes");
     let efron_three_arms = RESPINE
-        .replace("kind: permuted_blocks\n  block_sizes: [2, 4]", "kind: biased_coin\n  p: 0.4")
+        .replace(
+            "kind: permuted_blocks\n  block_sizes: [2, 4]",
+            "kind: biased_coin\n  p: 0.4",
+        )
         .replace(
             "  - { id: SHAM,",
             "  - { id: LOW, label: \"Low dose\", ratio: 1 }\n  - { id: SHAM,",
@@ -108,7 +134,10 @@ fn impossible_designs_are_refused() {
     assert_problem(&problems, "biased_coin needs exactly two arms");
     assert_problem(&problems, "method.p: p must be above 0.5");
     let foreign_key = RESPINE.replace("block_sizes: [2, 4]", "block_sizes: [2, 4]\n  p: 0.7");
-    assert_problem(&problems_of(&foreign_key), "method.p: does not apply to permuted_blocks");
+    assert_problem(
+        &problems_of(&foreign_key),
+        "method.p: does not apply to permuted_blocks",
+    );
 }
 
 #[test]
@@ -125,7 +154,10 @@ fn respine_subject(vas: f64) -> BTreeMap<String, CovariateInput> {
         ("lbp_months".into(), CovariateInput::Integer(12)),
         ("vas_mm".into(), CovariateInput::Decimal(vas)),
         ("ddd_on_mri".into(), CovariateInput::Boolean(true)),
-        ("conservative_care_failed".into(), CovariateInput::Boolean(true)),
+        (
+            "conservative_care_failed".into(),
+            CovariateInput::Boolean(true),
+        ),
     ])
 }
 
@@ -145,8 +177,14 @@ fn covariates_are_typed_bounded_and_complete() {
         .iter()
         .map(ToString::to_string)
         .collect();
-    assert_problem(&problems, "covariates.age_years: expected integer, got decimal");
-    assert_problem(&problems, "covariates.vas_mm: 140 is outside the plausible range");
+    assert_problem(
+        &problems,
+        "covariates.age_years: expected integer, got decimal",
+    );
+    assert_problem(
+        &problems,
+        "covariates.vas_mm: 140 is outside the plausible range",
+    );
     assert_problem(&problems, "covariates.ddd_on_mri: is required");
     assert_problem(&problems, "covariates.height_cm: is not a covariate");
 }
@@ -157,18 +195,35 @@ fn eligibility_names_each_failing_criterion() {
     let mut subject = respine_subject(35.0);
     subject.insert("age_years".into(), CovariateInput::Integer(61));
     let values = trial.check_covariates(&subject).expect("typed");
-    let failed: Vec<&str> = trial.failed_criteria(&values).iter().map(|c| c.id.as_str()).collect();
+    let failed: Vec<&str> = trial
+        .failed_criteria(&values)
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
     assert_eq!(failed, ["age", "pain"]);
 }
 
 #[test]
 fn classification_uses_site_and_levels() {
     let trial = parse_definition(RESPINE).expect("parses");
-    let values = trial.check_covariates(&respine_subject(70.0)).expect("typed");
+    let values = trial
+        .check_covariates(&respine_subject(70.0))
+        .expect("typed");
     let levels = trial.classify("IT-MIL", &values).expect("classified");
-    assert_eq!(trial.stratum_key(&levels), "site=IT-MIL,baseline_pain=severe");
-    assert_eq!(trial.parse_stratum_key("site=IT-MIL,baseline_pain=severe"), Some(levels));
-    let values = trial.check_covariates(&respine_subject(69.9)).expect("typed");
+    assert_eq!(
+        trial.stratum_key(&levels),
+        "site=IT-MIL,baseline_pain=severe"
+    );
+    assert_eq!(
+        trial.parse_stratum_key("site=IT-MIL,baseline_pain=severe"),
+        Some(levels)
+    );
+    let values = trial
+        .check_covariates(&respine_subject(69.9))
+        .expect("typed");
     let levels = trial.classify("IT-MIL", &values).expect("classified");
-    assert_eq!(trial.stratum_key(&levels), "site=IT-MIL,baseline_pain=moderate");
+    assert_eq!(
+        trial.stratum_key(&levels),
+        "site=IT-MIL,baseline_pain=moderate"
+    );
 }

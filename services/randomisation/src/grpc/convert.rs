@@ -33,7 +33,11 @@ pub fn covariates(
         };
         inputs.insert(name.clone(), input);
     }
-    if problems.is_empty() { Ok(inputs) } else { Err(RandomisationError::InvalidArgument(problems)) }
+    if problems.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(RandomisationError::InvalidArgument(problems))
+    }
 }
 
 pub fn trial_state(state: TrialState) -> pb::TrialState {
@@ -51,8 +55,16 @@ pub fn trial(view: TrialView) -> pb::Trial {
         title: view.title,
         state: trial_state(view.record.state).into(),
         definition_sha256: view.record.definition_sha256,
-        activated_at: view.record.activated_at.as_deref().and_then(to_proto_timestamp),
-        closed_at: view.record.closed_at.as_deref().and_then(to_proto_timestamp),
+        activated_at: view
+            .record
+            .activated_at
+            .as_deref()
+            .and_then(to_proto_timestamp),
+        closed_at: view
+            .record
+            .closed_at
+            .as_deref()
+            .and_then(to_proto_timestamp),
         site_ids: view.site_ids,
         method: view.method.to_owned(),
         definition_yaml: view.definition_yaml,
@@ -147,5 +159,7 @@ pub fn parse_page_token(token: &str) -> Result<i64, RandomisationError> {
     if token.is_empty() {
         return Ok(0);
     }
-    i64::from_str_radix(token, 16).map_err(|_| RandomisationError::invalid("page_token", "is not a token this service issued"))
+    i64::from_str_radix(token, 16).map_err(|_| {
+        RandomisationError::invalid("page_token", "is not a token this service issued")
+    })
 }

@@ -14,7 +14,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::RandomisationError;
-use crate::service::{AllocationFilter, RandomisationService, RandomiseCommand, SimulateCommand, SimulationDesign};
+use crate::service::{
+    AllocationFilter, RandomisationService, RandomiseCommand, SimulateCommand, SimulationDesign,
+};
 use crate::simulation::LevelWeights;
 pub use pb::randomisation_service_server::RandomisationServiceServer;
 use status::to_status;
@@ -40,7 +42,9 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
 type Reply<T> = Result<Response<T>, Status>;
 
 fn reply<T, U>(result: Result<T, RandomisationError>, convert: impl FnOnce(T) -> U) -> Reply<U> {
-    result.map(|value| Response::new(convert(value))).map_err(to_status)
+    result
+        .map(|value| Response::new(convert(value)))
+        .map_err(to_status)
 }
 
 fn filter(filter: Option<pb::AllocationFilter>) -> AllocationFilter {
@@ -57,14 +61,23 @@ fn filter(filter: Option<pb::AllocationFilter>) -> AllocationFilter {
 impl RandomisationApi for RandomisationGrpc {
     async fn register_trial(&self, request: Request<pb::RegisterTrialRequest>) -> Reply<pb::Trial> {
         let caller = caller(&request)?;
-        let result = self.service.register_trial(&caller, &request.get_ref().definition_yaml).await;
+        let result = self
+            .service
+            .register_trial(&caller, &request.get_ref().definition_yaml)
+            .await;
         reply(result, convert::trial)
     }
 
-    async fn upload_allocation_list(&self, request: Request<pb::UploadAllocationListRequest>) -> Reply<pb::UploadAllocationListResponse> {
+    async fn upload_allocation_list(
+        &self,
+        request: Request<pb::UploadAllocationListRequest>,
+    ) -> Reply<pb::UploadAllocationListResponse> {
         let caller = caller(&request)?;
         let body = request.get_ref();
-        let result = self.service.upload_allocation_list(&caller, &body.trial_id, &body.csv).await;
+        let result = self
+            .service
+            .upload_allocation_list(&caller, &body.trial_id, &body.csv)
+            .await;
         reply(result, |upload| pb::UploadAllocationListResponse {
             strata: upload.strata,
             entries: upload.entries,
@@ -85,24 +98,39 @@ impl RandomisationApi for RandomisationGrpc {
     async fn amend_trial(&self, request: Request<pb::AmendTrialRequest>) -> Reply<pb::Trial> {
         let caller = caller(&request)?;
         let body = request.get_ref();
-        let result = self.service.amend_trial(&caller, &body.definition_yaml, &body.reason).await;
+        let result = self
+            .service
+            .amend_trial(&caller, &body.definition_yaml, &body.reason)
+            .await;
         reply(result, convert::trial)
     }
 
     async fn get_trial(&self, request: Request<pb::GetTrialRequest>) -> Reply<pb::Trial> {
         let caller = caller(&request)?;
-        let result = self.service.get_trial(&caller, &request.get_ref().trial_id).await;
+        let result = self
+            .service
+            .get_trial(&caller, &request.get_ref().trial_id)
+            .await;
         reply(result, convert::trial)
     }
 
-    async fn close_enrolment(&self, request: Request<pb::CloseEnrolmentRequest>) -> Reply<pb::Trial> {
+    async fn close_enrolment(
+        &self,
+        request: Request<pb::CloseEnrolmentRequest>,
+    ) -> Reply<pb::Trial> {
         let caller = caller(&request)?;
         let body = request.get_ref();
-        let result = self.service.close_enrolment(&caller, &body.trial_id, &body.reason).await;
+        let result = self
+            .service
+            .close_enrolment(&caller, &body.trial_id, &body.reason)
+            .await;
         reply(result, convert::trial)
     }
 
-    async fn randomise(&self, request: Request<pb::RandomiseRequest>) -> Reply<pb::RandomiseResponse> {
+    async fn randomise(
+        &self,
+        request: Request<pb::RandomiseRequest>,
+    ) -> Reply<pb::RandomiseResponse> {
         let caller = caller(&request)?;
         let body = request.into_inner();
         let covariates = convert::covariates("covariates", &body.covariates).map_err(to_status)?;
@@ -119,14 +147,23 @@ impl RandomisationApi for RandomisationGrpc {
         })
     }
 
-    async fn get_allocation(&self, request: Request<pb::GetAllocationRequest>) -> Reply<pb::Allocation> {
+    async fn get_allocation(
+        &self,
+        request: Request<pb::GetAllocationRequest>,
+    ) -> Reply<pb::Allocation> {
         let caller = caller(&request)?;
         let body = request.get_ref();
-        let result = self.service.get_allocation(&caller, &body.trial_id, &body.subject_id).await;
+        let result = self
+            .service
+            .get_allocation(&caller, &body.trial_id, &body.subject_id)
+            .await;
         reply(result, convert::allocation)
     }
 
-    async fn list_allocations(&self, request: Request<pb::ListAllocationsRequest>) -> Reply<pb::ListAllocationsResponse> {
+    async fn list_allocations(
+        &self,
+        request: Request<pb::ListAllocationsRequest>,
+    ) -> Reply<pb::ListAllocationsResponse> {
         let caller = caller(&request)?;
         let body = request.into_inner();
         let after = convert::parse_page_token(&body.page_token).map_err(to_status)?;
@@ -135,14 +172,22 @@ impl RandomisationApi for RandomisationGrpc {
             .list_allocations(&caller, &filter(body.filter), after, body.page_size)
             .await;
         reply(result, |page| pb::ListAllocationsResponse {
-            allocations: page.allocations.into_iter().map(convert::allocation).collect(),
+            allocations: page
+                .allocations
+                .into_iter()
+                .map(convert::allocation)
+                .collect(),
             next_page_token: convert::page_token(page.next_after),
         })
     }
 
-    type StreamAllocationsStream = Pin<Box<dyn Stream<Item = Result<pb::Allocation, Status>> + Send>>;
+    type StreamAllocationsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::Allocation, Status>> + Send>>;
 
-    async fn stream_allocations(&self, request: Request<pb::StreamAllocationsRequest>) -> Reply<Self::StreamAllocationsStream> {
+    async fn stream_allocations(
+        &self,
+        request: Request<pb::StreamAllocationsRequest>,
+    ) -> Reply<Self::StreamAllocationsStream> {
         let caller = caller(&request)?;
         let filter = filter(request.into_inner().filter);
         // The first page is fetched before answering, so authorisation and
@@ -158,12 +203,19 @@ impl RandomisationApi for RandomisationGrpc {
             let mut page = first;
             loop {
                 for allocation in page.allocations {
-                    if sender.send(Ok(convert::allocation(allocation))).await.is_err() {
+                    if sender
+                        .send(Ok(convert::allocation(allocation)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
                 let Some(after) = page.next_after else { return };
-                match service.list_allocations(&caller, &filter, after, crate::service::MAX_PAGE_SIZE).await {
+                match service
+                    .list_allocations(&caller, &filter, after, crate::service::MAX_PAGE_SIZE)
+                    .await
+                {
                     Ok(next) => page = next,
                     Err(error) => {
                         let _ = sender.send(Err(to_status(error))).await;
@@ -172,27 +224,48 @@ impl RandomisationApi for RandomisationGrpc {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
-    async fn get_trial_status(&self, request: Request<pb::GetTrialStatusRequest>) -> Reply<pb::TrialStatus> {
+    async fn get_trial_status(
+        &self,
+        request: Request<pb::GetTrialStatusRequest>,
+    ) -> Reply<pb::TrialStatus> {
         let caller = caller(&request)?;
-        let result = self.service.trial_status(&caller, &request.get_ref().trial_id).await;
+        let result = self
+            .service
+            .trial_status(&caller, &request.get_ref().trial_id)
+            .await;
         reply(result, convert::status)
     }
 
-    async fn correct_stratum(&self, request: Request<pb::CorrectStratumRequest>) -> Reply<pb::Allocation> {
+    async fn correct_stratum(
+        &self,
+        request: Request<pb::CorrectStratumRequest>,
+    ) -> Reply<pb::Allocation> {
         let caller = caller(&request)?;
         let body = request.into_inner();
-        let covariates = convert::covariates("corrected_covariates", &body.corrected_covariates).map_err(to_status)?;
+        let covariates = convert::covariates("corrected_covariates", &body.corrected_covariates)
+            .map_err(to_status)?;
         let result = self
             .service
-            .correct_stratum(&caller, &body.trial_id, &body.subject_id, &covariates, &body.reason)
+            .correct_stratum(
+                &caller,
+                &body.trial_id,
+                &body.subject_id,
+                &covariates,
+                &body.reason,
+            )
             .await;
         reply(result, convert::allocation)
     }
 
-    async fn mark_randomised_in_error(&self, request: Request<pb::MarkRandomisedInErrorRequest>) -> Reply<pb::Allocation> {
+    async fn mark_randomised_in_error(
+        &self,
+        request: Request<pb::MarkRandomisedInErrorRequest>,
+    ) -> Reply<pb::Allocation> {
         let caller = caller(&request)?;
         let body = request.get_ref();
         let result = self
@@ -207,8 +280,15 @@ impl RandomisationApi for RandomisationGrpc {
         let body = request.into_inner();
         let design = match body.design {
             Some(pb::simulate_request::Design::TrialId(id)) => SimulationDesign::Trial(id),
-            Some(pb::simulate_request::Design::DefinitionYaml(yaml)) => SimulationDesign::Yaml(yaml),
-            None => return Err(to_status(RandomisationError::invalid("design", "set trial_id or definition_yaml"))),
+            Some(pb::simulate_request::Design::DefinitionYaml(yaml)) => {
+                SimulationDesign::Yaml(yaml)
+            }
+            None => {
+                return Err(to_status(RandomisationError::invalid(
+                    "design",
+                    "set trial_id or definition_yaml",
+                )));
+            }
         };
         let level_weights: LevelWeights = body
             .level_weights

@@ -19,7 +19,11 @@ pub fn to_status(error: RandomisationError) -> Status {
         RandomisationError::Ineligible(criteria) => {
             let mut details = ErrorDetails::new();
             for criterion in &criteria {
-                details.add_precondition_failure_violation("ELIGIBILITY", criterion.id.clone(), criterion.rule.clone());
+                details.add_precondition_failure_violation(
+                    "ELIGIBILITY",
+                    criterion.id.clone(),
+                    criterion.rule.clone(),
+                );
             }
             Status::with_error_details(Code::FailedPrecondition, message, details)
         }
@@ -32,9 +36,11 @@ pub fn to_status(error: RandomisationError) -> Status {
         RandomisationError::FailedPrecondition(_) => Status::failed_precondition(message),
         RandomisationError::AlreadyExists(_) => Status::already_exists(message),
         RandomisationError::PermissionDenied(_) => Status::permission_denied(message),
-        RandomisationError::Unavailable { retry_after, .. } => {
-            Status::with_error_details(Code::Unavailable, message, ErrorDetails::with_retry_info(retry_after))
-        }
+        RandomisationError::Unavailable { retry_after, .. } => Status::with_error_details(
+            Code::Unavailable,
+            message,
+            ErrorDetails::with_retry_info(retry_after),
+        ),
         RandomisationError::Aborted(_) => Status::aborted(message),
         RandomisationError::Internal(detail) => {
             tracing::error!(%detail, "internal error");

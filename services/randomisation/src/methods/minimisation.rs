@@ -25,7 +25,10 @@ impl Margins {
     /// Empty margins for factors with `level_counts[f]` levels each.
     pub fn new(level_counts: &[usize], arms: usize) -> Self {
         Self {
-            counts: level_counts.iter().map(|&levels| vec![vec![0; arms]; levels]).collect(),
+            counts: level_counts
+                .iter()
+                .map(|&levels| vec![vec![0; arms]; levels])
+                .collect(),
         }
     }
 
@@ -98,7 +101,9 @@ fn score(
                 .iter()
                 .zip(ratios)
                 .enumerate()
-                .map(|(arm, (&n, &r))| (f64::from(n) + f64::from(u8::from(arm == candidate))) / f64::from(r))
+                .map(|(arm, (&n, &r))| {
+                    (f64::from(n) + f64::from(u8::from(arm == candidate))) / f64::from(r)
+                })
                 .collect();
             weights[factor] * imbalance(&scaled, measure)
         })
@@ -124,12 +129,28 @@ mod tests {
     #[test]
     fn first_subject_is_by_ratio() {
         let margins = Margins::new(&[2, 3], 2);
-        let decision = minimise(&margins, &[0, 1], &[1.0, 1.0], ImbalanceMeasure::Range, 0.8, &[1, 1], 0.3);
+        let decision = minimise(
+            &margins,
+            &[0, 1],
+            &[1.0, 1.0],
+            ImbalanceMeasure::Range,
+            0.8,
+            &[1, 1],
+            0.3,
+        );
         assert_eq!(decision.probabilities, vec![0.5, 0.5]);
         assert_eq!(decision.arm, 0);
         // With 2:1, giving the first subject A leaves scaled counts (1/2, 0);
         // giving B leaves (0, 1). A is nearer the target ratio, so it gets p.
-        let unequal = minimise(&margins, &[0, 1], &[1.0, 1.0], ImbalanceMeasure::Range, 0.8, &[2, 1], 0.85);
+        let unequal = minimise(
+            &margins,
+            &[0, 1],
+            &[1.0, 1.0],
+            ImbalanceMeasure::Range,
+            0.8,
+            &[2, 1],
+            0.85,
+        );
         assert_eq!(unequal.scores, vec![1.0, 2.0]);
         assert!((unequal.probabilities[0] - 0.8).abs() < 1e-12);
         assert_eq!(unequal.arm, 1);
@@ -141,7 +162,15 @@ mod tests {
         margins.record(&[0], 0);
         margins.record(&[0], 0);
         margins.record(&[1], 1);
-        let decision = minimise(&margins, &[0], &[1.0], ImbalanceMeasure::Range, 0.8, &[1, 1], 0.5);
+        let decision = minimise(
+            &margins,
+            &[0],
+            &[1.0],
+            ImbalanceMeasure::Range,
+            0.8,
+            &[1, 1],
+            0.5,
+        );
         // Level 0 has A=2, B=0: giving B scores 1, giving A scores 3.
         assert_eq!(decision.scores, vec![3.0, 1.0]);
         assert!((decision.probabilities[1] - 0.8).abs() < 1e-12);
@@ -154,9 +183,25 @@ mod tests {
         margins.record(&[0, 1], 0);
         margins.record(&[1, 0], 1);
         // Factor 0 level 0 favours B; factor 1 level 0 favours A.
-        let heavy_first = minimise(&margins, &[0, 0], &[3.0, 1.0], ImbalanceMeasure::Variance, 1.0, &[1, 1], 0.0);
+        let heavy_first = minimise(
+            &margins,
+            &[0, 0],
+            &[3.0, 1.0],
+            ImbalanceMeasure::Variance,
+            1.0,
+            &[1, 1],
+            0.0,
+        );
         assert_eq!(heavy_first.arm, 1);
-        let heavy_second = minimise(&margins, &[0, 0], &[1.0, 3.0], ImbalanceMeasure::Variance, 1.0, &[1, 1], 0.0);
+        let heavy_second = minimise(
+            &margins,
+            &[0, 0],
+            &[1.0, 3.0],
+            ImbalanceMeasure::Variance,
+            1.0,
+            &[1, 1],
+            0.0,
+        );
         assert_eq!(heavy_second.arm, 0);
     }
 
@@ -164,7 +209,15 @@ mod tests {
     fn three_arm_ties_share_p() {
         let mut margins = Margins::new(&[1], 3);
         margins.record(&[0], 0);
-        let decision = minimise(&margins, &[0], &[1.0], ImbalanceMeasure::StandardDeviation, 0.9, &[1, 1, 1], 0.0);
+        let decision = minimise(
+            &margins,
+            &[0],
+            &[1.0],
+            ImbalanceMeasure::StandardDeviation,
+            0.9,
+            &[1, 1, 1],
+            0.0,
+        );
         assert!((decision.probabilities[0] - 0.1).abs() < 1e-12);
         assert!((decision.probabilities[1] - 0.45).abs() < 1e-12);
         assert!((decision.probabilities[2] - 0.45).abs() < 1e-12);

@@ -39,6 +39,12 @@ fn proportional(ratios: &[u32], included: impl Fn(usize) -> bool, total_mass: f6
     ratios
         .iter()
         .enumerate()
-        .map(|(i, r)| if included(i) && sum > 0.0 { total_mass * f64::from(*r) / sum } else { 0.0 })
+        .map(|(i, r)| {
+            if included(i) && sum > 0.0 {
+                total_mass * f64::from(*r) / sum
+            } else {
+                0.0
+            }
+        })
         .collect()
 }

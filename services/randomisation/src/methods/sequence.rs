@@ -19,10 +19,15 @@ impl SequenceMethod {
     /// `None` for minimisation and uploaded lists.
     pub fn from_spec(method: &MethodSpec) -> Option<Self> {
         Some(match method {
-            MethodSpec::PermutedBlocks { block_sizes } => SequenceMethod::Blocks(block_sizes.clone()),
+            MethodSpec::PermutedBlocks { block_sizes } => {
+                SequenceMethod::Blocks(block_sizes.clone())
+            }
             MethodSpec::BiasedCoin { p } => SequenceMethod::BiasedCoin(*p),
             MethodSpec::BigStick { bound } => SequenceMethod::BigStick(*bound),
-            MethodSpec::MaximalProcedure { bound, sequence_length } => SequenceMethod::Maximal {
+            MethodSpec::MaximalProcedure {
+                bound,
+                sequence_length,
+            } => SequenceMethod::Maximal {
                 bound: *bound,
                 sequence_length: *sequence_length,
             },
@@ -72,9 +77,16 @@ impl StratumSequence {
             SequenceMethod::BigStick(bound) => State::BigStick {
                 bound: i64::from(*bound),
             },
-            SequenceMethod::Maximal { bound, sequence_length } => State::Maximal {
+            SequenceMethod::Maximal {
+                bound,
+                sequence_length,
+            } => State::Maximal {
                 bound: i64::from(*bound),
-                completions: completion_counts(ratios, i64::from(*bound), *sequence_length as usize),
+                completions: completion_counts(
+                    ratios,
+                    i64::from(*bound),
+                    *sequence_length as usize,
+                ),
                 step: 0,
                 imbalance: 0,
             },
@@ -96,7 +108,10 @@ impl StratumSequence {
                 }
                 let remaining = &block[*next..];
                 let probabilities = (0..self.ratios.len())
-                    .map(|arm| remaining.iter().filter(|a| **a == arm).count() as f64 / remaining.len() as f64)
+                    .map(|arm| {
+                        remaining.iter().filter(|a| **a == arm).count() as f64
+                            / remaining.len() as f64
+                    })
                     .collect();
                 let arm = block[*next];
                 *next += 1;
@@ -150,7 +165,11 @@ pub fn regenerate_list(
     length: usize,
 ) -> Option<Vec<usize>> {
     let method = SequenceMethod::from_spec(method)?;
-    let mut sequence = StratumSequence::new(&method, ratios, derive_stream(master, stream_key, algorithm_version));
+    let mut sequence = StratumSequence::new(
+        &method,
+        ratios,
+        derive_stream(master, stream_key, algorithm_version),
+    );
     Some((0..length).map(|_| sequence.next_slot().arm).collect())
 }
 
@@ -179,7 +198,11 @@ fn two_arm_imbalance(ratios: &[u32], counts: &[u32]) -> i64 {
 }
 
 fn two_arm_step(ratios: &[u32], arm: usize) -> i64 {
-    if arm == 0 { i64::from(ratios[1]) } else { -i64::from(ratios[0]) }
+    if arm == 0 {
+        i64::from(ratios[1])
+    } else {
+        -i64::from(ratios[0])
+    }
 }
 
 /// Efron: the lagging arm with probability p; on target, by ratio.
@@ -205,9 +228,19 @@ fn big_stick(ratios: &[u32], counts: &[u32], bound: i64) -> Vec<f64> {
 
 /// Maximal procedure: every admissible sequence equally likely, so each arm's
 /// probability is its share of the admissible completions.
-fn maximal(ratios: &[u32], completions: &[Vec<f64>], bound: i64, step: usize, imbalance: i64) -> Vec<f64> {
+fn maximal(
+    ratios: &[u32],
+    completions: &[Vec<f64>],
+    bound: i64,
+    step: usize,
+    imbalance: i64,
+) -> Vec<f64> {
     let ways = |k: usize, d: i64| -> f64 {
-        if d.abs() > bound { 0.0 } else { completions[k][(d + bound) as usize] }
+        if d.abs() > bound {
+            0.0
+        } else {
+            completions[k][(d + bound) as usize]
+        }
     };
     let total = ways(step, imbalance);
     let first = ways(step + 1, imbalance + two_arm_step(ratios, 0)) / total;
@@ -224,9 +257,14 @@ fn completion_counts(ratios: &[u32], bound: i64, length: usize) -> Vec<Vec<f64>>
         for d in -bound..=bound {
             let next = |step: i64| {
                 let e = d + step;
-                if e.abs() > bound { 0.0 } else { table[k + 1][(e + bound) as usize] }
+                if e.abs() > bound {
+                    0.0
+                } else {
+                    table[k + 1][(e + bound) as usize]
+                }
             };
-            table[k][(d + bound) as usize] = next(two_arm_step(ratios, 0)) + next(two_arm_step(ratios, 1));
+            table[k][(d + bound) as usize] =
+                next(two_arm_step(ratios, 0)) + next(two_arm_step(ratios, 1));
         }
     }
     table
@@ -249,12 +287,23 @@ mod tests {
 
     #[test]
     fn golden_sequences_for_a_fixed_seed() {
-        let render = |arms: Vec<usize>| arms.iter().map(|a| char::from(b'A' + *a as u8)).collect::<String>();
-        let blocks = MethodSpec::PermutedBlocks { block_sizes: vec![2, 4] };
+        let render = |arms: Vec<usize>| {
+            arms.iter()
+                .map(|a| char::from(b'A' + *a as u8))
+                .collect::<String>()
+        };
+        let blocks = MethodSpec::PermutedBlocks {
+            block_sizes: vec![2, 4],
+        };
         let efron = MethodSpec::BiasedCoin { p: 2.0 / 3.0 };
         let big_stick = MethodSpec::BigStick { bound: 3 };
-        let maximal = MethodSpec::MaximalProcedure { bound: 2, sequence_length: 10 };
-        let unequal = MethodSpec::PermutedBlocks { block_sizes: vec![3, 6] };
+        let maximal = MethodSpec::MaximalProcedure {
+            bound: 2,
+            sequence_length: 10,
+        };
+        let unequal = MethodSpec::PermutedBlocks {
+            block_sizes: vec![3, 6],
+        };
         let sequences = [
             render(arms(blocks, &[1, 1], 24)),
             render(arms(efron, &[1, 1], 24)),
@@ -277,7 +326,13 @@ mod tests {
 
     #[test]
     fn blocks_balance_at_every_block_end() {
-        let mut s = sequence(MethodSpec::PermutedBlocks { block_sizes: vec![3, 6, 9] }, &[2, 1], "balance");
+        let mut s = sequence(
+            MethodSpec::PermutedBlocks {
+                block_sizes: vec![3, 6, 9],
+            },
+            &[2, 1],
+            "balance",
+        );
         let mut counts = [0u32; 2];
         let mut balanced_points = 0;
         for _ in 0..3000 {
@@ -304,7 +359,14 @@ mod tests {
 
     #[test]
     fn maximal_procedure_stays_in_bound_and_closes_each_sequence() {
-        let mut s = sequence(MethodSpec::MaximalProcedure { bound: 2, sequence_length: 8 }, &[1, 1], "maximal");
+        let mut s = sequence(
+            MethodSpec::MaximalProcedure {
+                bound: 2,
+                sequence_length: 8,
+            },
+            &[1, 1],
+            "maximal",
+        );
         let mut imbalance = 0i64;
         for step in 1..=800 {
             imbalance += if s.next_slot().arm == 0 { 1 } else { -1 };
@@ -317,7 +379,9 @@ mod tests {
 
     #[test]
     fn slot_at_matches_sequential_generation() {
-        let method = MethodSpec::PermutedBlocks { block_sizes: vec![2, 4] };
+        let method = MethodSpec::PermutedBlocks {
+            block_sizes: vec![2, 4],
+        };
         let sequential = arms(method.clone(), &[1, 1], 30);
         for (position, arm) in sequential.iter().enumerate() {
             let slot = sequence(method.clone(), &[1, 1], "golden").slot_at(position as u64);
@@ -327,7 +391,13 @@ mod tests {
 
     #[test]
     fn probabilities_are_a_distribution_and_name_forced_slots() {
-        let mut s = sequence(MethodSpec::PermutedBlocks { block_sizes: vec![4] }, &[1, 1], "probabilities");
+        let mut s = sequence(
+            MethodSpec::PermutedBlocks {
+                block_sizes: vec![4],
+            },
+            &[1, 1],
+            "probabilities",
+        );
         let mut forced = 0;
         for _ in 0..4000 {
             let slot = s.next_slot();

@@ -27,7 +27,9 @@ impl Operation {
         match self {
             Operation::RegisterTrial => &[Statistician, TrialAdmin],
             Operation::UploadAllocationList => &[Statistician],
-            Operation::ActivateTrial | Operation::AmendTrial | Operation::CloseEnrolment => &[TrialAdmin],
+            Operation::ActivateTrial | Operation::AmendTrial | Operation::CloseEnrolment => {
+                &[TrialAdmin]
+            }
             Operation::GetTrial => &[
                 SiteInvestigator,
                 SiteCoordinator,
@@ -48,7 +50,13 @@ impl Operation {
                 Statistician,
                 TrialAdmin,
             ],
-            Operation::TrialStatus => &[SiteInvestigator, SiteCoordinator, MedicalMonitor, Statistician, TrialAdmin],
+            Operation::TrialStatus => &[
+                SiteInvestigator,
+                SiteCoordinator,
+                MedicalMonitor,
+                Statistician,
+                TrialAdmin,
+            ],
             Operation::CorrectStratum | Operation::MarkRandomisedInError => &[TrialAdmin],
             Operation::Simulate => &[Statistician, TrialAdmin],
         }
@@ -56,7 +64,11 @@ impl Operation {
 }
 
 /// Checks role and trial scope. Says nothing about whether the trial exists.
-pub fn authorise(caller: &Caller, operation: Operation, trial_id: Option<&str>) -> Result<(), RandomisationError> {
+pub fn authorise(
+    caller: &Caller,
+    operation: Operation,
+    trial_id: Option<&str>,
+) -> Result<(), RandomisationError> {
     if !caller.has_any_role(operation.allowed_roles()) {
         return Err(RandomisationError::PermissionDenied(format!(
             "{operation:?} needs one of the roles: {}",
@@ -96,5 +108,9 @@ pub fn sees_design(caller: &Caller) -> bool {
 }
 
 fn role_names(roles: &[Role]) -> String {
-    roles.iter().map(Role::to_string).collect::<Vec<_>>().join(", ")
+    roles
+        .iter()
+        .map(Role::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

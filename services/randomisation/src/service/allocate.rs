@@ -20,7 +20,9 @@ use super::{LoadedTrial, RandomisationService, audit_entry, check_identifier, lo
 use crate::definition::{CovariateInput, MethodSpec, StratumLevels, TrialDefinition};
 use crate::error::{FailedCriterion, RandomisationError};
 use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
-use crate::store::{AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState};
+use crate::store::{
+    AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState,
+};
 use crate::stream::{MasterSeed, derive_stream, nth_unit_draw};
 
 /// Stream key of a minimisation trial: one stream for the whole trial.
@@ -59,19 +61,29 @@ struct ArmChoice {
 }
 
 impl RandomisationService {
-    pub async fn randomise(&self, caller: &Caller, command: &RandomiseCommand) -> Result<RandomiseOutcome, RandomisationError> {
+    pub async fn randomise(
+        &self,
+        caller: &Caller,
+        command: &RandomiseCommand,
+    ) -> Result<RandomiseOutcome, RandomisationError> {
         authorise(caller, Operation::Randomise, Some(&command.trial_id))?;
         authorise_site(caller, &command.site_id)?;
         check_identifier("subject_id", &command.subject_id)?;
         let trial = self.load_trial(&command.trial_id).await?;
         let fingerprint = request_fingerprint(command);
-        if let Some(existing) = self.store.allocation(&command.trial_id, &command.subject_id).await? {
+        if let Some(existing) = self
+            .store
+            .allocation(&command.trial_id, &command.subject_id)
+            .await?
+        {
             return replay(existing, &fingerprint);
         }
         let candidate = admit(&trial, command, fingerprint)?;
         let lock_key = format!("allocation/{}/{}", command.trial_id, candidate.stream_key);
         let lease = self.locks.acquire(&lock_key).await?;
-        let outcome = self.allocate_locked(caller, &trial, command, &candidate).await;
+        let outcome = self
+            .allocate_locked(caller, &trial, command, &candidate)
+            .await;
         if let Err(error) = self.locks.release(lease).await {
             // The lease expires on its own; the commit is already fenced.
             tracing::warn!(%error, lock = %lock_key, "allocation lock release failed");
@@ -96,12 +108,16 @@ impl RandomisationService {
         candidate: &Candidate,
     ) -> Result<RandomiseOutcome, RandomisationError> {
         for _ in 0..COMMIT_ATTEMPTS {
-            let position = self.store.stream_version(&command.trial_id, &candidate.stream_key).await?;
+            let position = self
+                .store
+                .stream_version(&command.trial_id, &candidate.stream_key)
+                .await?;
             let choice = self.choose_arm(trial, candidate, position).await?;
             let request = commit_request(caller, trial, command, candidate, position, choice);
             match self.store.commit_allocation(&request).await {
                 Ok(allocation) => {
-                    self.warn_if_list_low(trial, &candidate.stratum, position).await;
+                    self.warn_if_list_low(trial, &candidate.stratum, position)
+                        .await;
                     return Ok(RandomiseOutcome {
                         allocation,
                         replayed: false,
@@ -111,10 +127,15 @@ impl RandomisationService {
                     tracing::warn!(trial = %command.trial_id, stream = %candidate.stream_key, "fenced commit; recomputing");
                 }
                 Err(StoreError::SubjectExists) => {
-                    let existing = self.store.allocation(&command.trial_id, &command.subject_id).await?;
+                    let existing = self
+                        .store
+                        .allocation(&command.trial_id, &command.subject_id)
+                        .await?;
                     return match existing {
                         Some(existing) => replay(existing, &candidate.fingerprint),
-                        None => Err(RandomisationError::Aborted("concurrent request for this subject; retry".into())),
+                        None => Err(RandomisationError::Aborted(
+                            "concurrent request for this subject; retry".into(),
+                        )),
                     };
                 }
                 Err(other) => return Err(other.into()),
@@ -125,14 +146,35 @@ impl RandomisationService {
         ))
     }
 
-    async fn choose_arm(&self, trial: &LoadedTrial, candidate: &Candidate, position: u64) -> Result<ArmChoice, RandomisationError> {
+    async fn choose_arm(
+        &self,
+        trial: &LoadedTrial,
+        candidate: &Candidate,
+        position: u64,
+    ) -> Result<ArmChoice, RandomisationError> {
         let definition = &trial.definition;
         match &definition.method {
-            MethodSpec::Minimisation { weights, imbalance, p } => {
+            MethodSpec::Minimisation {
+                weights,
+                imbalance,
+                p,
+            } => {
                 let margins = self.margins(trial, position).await?;
-                let mut rng = derive_stream(&self.master_seed(trial)?, MINIMISATION_STREAM, algorithm_version(trial));
+                let mut rng = derive_stream(
+                    &self.master_seed(trial)?,
+                    MINIMISATION_STREAM,
+                    algorithm_version(trial),
+                );
                 let draw = nth_unit_draw(&mut rng, position);
-                let decision = minimise(&margins, &candidate.levels, weights, *imbalance, *p, &definition.ratios(), draw);
+                let decision = minimise(
+                    &margins,
+                    &candidate.levels,
+                    weights,
+                    *imbalance,
+                    *p,
+                    &definition.ratios(),
+                    draw,
+                );
                 Ok(ArmChoice {
                     arm: decision.arm,
                     decision: json!({ "scores": decision.scores, "probabilities": decision.probabilities, "draw": decision.draw }),
@@ -149,19 +191,25 @@ impl RandomisationService {
                             candidate.stratum
                         ))
                     })?;
-                let arm = definition
-                    .arm_index(&arm_id)
-                    .ok_or_else(|| RandomisationError::Internal(format!("list arm {arm_id} is not an arm")))?;
+                let arm = definition.arm_index(&arm_id).ok_or_else(|| {
+                    RandomisationError::Internal(format!("list arm {arm_id} is not an arm"))
+                })?;
                 Ok(ArmChoice {
                     arm,
                     decision: json!({ "source": "uploaded_list" }),
                 })
             }
             method => {
-                let sequence_method = SequenceMethod::from_spec(method)
-                    .ok_or_else(|| RandomisationError::Internal("method is not a sequence".into()))?;
-                let rng = derive_stream(&self.master_seed(trial)?, &candidate.stream_key, algorithm_version(trial));
-                let slot = StratumSequence::new(&sequence_method, &definition.ratios(), rng).slot_at(position);
+                let sequence_method = SequenceMethod::from_spec(method).ok_or_else(|| {
+                    RandomisationError::Internal("method is not a sequence".into())
+                })?;
+                let rng = derive_stream(
+                    &self.master_seed(trial)?,
+                    &candidate.stream_key,
+                    algorithm_version(trial),
+                );
+                let slot = StratumSequence::new(&sequence_method, &definition.ratios(), rng)
+                    .slot_at(position);
                 Ok(ArmChoice {
                     arm: slot.arm,
                     decision: json!({ "probabilities": slot.probabilities }),
@@ -171,16 +219,26 @@ impl RandomisationService {
     }
 
     /// Margins of every earlier minimisation allocation, by "randomised as".
-    async fn margins(&self, trial: &LoadedTrial, position: u64) -> Result<Margins, RandomisationError> {
+    async fn margins(
+        &self,
+        trial: &LoadedTrial,
+        position: u64,
+    ) -> Result<Margins, RandomisationError> {
         let definition = &trial.definition;
         let history = self
             .store
             .stream_allocations(&trial.record.trial_id, MINIMISATION_STREAM)
             .await?;
         if history.len() as u64 != position {
-            return Err(RandomisationError::Aborted("allocation history changed; retry".into()));
+            return Err(RandomisationError::Aborted(
+                "allocation history changed; retry".into(),
+            ));
         }
-        let level_counts: Vec<usize> = definition.stratification.iter().map(|f| f.levels.len()).collect();
+        let level_counts: Vec<usize> = definition
+            .stratification
+            .iter()
+            .map(|f| f.levels.len())
+            .collect();
         let mut margins = Margins::new(&level_counts, definition.arms.len());
         for allocation in history {
             let levels = definition.parse_stratum_key(&allocation.stratum);
@@ -199,19 +257,21 @@ impl RandomisationService {
     }
 
     fn master_seed(&self, trial: &LoadedTrial) -> Result<MasterSeed, RandomisationError> {
-        let sealed = trial
-            .record
-            .sealed_seed
-            .as_deref()
-            .ok_or_else(|| RandomisationError::Internal("active trial has no sealed seed".into()))?;
+        let sealed = trial.record.sealed_seed.as_deref().ok_or_else(|| {
+            RandomisationError::Internal("active trial has no sealed seed".into())
+        })?;
         self.sealer
             .unseal(&trial.record.trial_id, sealed)
             .map_err(|e| RandomisationError::Internal(e.to_string()))
     }
 
     async fn warn_if_list_low(&self, trial: &LoadedTrial, stratum: &str, position: u64) {
-        let MethodSpec::UploadedList { warn_remaining } = trial.definition.method else { return };
-        let Ok(lengths) = self.store.list_lengths(&trial.record.trial_id).await else { return };
+        let MethodSpec::UploadedList { warn_remaining } = trial.definition.method else {
+            return;
+        };
+        let Ok(lengths) = self.store.list_lengths(&trial.record.trial_id).await else {
+            return;
+        };
         let length = u64::from(lengths.get(stratum).copied().unwrap_or(0));
         let remaining = length.saturating_sub(position + 1);
         if remaining <= u64::from(warn_remaining) {
@@ -221,12 +281,19 @@ impl RandomisationService {
 }
 
 fn algorithm_version(trial: &LoadedTrial) -> u32 {
-    trial.record.algorithm_version.unwrap_or(crate::stream::ALGORITHM_VERSION)
+    trial
+        .record
+        .algorithm_version
+        .unwrap_or(crate::stream::ALGORITHM_VERSION)
 }
 
 /// Checks state, site, covariates, eligibility and stratum: everything that
 /// needs no lock.
-fn admit(trial: &LoadedTrial, command: &RandomiseCommand, fingerprint: String) -> Result<Candidate, RandomisationError> {
+fn admit(
+    trial: &LoadedTrial,
+    command: &RandomiseCommand,
+    fingerprint: String,
+) -> Result<Candidate, RandomisationError> {
     let definition: &TrialDefinition = &trial.definition;
     match trial.record.state {
         TrialState::Active => {}
@@ -243,9 +310,12 @@ fn admit(trial: &LoadedTrial, command: &RandomiseCommand, fingerprint: String) -
             )));
         }
     }
-    let site = definition
-        .site(&command.site_id)
-        .ok_or_else(|| RandomisationError::invalid("site_id", format!("'{}' is not a site of this trial", command.site_id)))?;
+    let site = definition.site(&command.site_id).ok_or_else(|| {
+        RandomisationError::invalid(
+            "site_id",
+            format!("'{}' is not a site of this trial", command.site_id),
+        )
+    })?;
     let values = definition
         .check_covariates(&command.covariates)
         .map_err(RandomisationError::InvalidArgument)?;
@@ -326,7 +396,10 @@ fn commit_request(
 
 /// The same request again returns the same allocation; different data for
 /// the same subject is refused without revealing what was stored.
-fn replay(existing: AllocationRecord, fingerprint: &str) -> Result<RandomiseOutcome, RandomisationError> {
+fn replay(
+    existing: AllocationRecord,
+    fingerprint: &str,
+) -> Result<RandomiseOutcome, RandomisationError> {
     if existing.request_sha256 == fingerprint {
         Ok(RandomiseOutcome {
             allocation: existing,
@@ -334,7 +407,8 @@ fn replay(existing: AllocationRecord, fingerprint: &str) -> Result<RandomiseOutc
         })
     } else {
         Err(RandomisationError::AlreadyExists(
-            "subject_id is already randomised in this trial with different site or covariates".into(),
+            "subject_id is already randomised in this trial with different site or covariates"
+                .into(),
         ))
     }
 }

@@ -45,7 +45,11 @@ fn problems_error(problems: Vec<Problem>) -> RandomisationError {
 }
 
 impl RandomisationService {
-    pub async fn register_trial(&self, caller: &Caller, yaml: &str) -> Result<TrialView, RandomisationError> {
+    pub async fn register_trial(
+        &self,
+        caller: &Caller,
+        yaml: &str,
+    ) -> Result<TrialView, RandomisationError> {
         authorise(caller, Operation::RegisterTrial, None)?;
         let definition = parse_definition(yaml).map_err(|p| problems_error(p.0))?;
         authorise(caller, Operation::RegisterTrial, Some(&definition.id))?;
@@ -61,14 +65,25 @@ impl RandomisationService {
             activated_at: None,
             closed_at: None,
         };
-        let details = json!({ "version": record.version, "definition_sha256": record.definition_sha256 });
-        let audit = audit_entry(caller, "trial.registered", format!("trial/{}", record.trial_id), details);
+        let details =
+            json!({ "version": record.version, "definition_sha256": record.definition_sha256 });
+        let audit = audit_entry(
+            caller,
+            "trial.registered",
+            format!("trial/{}", record.trial_id),
+            details,
+        );
         self.store.register_draft(&record, audit).await?;
         tracing::info!(trial = %record.trial_id, version = record.version, "trial registered as draft");
         self.view(caller, &record.trial_id).await
     }
 
-    pub async fn upload_allocation_list(&self, caller: &Caller, trial_id: &str, csv: &str) -> Result<ListUpload, RandomisationError> {
+    pub async fn upload_allocation_list(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        csv: &str,
+    ) -> Result<ListUpload, RandomisationError> {
         authorise(caller, Operation::UploadAllocationList, Some(trial_id))?;
         let trial = self.load_trial(trial_id).await?;
         if !matches!(trial.definition.method, MethodSpec::UploadedList { .. }) {
@@ -79,10 +94,22 @@ impl RandomisationService {
         }
         let entries = parse_list_csv(&trial.definition, csv)?;
         let list_sha256 = hex::encode(Sha256::digest(csv.as_bytes()));
-        let strata = entries.iter().map(|(s, _)| s.as_str()).collect::<BTreeSet<_>>().len() as u32;
-        let details = json!({ "list_sha256": list_sha256, "entries": entries.len(), "strata": strata });
-        let audit = audit_entry(caller, "trial.list_uploaded", format!("trial/{trial_id}"), details);
-        self.store.put_allocation_list(trial_id, &entries, audit).await?;
+        let strata = entries
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<BTreeSet<_>>()
+            .len() as u32;
+        let details =
+            json!({ "list_sha256": list_sha256, "entries": entries.len(), "strata": strata });
+        let audit = audit_entry(
+            caller,
+            "trial.list_uploaded",
+            format!("trial/{trial_id}"),
+            details,
+        );
+        self.store
+            .put_allocation_list(trial_id, &entries, audit)
+            .await?;
         Ok(ListUpload {
             strata,
             entries: entries.len() as u32,
@@ -91,20 +118,39 @@ impl RandomisationService {
     }
 
     /// Freezes the design, records its hash and seals a fresh master seed.
-    pub async fn activate_trial(&self, caller: &Caller, trial_id: &str, expected_sha256: &str) -> Result<TrialView, RandomisationError> {
+    pub async fn activate_trial(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        expected_sha256: &str,
+    ) -> Result<TrialView, RandomisationError> {
         authorise(caller, Operation::ActivateTrial, Some(trial_id))?;
         let trial = self.load_trial(trial_id).await?;
-        let expected = if expected_sha256.is_empty() { &trial.record.definition_sha256 } else { expected_sha256 };
-        self.check_list_complete(&trial.definition, trial_id).await?;
-        let seed = MasterSeed::from_os().map_err(|e| RandomisationError::Internal(e.to_string()))?;
-        let sealed = self.sealer.seal(trial_id, &seed).map_err(|e| RandomisationError::Internal(e.to_string()))?;
+        let expected = if expected_sha256.is_empty() {
+            &trial.record.definition_sha256
+        } else {
+            expected_sha256
+        };
+        self.check_list_complete(&trial.definition, trial_id)
+            .await?;
+        let seed =
+            MasterSeed::from_os().map_err(|e| RandomisationError::Internal(e.to_string()))?;
+        let sealed = self
+            .sealer
+            .seal(trial_id, &seed)
+            .map_err(|e| RandomisationError::Internal(e.to_string()))?;
         let at = now_rfc3339();
         let details = json!({
             "version": trial.record.version,
             "definition_sha256": expected,
             "algorithm_version": ALGORITHM_VERSION,
         });
-        let audit = audit_entry(caller, "trial.activated", format!("trial/{trial_id}"), details);
+        let audit = audit_entry(
+            caller,
+            "trial.activated",
+            format!("trial/{trial_id}"),
+            details,
+        );
         self.store
             .activate(trial_id, expected, &sealed, ALGORITHM_VERSION, &at, audit)
             .await?;
@@ -112,7 +158,11 @@ impl RandomisationService {
         self.view(caller, trial_id).await
     }
 
-    async fn check_list_complete(&self, definition: &TrialDefinition, trial_id: &str) -> Result<(), RandomisationError> {
+    async fn check_list_complete(
+        &self,
+        definition: &TrialDefinition,
+        trial_id: &str,
+    ) -> Result<(), RandomisationError> {
         if !matches!(definition.method, MethodSpec::UploadedList { .. }) {
             return Ok(());
         }
@@ -133,10 +183,18 @@ impl RandomisationService {
         }
     }
 
-    pub async fn amend_trial(&self, caller: &Caller, yaml: &str, reason: &str) -> Result<TrialView, RandomisationError> {
+    pub async fn amend_trial(
+        &self,
+        caller: &Caller,
+        yaml: &str,
+        reason: &str,
+    ) -> Result<TrialView, RandomisationError> {
         authorise(caller, Operation::AmendTrial, None)?;
         if reason.trim().is_empty() {
-            return Err(RandomisationError::invalid("reason", "an amendment needs a reason"));
+            return Err(RandomisationError::invalid(
+                "reason",
+                "an amendment needs a reason",
+            ));
         }
         let amended = parse_definition(yaml).map_err(|p| problems_error(p.0))?;
         authorise(caller, Operation::AmendTrial, Some(&amended.id))?;
@@ -151,22 +209,54 @@ impl RandomisationService {
         check_amendment(&current.definition, &amended)?;
         let sha = amended.canonical_sha256();
         let details = json!({ "reason": reason, "from_version": current.record.version, "to_version": amended.version, "definition_sha256": sha });
-        let audit = audit_entry(caller, "trial.amended", format!("trial/{}", amended.id), details);
+        let audit = audit_entry(
+            caller,
+            "trial.amended",
+            format!("trial/{}", amended.id),
+            details,
+        );
         self.store
-            .amend(&amended.id, current.record.version, yaml, &sha, amended.version, audit)
+            .amend(
+                &amended.id,
+                current.record.version,
+                yaml,
+                &sha,
+                amended.version,
+                audit,
+            )
             .await?;
         self.view(caller, &amended.id).await
     }
 
-    pub async fn get_trial(&self, caller: &Caller, trial_id: &str) -> Result<TrialView, RandomisationError> {
+    pub async fn get_trial(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+    ) -> Result<TrialView, RandomisationError> {
         authorise(caller, Operation::GetTrial, Some(trial_id))?;
         self.view(caller, trial_id).await
     }
 
-    pub async fn close_enrolment(&self, caller: &Caller, trial_id: &str, reason: &str) -> Result<TrialView, RandomisationError> {
+    pub async fn close_enrolment(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        reason: &str,
+    ) -> Result<TrialView, RandomisationError> {
         authorise(caller, Operation::CloseEnrolment, Some(trial_id))?;
+        if reason.trim().is_empty() {
+            return Err(RandomisationError::invalid(
+                "reason",
+                "closing enrolment needs a reason",
+            ));
+        }
         self.load_trial(trial_id).await?;
-        let audit = audit_entry(caller, "trial.enrolment_closed", format!("trial/{trial_id}"), json!({ "reason": reason }));
+        let audit = audit_entry(
+            caller,
+            "trial.enrolment_closed",
+            format!("trial/{trial_id}"),
+            json!({ "reason": reason }),
+        );
         self.store.close(trial_id, &now_rfc3339(), audit).await?;
         tracing::info!(trial = %trial_id, "enrolment closed");
         self.view(caller, trial_id).await
@@ -174,11 +264,20 @@ impl RandomisationService {
 
     async fn view(&self, caller: &Caller, trial_id: &str) -> Result<TrialView, RandomisationError> {
         let trial = self.load_trial(trial_id).await?;
-        let definition_yaml = if sees_design(caller) { trial.record.definition_yaml.clone() } else { String::new() };
+        let definition_yaml = if sees_design(caller) {
+            trial.record.definition_yaml.clone()
+        } else {
+            String::new()
+        };
         Ok(TrialView {
             title: trial.definition.title.clone(),
             method: trial.definition.method.kind(),
-            site_ids: trial.definition.sites.iter().map(|s| s.id.clone()).collect(),
+            site_ids: trial
+                .definition
+                .sites
+                .iter()
+                .map(|s| s.id.clone())
+                .collect(),
             definition_yaml,
             record: trial.record,
         })
@@ -188,7 +287,10 @@ impl RandomisationService {
 /// What may change in an amendment: caps, eligibility, covariate bounds,
 /// new sites, safety and unblinding settings. What may not: anything that
 /// would change how the next subject is allocated in an existing stratum.
-fn check_amendment(current: &TrialDefinition, amended: &TrialDefinition) -> Result<(), RandomisationError> {
+fn check_amendment(
+    current: &TrialDefinition,
+    amended: &TrialDefinition,
+) -> Result<(), RandomisationError> {
     let mut problems = Vec::new();
     let mut refuse = |path: &str, message: &str| {
         problems.push(Problem {
@@ -197,7 +299,10 @@ fn check_amendment(current: &TrialDefinition, amended: &TrialDefinition) -> Resu
         })
     };
     if amended.version != current.version + 1 {
-        refuse("version", &format!("must be {}, the next version", current.version + 1));
+        refuse(
+            "version",
+            &format!("must be {}, the next version", current.version + 1),
+        );
     }
     if amended.arms != current.arms {
         refuse("arms", "arms and ratios are frozen after activation");
@@ -209,33 +314,59 @@ fn check_amendment(current: &TrialDefinition, amended: &TrialDefinition) -> Resu
         refuse("blinding", "the blinding is frozen after activation");
     }
     if !same_stratification(current, amended) {
-        refuse("stratification", "stratification is frozen after activation (new sites may be added)");
+        refuse(
+            "stratification",
+            "stratification is frozen after activation (new sites may be added)",
+        );
     }
     if let Some(removed) = current.sites.iter().find(|s| amended.site(&s.id).is_none()) {
-        refuse("sites", &format!("site {} may not be removed; cap it instead", removed.id));
+        refuse(
+            "sites",
+            &format!("site {} may not be removed; cap it instead", removed.id),
+        );
     }
-    if problems.is_empty() { Ok(()) } else { Err(RandomisationError::InvalidArgument(problems)) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RandomisationError::InvalidArgument(problems))
+    }
 }
 
 /// Same factors and levels, except that the site factor may gain sites.
 fn same_stratification(current: &TrialDefinition, amended: &TrialDefinition) -> bool {
     current.stratification.len() == amended.stratification.len()
-        && current.stratification.iter().zip(&amended.stratification).all(|(a, b)| {
-            a.id == b.id
-                && a.source == b.source
-                && match a.source {
-                    FactorSource::Site => a.levels.iter().all(|l| b.levels.contains(l)),
-                    FactorSource::Covariate(_) => a.levels == b.levels,
-                }
-        })
+        && current
+            .stratification
+            .iter()
+            .zip(&amended.stratification)
+            .all(|(a, b)| {
+                a.id == b.id
+                    && a.source == b.source
+                    && match a.source {
+                        FactorSource::Site => a.levels.iter().all(|l| b.levels.contains(l)),
+                        FactorSource::Covariate(_) => a.levels == b.levels,
+                    }
+            })
 }
 
 /// `stratum,arm` rows in allocation order; every stratum must have a list.
-fn parse_list_csv(definition: &TrialDefinition, csv: &str) -> Result<Vec<(String, String)>, RandomisationError> {
-    let strata: BTreeSet<String> = definition.all_strata().iter().map(|l| definition.stratum_key(l)).collect();
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv.as_bytes());
+fn parse_list_csv(
+    definition: &TrialDefinition,
+    csv: &str,
+) -> Result<Vec<(String, String)>, RandomisationError> {
+    let strata: BTreeSet<String> = definition
+        .all_strata()
+        .iter()
+        .map(|l| definition.stratum_key(l))
+        .collect();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(csv.as_bytes());
     let mut problems = Vec::new();
-    let headers = reader.headers().map(|h| h.iter().map(str::to_owned).collect::<Vec<_>>()).unwrap_or_default();
+    let headers = reader
+        .headers()
+        .map(|h| h.iter().map(str::to_owned).collect::<Vec<_>>())
+        .unwrap_or_default();
     if headers != ["stratum", "arm"] {
         problems.push(Problem {
             path: "csv line 1".into(),
@@ -248,21 +379,40 @@ fn parse_list_csv(definition: &TrialDefinition, csv: &str) -> Result<Vec<(String
         let row = match row {
             Ok(row) if row.len() == 2 => row,
             _ => {
-                problems.push(Problem { path, message: "expected two fields: stratum,arm".into() });
+                problems.push(Problem {
+                    path,
+                    message: "expected two fields: stratum,arm".into(),
+                });
                 continue;
             }
         };
         let (stratum, arm) = (row[0].to_owned(), row[1].to_owned());
         if !strata.contains(&stratum) {
-            problems.push(Problem { path: path.clone(), message: format!("'{stratum}' is not a stratum of this trial") });
+            problems.push(Problem {
+                path: path.clone(),
+                message: format!("'{stratum}' is not a stratum of this trial"),
+            });
         }
         if definition.arm_index(&arm).is_none() {
-            problems.push(Problem { path, message: format!("'{arm}' is not an arm of this trial") });
+            problems.push(Problem {
+                path,
+                message: format!("'{arm}' is not an arm of this trial"),
+            });
         }
         entries.push((stratum, arm));
     }
-    for stratum in strata.iter().filter(|s| !entries.iter().any(|(e, _)| e == *s)) {
-        problems.push(Problem { path: "csv".into(), message: format!("stratum '{stratum}' has no entries") });
+    for stratum in strata
+        .iter()
+        .filter(|s| !entries.iter().any(|(e, _)| e == *s))
+    {
+        problems.push(Problem {
+            path: "csv".into(),
+            message: format!("stratum '{stratum}' has no entries"),
+        });
     }
-    if problems.is_empty() { Ok(entries) } else { Err(RandomisationError::InvalidArgument(problems)) }
+    if problems.is_empty() {
+        Ok(entries)
+    } else {
+        Err(RandomisationError::InvalidArgument(problems))
+    }
 }

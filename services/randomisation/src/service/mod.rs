@@ -55,7 +55,12 @@ pub(crate) struct LoadedTrial {
 }
 
 impl RandomisationService {
-    pub fn new(store: Arc<dyn Store>, locks: Arc<dyn AllocationLocks>, sealer: Sealer, limits: Limits) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        locks: Arc<dyn AllocationLocks>,
+        sealer: Sealer,
+        limits: Limits,
+    ) -> Self {
         Self {
             store,
             locks,
@@ -70,7 +75,10 @@ impl RandomisationService {
     }
 
     /// The trial, or NOT_FOUND. Callers authorise before calling this.
-    pub(crate) async fn load_trial(&self, trial_id: &str) -> Result<LoadedTrial, RandomisationError> {
+    pub(crate) async fn load_trial(
+        &self,
+        trial_id: &str,
+    ) -> Result<LoadedTrial, RandomisationError> {
         let record = self
             .store
             .trial(trial_id)
@@ -80,7 +88,10 @@ impl RandomisationService {
         Ok(LoadedTrial { record, definition })
     }
 
-    fn definition_of(&self, record: &TrialRecord) -> Result<Arc<TrialDefinition>, RandomisationError> {
+    fn definition_of(
+        &self,
+        record: &TrialRecord,
+    ) -> Result<Arc<TrialDefinition>, RandomisationError> {
         let cached = self
             .definitions
             .read()
@@ -92,12 +103,14 @@ impl RandomisationService {
         }
         // A stored definition was valid when registered; failing now means
         // the binary's format changed underneath it.
-        let definition = parse_definition(&record.definition_yaml).map(Arc::new).map_err(|problems| {
-            RandomisationError::Internal(format!(
-                "stored definition of {} no longer parses: {:?}",
-                record.trial_id, problems.0
-            ))
-        })?;
+        let definition = parse_definition(&record.definition_yaml)
+            .map(Arc::new)
+            .map_err(|problems| {
+                RandomisationError::Internal(format!(
+                    "stored definition of {} no longer parses: {:?}",
+                    record.trial_id, problems.0
+                ))
+            })?;
         self.definitions
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -107,7 +120,12 @@ impl RandomisationService {
 }
 
 /// An audit entry for `caller` doing `action` on `entity`, now.
-pub(crate) fn audit_entry(caller: &Caller, action: &str, entity: String, details: serde_json::Value) -> AuditEntry {
+pub(crate) fn audit_entry(
+    caller: &Caller,
+    action: &str,
+    entity: String,
+    details: serde_json::Value,
+) -> AuditEntry {
     AuditEntry {
         at: now_rfc3339(),
         actor: caller.subject.clone(),

@@ -49,14 +49,29 @@ pub struct StatusView {
 impl RandomisationService {
     /// A site user asking for another site's subject gets the same NOT_FOUND
     /// as for a subject that does not exist.
-    pub async fn get_allocation(&self, caller: &Caller, trial_id: &str, subject_id: &str) -> Result<AllocationRecord, RandomisationError> {
+    pub async fn get_allocation(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        subject_id: &str,
+    ) -> Result<AllocationRecord, RandomisationError> {
         authorise(caller, Operation::ReadAllocations, Some(trial_id))?;
         self.visible_allocation(caller, trial_id, subject_id).await
     }
 
-    async fn visible_allocation(&self, caller: &Caller, trial_id: &str, subject_id: &str) -> Result<AllocationRecord, RandomisationError> {
-        let not_found = || RandomisationError::NotFound(format!("subject {subject_id} in trial {trial_id}"));
-        let allocation = self.store.allocation(trial_id, subject_id).await?.ok_or_else(not_found)?;
+    async fn visible_allocation(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        subject_id: &str,
+    ) -> Result<AllocationRecord, RandomisationError> {
+        let not_found =
+            || RandomisationError::NotFound(format!("subject {subject_id} in trial {trial_id}"));
+        let allocation = self
+            .store
+            .allocation(trial_id, subject_id)
+            .await?
+            .ok_or_else(not_found)?;
         if sees_all_sites(caller) || caller.may_access_site(&allocation.site_id) {
             Ok(allocation)
         } else {
@@ -73,10 +88,17 @@ impl RandomisationService {
     ) -> Result<AllocationPage, RandomisationError> {
         authorise(caller, Operation::ReadAllocations, Some(&filter.trial_id))?;
         if page_size > MAX_PAGE_SIZE {
-            return Err(RandomisationError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}")));
+            return Err(RandomisationError::invalid(
+                "page_size",
+                format!("at most {MAX_PAGE_SIZE}"),
+            ));
         }
         self.load_trial(&filter.trial_id).await?;
-        let limit = if page_size == 0 { DEFAULT_PAGE_SIZE } else { page_size };
+        let limit = if page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            page_size
+        };
         let query = AllocationQuery {
             trial_id: filter.trial_id.clone(),
             sites: visible_sites(caller, filter.site_id.as_deref()),
@@ -87,11 +109,22 @@ impl RandomisationService {
         let mut allocations = self.store.list_allocations(&query).await?;
         let more = allocations.len() > limit as usize;
         allocations.truncate(limit as usize);
-        let next_after = if more { allocations.last().map(|a| a.sequence) } else { None };
-        Ok(AllocationPage { allocations, next_after })
+        let next_after = if more {
+            allocations.last().map(|a| a.sequence)
+        } else {
+            None
+        };
+        Ok(AllocationPage {
+            allocations,
+            next_after,
+        })
     }
 
-    pub async fn trial_status(&self, caller: &Caller, trial_id: &str) -> Result<StatusView, RandomisationError> {
+    pub async fn trial_status(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+    ) -> Result<StatusView, RandomisationError> {
         authorise(caller, Operation::TrialStatus, Some(trial_id))?;
         let trial = self.load_trial(trial_id).await?;
         let counts = self.store.counts(trial_id).await?;
@@ -109,13 +142,28 @@ impl RandomisationService {
                 .all_strata()
                 .iter()
                 .map(|levels| definition.stratum_key(levels))
-                .map(|key| (key.clone(), count(&counts.by_stratum, &key), definition.stratum_cap()))
+                .map(|key| {
+                    (
+                        key.clone(),
+                        count(&counts.by_stratum, &key),
+                        definition.stratum_cap(),
+                    )
+                })
                 .collect()
         } else {
             Vec::new()
         };
-        let list_warnings = if sees_design(caller) { self.list_warnings(trial_id, &trial.definition.method, &counts).await? } else { Vec::new() };
-        let randomised = if all_sites { counts.total } else { sites.iter().map(|(_, n, _)| n).sum() };
+        let list_warnings = if sees_design(caller) {
+            self.list_warnings(trial_id, &trial.definition.method, &counts)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let randomised = if all_sites {
+            counts.total
+        } else {
+            sites.iter().map(|(_, n, _)| n).sum()
+        };
         Ok(StatusView {
             trial_id: trial_id.to_owned(),
             state: trial.record.state,
@@ -129,8 +177,15 @@ impl RandomisationService {
         })
     }
 
-    async fn list_warnings(&self, trial_id: &str, method: &MethodSpec, counts: &Counts) -> Result<Vec<(String, u32)>, RandomisationError> {
-        let MethodSpec::UploadedList { warn_remaining } = method else { return Ok(Vec::new()) };
+    async fn list_warnings(
+        &self,
+        trial_id: &str,
+        method: &MethodSpec,
+        counts: &Counts,
+    ) -> Result<Vec<(String, u32)>, RandomisationError> {
+        let MethodSpec::UploadedList { warn_remaining } = method else {
+            return Ok(Vec::new());
+        };
         let lengths = self.store.list_lengths(trial_id).await?;
         Ok(lengths
             .into_iter()
@@ -155,19 +210,31 @@ impl RandomisationService {
         authorise(caller, Operation::CorrectStratum, Some(trial_id))?;
         require_reason(reason)?;
         let trial = self.load_trial(trial_id).await?;
-        let existing = self.visible_allocation(caller, trial_id, subject_id).await?;
+        let existing = self
+            .visible_allocation(caller, trial_id, subject_id)
+            .await?;
         let values = trial
             .definition
             .check_covariates(corrected_covariates)
-            .map_err(|problems| RandomisationError::InvalidArgument(rename_covariate_paths(problems)))?;
+            .map_err(|problems| {
+                RandomisationError::InvalidArgument(rename_covariate_paths(problems))
+            })?;
         let levels = trial
             .definition
             .classify(&existing.site_id, &values)
             .map_err(|p| RandomisationError::InvalidArgument(rename_covariate_paths(vec![p])))?;
         let corrected = trial.definition.stratum_key(&levels);
         let details = json!({ "randomised_as": existing.stratum, "corrected_stratum": corrected, "reason": reason });
-        let audit = audit_entry(caller, "allocation.stratum_corrected", format!("allocation/{trial_id}/{subject_id}"), details);
-        Ok(self.store.correct_stratum(trial_id, subject_id, &corrected, reason, audit).await?)
+        let audit = audit_entry(
+            caller,
+            "allocation.stratum_corrected",
+            format!("allocation/{trial_id}/{subject_id}"),
+            details,
+        );
+        Ok(self
+            .store
+            .correct_stratum(trial_id, subject_id, &corrected, reason, audit)
+            .await?)
     }
 
     pub async fn mark_randomised_in_error(
@@ -179,14 +246,18 @@ impl RandomisationService {
     ) -> Result<AllocationRecord, RandomisationError> {
         authorise(caller, Operation::MarkRandomisedInError, Some(trial_id))?;
         require_reason(reason)?;
-        self.visible_allocation(caller, trial_id, subject_id).await?;
+        self.visible_allocation(caller, trial_id, subject_id)
+            .await?;
         let audit = audit_entry(
             caller,
             "allocation.randomised_in_error",
             format!("allocation/{trial_id}/{subject_id}"),
             json!({ "reason": reason }),
         );
-        Ok(self.store.mark_in_error(trial_id, subject_id, reason, audit).await?)
+        Ok(self
+            .store
+            .mark_in_error(trial_id, subject_id, reason, audit)
+            .await?)
     }
 }
 
@@ -202,7 +273,9 @@ fn require_reason(reason: &str) -> Result<(), RandomisationError> {
     }
 }
 
-fn rename_covariate_paths(problems: Vec<crate::definition::Problem>) -> Vec<crate::definition::Problem> {
+fn rename_covariate_paths(
+    problems: Vec<crate::definition::Problem>,
+) -> Vec<crate::definition::Problem> {
     problems
         .into_iter()
         .map(|mut p| {
@@ -214,7 +287,8 @@ fn rename_covariate_paths(problems: Vec<crate::definition::Problem>) -> Vec<crat
 
 /// Site users see their own sites; a filter narrows further.
 fn visible_sites(caller: &Caller, requested: Option<&str>) -> Option<Vec<String>> {
-    let own: Option<Vec<String>> = (!sees_all_sites(caller)).then(|| caller.sites.iter().cloned().collect());
+    let own: Option<Vec<String>> =
+        (!sees_all_sites(caller)).then(|| caller.sites.iter().cloned().collect());
     match (own, requested) {
         (None, None) => None,
         (None, Some(site)) => Some(vec![site.to_owned()]),

@@ -6,7 +6,9 @@ use super::RandomisationService;
 use super::access::{Operation, authorise};
 use crate::definition::{Problem, parse_definition};
 use crate::error::RandomisationError;
-use crate::simulation::{LevelWeights, SimulationError, SimulationReport, SimulationSpec, simulate};
+use crate::simulation::{
+    LevelWeights, SimulationError, SimulationReport, SimulationSpec, simulate,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SimulationDesign {
@@ -27,32 +29,47 @@ pub struct SimulateCommand {
 }
 
 impl RandomisationService {
-    pub async fn simulate(&self, caller: &Caller, command: SimulateCommand) -> Result<SimulationReport, RandomisationError> {
+    pub async fn simulate(
+        &self,
+        caller: &Caller,
+        command: SimulateCommand,
+    ) -> Result<SimulationReport, RandomisationError> {
         authorise(caller, Operation::Simulate, None)?;
         let definition = match &command.design {
             SimulationDesign::Trial(trial_id) => {
                 authorise(caller, Operation::Simulate, Some(trial_id))?;
                 self.load_trial(trial_id).await?.definition
             }
-            SimulationDesign::Yaml(yaml) => std::sync::Arc::new(parse_definition(yaml).map_err(|problems| {
-                RandomisationError::InvalidArgument(
-                    problems
-                        .0
-                        .into_iter()
-                        .map(|p| Problem {
-                            path: format!("definition_yaml: {}", p.path),
-                            message: p.message,
-                        })
-                        .collect(),
-                )
-            })?),
+            SimulationDesign::Yaml(yaml) => {
+                std::sync::Arc::new(parse_definition(yaml).map_err(|problems| {
+                    RandomisationError::InvalidArgument(
+                        problems
+                            .0
+                            .into_iter()
+                            .map(|p| Problem {
+                                path: format!("definition_yaml: {}", p.path),
+                                message: p.message,
+                            })
+                            .collect(),
+                    )
+                })?)
+            }
         };
         let subjects = match (command.subjects_per_trial, definition.caps.total) {
             (0, Some(total)) => total,
-            (0, None) => return Err(RandomisationError::invalid("subjects_per_trial", "is required when the trial has no total cap")),
+            (0, None) => {
+                return Err(RandomisationError::invalid(
+                    "subjects_per_trial",
+                    "is required when the trial has no total cap",
+                ));
+            }
             (n, _) => n,
         };
-        let seed = if command.seed == 0 { getrandom::u64().map_err(|e| RandomisationError::Internal(e.to_string()))? } else { command.seed };
+        let seed = if command.seed == 0 {
+            getrandom::u64().map_err(|e| RandomisationError::Internal(e.to_string()))?
+        } else {
+            command.seed
+        };
         let spec = SimulationSpec {
             trials: command.trials,
             subjects_per_trial: subjects,
@@ -60,12 +77,19 @@ impl RandomisationService {
             level_weights: command.level_weights,
         };
         let limit = self.limits.max_simulated_allocations;
-        let report = tokio::task::spawn_blocking(move || simulate(&definition, &spec, limit, &mut |_| {}))
-            .await
-            .map_err(|e| RandomisationError::Internal(format!("simulation task failed: {e}")))?;
+        let report =
+            tokio::task::spawn_blocking(move || simulate(&definition, &spec, limit, &mut |_| {}))
+                .await
+                .map_err(|e| {
+                    RandomisationError::Internal(format!("simulation task failed: {e}"))
+                })?;
         report.map_err(|error| match error {
-            SimulationError::InvalidSpec { field, reason } => RandomisationError::invalid(&field, reason),
-            SimulationError::UploadedList => RandomisationError::FailedPrecondition(error.to_string()),
+            SimulationError::InvalidSpec { field, reason } => {
+                RandomisationError::invalid(&field, reason)
+            }
+            SimulationError::UploadedList => {
+                RandomisationError::FailedPrecondition(error.to_string())
+            }
         })
     }
 }

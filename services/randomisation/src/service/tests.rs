@@ -419,6 +419,19 @@ async fn respine_enrols_to_its_total_cap_and_every_stratum_follows_its_sealed_li
         114
     );
 
+    // An EDC retry of an earlier request still gets its answer at the cap.
+    let retry = fixture
+        .randomise(
+            "DE-ULM",
+            "DE-ULM-S000",
+            "RESPINE",
+            respine_subject(MODERATE_PAIN),
+        )
+        .await
+        .expect("a retry at the cap replays rather than failing");
+    assert!(retry.replayed);
+    assert_eq!(Some(&retry.allocation), outcomes.get("DE-ULM-S000"));
+
     fixture.assert_audit_chain_verifies().await;
 }
 
@@ -617,11 +630,26 @@ async fn malformed_requests_are_refused_with_every_problem_named() {
 #[tokio::test]
 async fn only_an_active_trial_randomises_and_activation_checks_the_reviewed_hash() {
     let fixture = Fixture::new().await;
+    // The admin reviewed this first draft; the statistician then replaced it.
+    let reviewed = fixture
+        .service
+        .register_trial(&statistician(), &RESPINE_YAML.replace("cap: 40", "cap: 45"))
+        .await
+        .expect("registers");
     let draft = fixture
         .service
         .register_trial(&statistician(), RESPINE_YAML)
         .await
-        .expect("registers");
+        .expect("a draft may be re-registered");
+    assert_ne!(
+        reviewed.record.definition_sha256,
+        draft.record.definition_sha256
+    );
+    let stale = fixture
+        .service
+        .activate_trial(&admin(), "RESPINE", &reviewed.record.definition_sha256)
+        .await;
+    assert_failed_precondition(&stale);
 
     let on_draft = fixture
         .randomise(
@@ -689,6 +717,17 @@ async fn only_an_active_trial_randomises_and_activation_checks_the_reviewed_hash
         )
         .await;
     assert_failed_precondition(&after_close);
+    // Idempotency outlives enrolment: a late retry still learns its allocation.
+    let late_retry = fixture
+        .randomise(
+            "FR-MTP",
+            "SUBJ-1",
+            "RESPINE",
+            respine_subject(MODERATE_PAIN),
+        )
+        .await
+        .expect("a retry of an earlier allocation replays after close");
+    assert!(late_retry.replayed);
 
     // Unknown trial: a caller whose token covers every trial gets NOT_FOUND.
     let everywhere = caller(
@@ -1061,6 +1100,27 @@ async fn every_minimisation_decision_replays_exactly_from_the_log_and_the_seed()
         matches!(forty_first, Err(RandomisationError::CapReached(_))),
         "{forty_first:?}"
     );
+}
+
+// Minimisation logs each 17-digit draw in its audit details; the chain
+// must survive the JSON round trip through the store.
+#[tokio::test]
+async fn a_minimisation_trials_audit_chain_verifies() {
+    let fixture = Fixture::new().await;
+    fixture.activate(FACET_YAML).await;
+    // 40 draws: with roughly 1 in 10 failing to round-trip, a break is near certain.
+    for index in 0..40 {
+        let sex = if index % 2 == 0 { "female" } else { "male" };
+        fixture
+            .randomise(
+                "US-ROC",
+                &format!("FX-{index:02}"),
+                "FACET-X",
+                facet_subject(sex),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("subject {index} is eligible: {error:?}"));
+    }
     fixture.assert_audit_chain_verifies().await;
 }
 
@@ -1217,6 +1277,12 @@ async fn an_uploaded_list_is_checked_then_followed_in_order_until_exhausted() {
     }
     assert_eq!(fixture.audit_count().await, audit_before);
 
+    let after_activation = fixture
+        .service
+        .upload_allocation_list(&statistician(), "LIST", &list_csv(&rows))
+        .await;
+    assert_failed_precondition(&after_activation);
+
     let status = fixture
         .service
         .trial_status(&statistician(), "LIST")
@@ -1235,6 +1301,59 @@ async fn an_uploaded_list_is_checked_then_followed_in_order_until_exhausted() {
         site_status.list_warnings.is_empty(),
         "list warnings reveal the design"
     );
+}
+
+// A list was validated against the draft it was uploaded to; a new draft
+// must not inherit it.
+#[tokio::test]
+async fn re_registering_a_draft_does_not_keep_a_list_that_no_longer_fits_it() {
+    let fixture = Fixture::new().await;
+    let yaml = list_yaml();
+    let definition =
+        parse_definition(&yaml).unwrap_or_else(|problems| panic!("LIST parses: {:#?}", problems.0));
+    fixture
+        .service
+        .register_trial(&statistician(), &yaml)
+        .await
+        .expect("registers");
+    let rows: Vec<(String, &str)> = definition
+        .all_strata()
+        .iter()
+        .flat_map(|levels| ["MSC", "SHAM"].map(|arm| (definition.stratum_key(levels), arm)))
+        .collect();
+    fixture
+        .service
+        .upload_allocation_list(&statistician(), "LIST", &list_csv(&rows))
+        .await
+        .expect("a list fitting the first draft uploads");
+
+    // Same strata, but SHAM is now called PLACEBO: the list no longer fits.
+    let renamed = yaml.replace("{ id: SHAM,", "{ id: PLACEBO,");
+    assert_ne!(renamed, yaml, "the arm rename must apply");
+    let redraft = fixture
+        .service
+        .register_trial(&statistician(), &renamed)
+        .await
+        .expect("a draft may be re-registered");
+
+    let activated = fixture
+        .service
+        .activate_trial(&admin(), "LIST", &redraft.record.definition_sha256)
+        .await;
+    if activated.is_ok() {
+        // Show what a site then meets, to make the failure concrete.
+        let first = fixture
+            .randomise("FR-MTP", "R-1", "LIST", respine_subject(MODERATE_PAIN))
+            .await;
+        let second = fixture
+            .randomise("FR-MTP", "R-2", "LIST", respine_subject(MODERATE_PAIN))
+            .await;
+        panic!(
+            "a list naming arm SHAM was activated for a design whose arms are MSC and PLACEBO; \
+             first subject: {first:?}; second subject: {second:?}"
+        );
+    }
+    assert_failed_precondition(&activated);
 }
 
 // ---------------------------------------------------------------------------

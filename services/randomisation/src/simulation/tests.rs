@@ -52,9 +52,16 @@ fn permuted_blocks_of_four_match_the_closed_forms() {
     // 100 blocks per trial: m + 2^(2m-1)/C(2m,m) - 1/2 = 17/6 correct guesses
     // per block for m = 2. 50,000 blocks give a standard error near 0.003.
     let per_block = report.mean_correct_guesses_per_trial / 100.0;
-    assert!((per_block - 17.0 / 6.0).abs() < 0.02, "correct guesses per block {per_block}");
+    assert!(
+        (per_block - 17.0 / 6.0).abs() < 0.02,
+        "correct guesses per block {per_block}"
+    );
     // 1/(m+1) = 1/3 of assignments are forced.
-    assert!((report.deterministic_rate - 1.0 / 3.0).abs() < 0.01, "{}", report.deterministic_rate);
+    assert!(
+        (report.deterministic_rate - 1.0 / 3.0).abs() < 0.01,
+        "{}",
+        report.deterministic_rate
+    );
     // Blocks always close: final imbalance is 0 after a whole number of blocks.
     assert_eq!(report.imbalance[0].mean_final, 0.0);
     assert!(report.imbalance[0].worst_max <= 2.0);
@@ -86,7 +93,11 @@ fn big_stick_bound_three_guess_rate_is_seven_twelfths() {
 
 #[test]
 fn maximal_procedure_respects_its_bound() {
-    let definition = design("  kind: maximal_procedure\n  bound: 2\n  sequence_length: 10", (1, 1), "");
+    let definition = design(
+        "  kind: maximal_procedure\n  bound: 2\n  sequence_length: 10",
+        (1, 1),
+        "",
+    );
     let report = run(&definition, 200, 100);
     assert!(report.imbalance[0].worst_max <= 2.0);
     assert_eq!(report.imbalance[0].mean_final, 0.0);
@@ -122,7 +133,9 @@ stratification:
         level_weights: LevelWeights::new(),
     };
     assert_ne!(
-        simulate(&definition, &other_seed, 1_000_000, &mut |_| {}).expect("simulates").imbalance,
+        simulate(&definition, &other_seed, 1_000_000, &mut |_| {})
+            .expect("simulates")
+            .imbalance,
         run(&definition, 20, 114).imbalance
     );
 }
@@ -133,7 +146,11 @@ fn unequal_ratios_reach_their_target() {
     let report = run(&definition, 100, 300);
     // 2:1 blocks close every block, so ratio-scaled imbalance ends at most
     // one block's worth of scaled counts away from zero.
-    assert!(report.imbalance[0].worst_max <= 4.0, "{:?}", report.imbalance[0]);
+    assert!(
+        report.imbalance[0].worst_max <= 4.0,
+        "{:?}",
+        report.imbalance[0]
+    );
 }
 
 #[test]
@@ -147,12 +164,29 @@ fn absurd_or_malformed_specs_are_refused_before_running() {
     };
     let mut ran = 0;
     let mut count = |_| ran += 1;
-    let too_big = simulate(&definition, &spec(1_000_000, 1_000_000, LevelWeights::new()), 20_000_000, &mut count);
-    assert!(matches!(too_big, Err(SimulationError::InvalidSpec { field, .. }) if field == "trials"));
-    let none = simulate(&definition, &spec(0, 10, LevelWeights::new()), 20_000_000, &mut count);
+    let too_big = simulate(
+        &definition,
+        &spec(1_000_000, 1_000_000, LevelWeights::new()),
+        20_000_000,
+        &mut count,
+    );
+    assert!(
+        matches!(too_big, Err(SimulationError::InvalidSpec { field, .. }) if field == "trials")
+    );
+    let none = simulate(
+        &definition,
+        &spec(0, 10, LevelWeights::new()),
+        20_000_000,
+        &mut count,
+    );
     assert!(matches!(none, Err(SimulationError::InvalidSpec { .. })));
-    let weights = LevelWeights::from([("colour".to_owned(), BTreeMap::from([("red".to_owned(), 1.0)]))]);
+    let weights = LevelWeights::from([(
+        "colour".to_owned(),
+        BTreeMap::from([("red".to_owned(), 1.0)]),
+    )]);
     let unknown = simulate(&definition, &spec(10, 10, weights), 20_000_000, &mut count);
-    assert!(matches!(unknown, Err(SimulationError::InvalidSpec { field, .. }) if field == "level_weights.colour"));
+    assert!(
+        matches!(unknown, Err(SimulationError::InvalidSpec { field, .. }) if field == "level_weights.colour")
+    );
     assert_eq!(ran, 0);
 }

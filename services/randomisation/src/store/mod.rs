@@ -202,15 +202,29 @@ pub trait Store: Send + Sync {
     async fn close(&self, trial_id: &str, at: &str, audit: AuditEntry) -> StoreResult<TrialRecord>;
 
     /// Replaces a draft trial's uploaded list: (stratum, arm) in order.
-    async fn put_allocation_list(&self, trial_id: &str, entries: &[(String, String)], audit: AuditEntry) -> StoreResult<()>;
+    async fn put_allocation_list(
+        &self,
+        trial_id: &str,
+        entries: &[(String, String)],
+        audit: AuditEntry,
+    ) -> StoreResult<()>;
 
     /// The arm at `position` of a stratum's uploaded list.
-    async fn list_slot(&self, trial_id: &str, stratum: &str, position: u64) -> StoreResult<Option<String>>;
+    async fn list_slot(
+        &self,
+        trial_id: &str,
+        stratum: &str,
+        position: u64,
+    ) -> StoreResult<Option<String>>;
 
     /// Length of each stratum's uploaded list.
     async fn list_lengths(&self, trial_id: &str) -> StoreResult<BTreeMap<String, u32>>;
 
-    async fn allocation(&self, trial_id: &str, subject_id: &str) -> StoreResult<Option<AllocationRecord>>;
+    async fn allocation(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+    ) -> StoreResult<Option<AllocationRecord>>;
 
     /// How many allocations the stream has committed: the next position.
     async fn stream_version(&self, trial_id: &str, stream_key: &str) -> StoreResult<u64>;
@@ -220,11 +234,16 @@ pub trait Store: Send + Sync {
     async fn commit_allocation(&self, request: &CommitRequest) -> StoreResult<AllocationRecord>;
 
     /// Every allocation of a stream, in position order.
-    async fn stream_allocations(&self, trial_id: &str, stream_key: &str) -> StoreResult<Vec<AllocationRecord>>;
+    async fn stream_allocations(
+        &self,
+        trial_id: &str,
+        stream_key: &str,
+    ) -> StoreResult<Vec<AllocationRecord>>;
 
     async fn counts(&self, trial_id: &str) -> StoreResult<Counts>;
 
-    async fn list_allocations(&self, query: &AllocationQuery) -> StoreResult<Vec<AllocationRecord>>;
+    async fn list_allocations(&self, query: &AllocationQuery)
+    -> StoreResult<Vec<AllocationRecord>>;
 
     async fn correct_stratum(
         &self,

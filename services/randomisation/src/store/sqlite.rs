@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use equipoise_common::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
 use super::migrations::{SQLITE, latest};
@@ -60,15 +63,20 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(database_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(database_error)?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
             .execute(&mut *tx)
             .await
             .map_err(database_error)?;
-        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(database_error)?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(database_error)?;
         let supported = latest(SQLITE);
         if current > supported {
             return Err(StoreError::SchemaTooNew {
@@ -77,7 +85,10 @@ impl SqliteStore {
             });
         }
         for (version, sql) in SQLITE.iter().filter(|(v, _)| *v > current) {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(database_error)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(database_error)?;
             sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
                 .bind(version)
                 .bind(equipoise_common::time::now_rfc3339())
@@ -89,7 +100,10 @@ impl SqliteStore {
     }
 
     async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(database_error)
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(database_error)
     }
 }
 
@@ -98,18 +112,24 @@ fn database_error(error: sqlx::Error) -> StoreError {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
             StoreError::Unavailable(error.to_string())
         }
-        sqlx::Error::Database(db) if db.message().contains("locked") || db.message().contains("busy") => {
+        sqlx::Error::Database(db)
+            if db.message().contains("locked") || db.message().contains("busy") =>
+        {
             StoreError::Unavailable(db.message().to_owned())
         }
         _ => StoreError::Database(error.to_string()),
     }
 }
 
-async fn append_audit_in(conn: &mut SqliteConnection, entry: AuditEntry) -> StoreResult<AuditRecord> {
-    let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(database_error)?;
+async fn append_audit_in(
+    conn: &mut SqliteConnection,
+    entry: AuditEntry,
+) -> StoreResult<AuditRecord> {
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(database_error)?;
     let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
     let record = AuditRecord::chain(seq, entry, &prev);
     sqlx::query(
@@ -142,7 +162,8 @@ fn trial_from_row(row: &SqliteRow) -> StoreResult<TrialRecord> {
     Ok(TrialRecord {
         trial_id: row.try_get("trial_id").map_err(database_error)?,
         version: row.try_get::<i64, _>("version").map_err(database_error)? as u32,
-        state: TrialState::parse(&state).ok_or_else(|| StoreError::Database(format!("unknown trial state {state}")))?,
+        state: TrialState::parse(&state)
+            .ok_or_else(|| StoreError::Database(format!("unknown trial state {state}")))?,
         definition_yaml: row.try_get("definition_yaml").map_err(database_error)?,
         definition_sha256: row.try_get("definition_sha256").map_err(database_error)?,
         algorithm_version: row
@@ -164,7 +185,10 @@ macro_rules! allocation_columns {
 
 fn allocation_from_row(row: &SqliteRow) -> StoreResult<AllocationRecord> {
     let get_text = |name: &str| row.try_get::<String, _>(name).map_err(database_error);
-    let get_optional = |name: &str| row.try_get::<Option<String>, _>(name).map_err(database_error);
+    let get_optional = |name: &str| {
+        row.try_get::<Option<String>, _>(name)
+            .map_err(database_error)
+    };
     let get_int = |name: &str| row.try_get::<i64, _>(name).map_err(database_error);
     Ok(AllocationRecord {
         sequence: get_int("sequence")?,
@@ -189,15 +213,23 @@ fn allocation_from_row(row: &SqliteRow) -> StoreResult<AllocationRecord> {
 }
 
 async fn trial_in(conn: &mut SqliteConnection, trial_id: &str) -> StoreResult<Option<TrialRecord>> {
-    let row = sqlx::query(concat!("SELECT ", trial_columns!(), " FROM trials WHERE trial_id = ?"))
-        .bind(trial_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(database_error)?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        trial_columns!(),
+        " FROM trials WHERE trial_id = ?"
+    ))
+    .bind(trial_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(database_error)?;
     row.as_ref().map(trial_from_row).transpose()
 }
 
-async fn allocation_in(conn: &mut SqliteConnection, trial_id: &str, subject_id: &str) -> StoreResult<Option<AllocationRecord>> {
+async fn allocation_in(
+    conn: &mut SqliteConnection,
+    trial_id: &str,
+    subject_id: &str,
+) -> StoreResult<Option<AllocationRecord>> {
     let row = sqlx::query(concat!(
         "SELECT ",
         allocation_columns!(),
@@ -221,9 +253,18 @@ async fn count_in(conn: &mut SqliteConnection, sql: &str, binds: &[&str]) -> Sto
 }
 
 /// Refuses the commit if any cap is already reached.
-async fn check_caps(conn: &mut SqliteConnection, allocation: &NewAllocation, caps: &CapLimits) -> StoreResult<u32> {
+async fn check_caps(
+    conn: &mut SqliteConnection,
+    allocation: &NewAllocation,
+    caps: &CapLimits,
+) -> StoreResult<u32> {
     let trial = allocation.trial_id.as_str();
-    let total = count_in(conn, "SELECT COUNT(*) FROM allocations WHERE trial_id = ?", &[trial]).await?;
+    let total = count_in(
+        conn,
+        "SELECT COUNT(*) FROM allocations WHERE trial_id = ?",
+        &[trial],
+    )
+    .await?;
     let at_site = count_in(
         conn,
         "SELECT COUNT(*) FROM allocations WHERE trial_id = ? AND site_id = ?",
@@ -250,14 +291,20 @@ async fn check_caps(conn: &mut SqliteConnection, allocation: &NewAllocation, cap
 }
 
 /// Moves the stream from `expected` to `expected + 1`, or reports it fenced.
-async fn advance_stream(conn: &mut SqliteConnection, trial_id: &str, stream_key: &str, expected: u64) -> StoreResult<()> {
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM allocation_streams WHERE trial_id = ? AND stream_key = ?")
-            .bind(trial_id)
-            .bind(stream_key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(database_error)?;
+async fn advance_stream(
+    conn: &mut SqliteConnection,
+    trial_id: &str,
+    stream_key: &str,
+    expected: u64,
+) -> StoreResult<()> {
+    let current: Option<i64> = sqlx::query_scalar(
+        "SELECT version FROM allocation_streams WHERE trial_id = ? AND stream_key = ?",
+    )
+    .bind(trial_id)
+    .bind(stream_key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(database_error)?;
     let result = match current {
         None if expected == 0 => {
             sqlx::query("INSERT INTO allocation_streams (trial_id, stream_key, version) VALUES (?, ?, 1)")
@@ -300,6 +347,13 @@ impl Store for SqliteStore {
                 existing.state.as_str()
             )));
         }
+        // A list was checked against the draft it was uploaded to; a new
+        // draft needs its own.
+        sqlx::query("DELETE FROM allocation_lists WHERE trial_id = ?")
+            .bind(&record.trial_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
         sqlx::query(
             "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256, registered_at) VALUES (?, ?, 'draft', ?, ?, ?)
              ON CONFLICT (trial_id) DO UPDATE SET version = excluded.version, definition_yaml = excluded.definition_yaml,
@@ -332,9 +386,14 @@ impl Store for SqliteStore {
         audit: AuditEntry,
     ) -> StoreResult<TrialRecord> {
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        let trial = trial_in(&mut tx, trial_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if trial.state != TrialState::Draft {
-            return Err(StoreError::Conflict(format!("trial {trial_id} is already {}", trial.state.as_str())));
+            return Err(StoreError::Conflict(format!(
+                "trial {trial_id} is already {}",
+                trial.state.as_str()
+            )));
         }
         if trial.definition_sha256 != expected_sha256 {
             return Err(StoreError::Conflict(format!(
@@ -360,7 +419,9 @@ impl Store for SqliteStore {
             .await
             .map_err(database_error)?;
         append_audit_in(&mut tx, audit).await?;
-        let updated = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        let updated = trial_in(&mut tx, trial_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(database_error)?;
         Ok(updated)
     }
@@ -374,8 +435,15 @@ impl Store for SqliteStore {
         to_version: u32,
         audit: AuditEntry,
     ) -> StoreResult<TrialRecord> {
+        if to_version <= from_version {
+            return Err(StoreError::Conflict(format!(
+                "an amendment must raise the version above {from_version}"
+            )));
+        }
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        let trial = trial_in(&mut tx, trial_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if trial.state != TrialState::Active || trial.version != from_version {
             return Err(StoreError::Conflict(format!(
                 "trial {trial_id} is {} at version {}, not active at version {from_version}",
@@ -383,7 +451,12 @@ impl Store for SqliteStore {
                 trial.version
             )));
         }
-        let reason = audit.details.get("reason").and_then(|r| r.as_str()).unwrap_or_default().to_owned();
+        let reason = audit
+            .details
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or_default()
+            .to_owned();
         sqlx::query("UPDATE trials SET version = ?, definition_yaml = ?, definition_sha256 = ? WHERE trial_id = ?")
             .bind(i64::from(to_version))
             .bind(definition_yaml)
@@ -403,16 +476,23 @@ impl Store for SqliteStore {
             .await
             .map_err(database_error)?;
         append_audit_in(&mut tx, audit).await?;
-        let updated = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        let updated = trial_in(&mut tx, trial_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(database_error)?;
         Ok(updated)
     }
 
     async fn close(&self, trial_id: &str, at: &str, audit: AuditEntry) -> StoreResult<TrialRecord> {
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        let trial = trial_in(&mut tx, trial_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if trial.state != TrialState::Active {
-            return Err(StoreError::Conflict(format!("trial {trial_id} is {}, not active", trial.state.as_str())));
+            return Err(StoreError::Conflict(format!(
+                "trial {trial_id} is {}, not active",
+                trial.state.as_str()
+            )));
         }
         sqlx::query("UPDATE trials SET state = 'closed', closed_at = ? WHERE trial_id = ?")
             .bind(at)
@@ -421,16 +501,28 @@ impl Store for SqliteStore {
             .await
             .map_err(database_error)?;
         append_audit_in(&mut tx, audit).await?;
-        let updated = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        let updated = trial_in(&mut tx, trial_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(database_error)?;
         Ok(updated)
     }
 
-    async fn put_allocation_list(&self, trial_id: &str, entries: &[(String, String)], audit: AuditEntry) -> StoreResult<()> {
+    async fn put_allocation_list(
+        &self,
+        trial_id: &str,
+        entries: &[(String, String)],
+        audit: AuditEntry,
+    ) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, trial_id).await?.ok_or(StoreError::NotFound)?;
+        let trial = trial_in(&mut tx, trial_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if trial.state != TrialState::Draft {
-            return Err(StoreError::Conflict(format!("trial {trial_id} is {}; lists are uploaded to drafts", trial.state.as_str())));
+            return Err(StoreError::Conflict(format!(
+                "trial {trial_id} is {}; lists are uploaded to drafts",
+                trial.state.as_str()
+            )));
         }
         sqlx::query("DELETE FROM allocation_lists WHERE trial_id = ?")
             .bind(trial_id)
@@ -454,54 +546,82 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(database_error)
     }
 
-    async fn list_slot(&self, trial_id: &str, stratum: &str, position: u64) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT arm FROM allocation_lists WHERE trial_id = ? AND stratum = ? AND position = ?")
-            .bind(trial_id)
-            .bind(stratum)
-            .bind(position as i64)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(database_error)
+    async fn list_slot(
+        &self,
+        trial_id: &str,
+        stratum: &str,
+        position: u64,
+    ) -> StoreResult<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT arm FROM allocation_lists WHERE trial_id = ? AND stratum = ? AND position = ?",
+        )
+        .bind(trial_id)
+        .bind(stratum)
+        .bind(position as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database_error)
     }
 
     async fn list_lengths(&self, trial_id: &str) -> StoreResult<BTreeMap<String, u32>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT stratum, COUNT(*) FROM allocation_lists WHERE trial_id = ? GROUP BY stratum")
-                .bind(trial_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(database_error)?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT stratum, COUNT(*) FROM allocation_lists WHERE trial_id = ? GROUP BY stratum",
+        )
+        .bind(trial_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database_error)?;
         Ok(rows.into_iter().map(|(s, n)| (s, n as u32)).collect())
     }
 
-    async fn allocation(&self, trial_id: &str, subject_id: &str) -> StoreResult<Option<AllocationRecord>> {
+    async fn allocation(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+    ) -> StoreResult<Option<AllocationRecord>> {
         let mut conn = self.pool.acquire().await.map_err(database_error)?;
         allocation_in(&mut conn, trial_id, subject_id).await
     }
 
     async fn stream_version(&self, trial_id: &str, stream_key: &str) -> StoreResult<u64> {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM allocation_streams WHERE trial_id = ? AND stream_key = ?")
-                .bind(trial_id)
-                .bind(stream_key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(database_error)?;
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM allocation_streams WHERE trial_id = ? AND stream_key = ?",
+        )
+        .bind(trial_id)
+        .bind(stream_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(database_error)?;
         Ok(version.unwrap_or(0) as u64)
     }
 
     async fn commit_allocation(&self, request: &CommitRequest) -> StoreResult<AllocationRecord> {
         let allocation = &request.allocation;
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, &allocation.trial_id).await?.ok_or(StoreError::NotFound)?;
+        let trial = trial_in(&mut tx, &allocation.trial_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if trial.state != TrialState::Active {
-            return Err(StoreError::Conflict(format!("trial {} is {}, not active", trial.trial_id, trial.state.as_str())));
+            return Err(StoreError::Conflict(format!(
+                "trial {} is {}, not active",
+                trial.trial_id,
+                trial.state.as_str()
+            )));
         }
-        if allocation_in(&mut tx, &allocation.trial_id, &allocation.subject_id).await?.is_some() {
+        if allocation_in(&mut tx, &allocation.trial_id, &allocation.subject_id)
+            .await?
+            .is_some()
+        {
             return Err(StoreError::SubjectExists);
         }
         let at_site = check_caps(&mut tx, allocation, &request.caps).await?;
-        advance_stream(&mut tx, &allocation.trial_id, &allocation.stream_key, request.expected_stream_version).await?;
+        advance_stream(
+            &mut tx,
+            &allocation.trial_id,
+            &allocation.stream_key,
+            request.expected_stream_version,
+        )
+        .await?;
         let number = randomisation_number(&allocation.site_id, at_site + 1);
         sqlx::query(
             "INSERT INTO allocations (trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number,
@@ -536,7 +656,11 @@ impl Store for SqliteStore {
         Ok(committed)
     }
 
-    async fn stream_allocations(&self, trial_id: &str, stream_key: &str) -> StoreResult<Vec<AllocationRecord>> {
+    async fn stream_allocations(
+        &self,
+        trial_id: &str,
+        stream_key: &str,
+    ) -> StoreResult<Vec<AllocationRecord>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             allocation_columns!(),
@@ -567,7 +691,10 @@ impl Store for SqliteStore {
         Ok(counts)
     }
 
-    async fn list_allocations(&self, query: &AllocationQuery) -> StoreResult<Vec<AllocationRecord>> {
+    async fn list_allocations(
+        &self,
+        query: &AllocationQuery,
+    ) -> StoreResult<Vec<AllocationRecord>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             allocation_columns!(),
@@ -582,12 +709,16 @@ impl Store for SqliteStore {
         .map_err(database_error)?;
         let mut records = Vec::new();
         for row in &rows {
+            if records.len() >= query.limit as usize {
+                break;
+            }
             let record = allocation_from_row(row)?;
-            if query.sites.as_ref().is_none_or(|sites| sites.contains(&record.site_id)) {
+            if query
+                .sites
+                .as_ref()
+                .is_none_or(|sites| sites.contains(&record.site_id))
+            {
                 records.push(record);
-                if records.len() >= query.limit as usize {
-                    break;
-                }
             }
         }
         Ok(records)
@@ -602,7 +733,9 @@ impl Store for SqliteStore {
         audit: AuditEntry,
     ) -> StoreResult<AllocationRecord> {
         let mut tx = self.write().await?;
-        allocation_in(&mut tx, trial_id, subject_id).await?.ok_or(StoreError::NotFound)?;
+        allocation_in(&mut tx, trial_id, subject_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         sqlx::query("UPDATE allocations SET corrected_stratum = ?, correction_reason = ? WHERE trial_id = ? AND subject_id = ?")
             .bind(corrected_stratum)
             .bind(reason)
@@ -612,16 +745,28 @@ impl Store for SqliteStore {
             .await
             .map_err(database_error)?;
         append_audit_in(&mut tx, audit).await?;
-        let updated = allocation_in(&mut tx, trial_id, subject_id).await?.ok_or(StoreError::NotFound)?;
+        let updated = allocation_in(&mut tx, trial_id, subject_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(database_error)?;
         Ok(updated)
     }
 
-    async fn mark_in_error(&self, trial_id: &str, subject_id: &str, reason: &str, audit: AuditEntry) -> StoreResult<AllocationRecord> {
+    async fn mark_in_error(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+        reason: &str,
+        audit: AuditEntry,
+    ) -> StoreResult<AllocationRecord> {
         let mut tx = self.write().await?;
-        let existing = allocation_in(&mut tx, trial_id, subject_id).await?.ok_or(StoreError::NotFound)?;
+        let existing = allocation_in(&mut tx, trial_id, subject_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if existing.in_error {
-            return Err(StoreError::Conflict(format!("subject {subject_id} is already marked randomised in error")));
+            return Err(StoreError::Conflict(format!(
+                "subject {subject_id} is already marked randomised in error"
+            )));
         }
         sqlx::query("UPDATE allocations SET in_error = 1, error_reason = ? WHERE trial_id = ? AND subject_id = ?")
             .bind(reason)
@@ -631,7 +776,9 @@ impl Store for SqliteStore {
             .await
             .map_err(database_error)?;
         append_audit_in(&mut tx, audit).await?;
-        let updated = allocation_in(&mut tx, trial_id, subject_id).await?.ok_or(StoreError::NotFound)?;
+        let updated = allocation_in(&mut tx, trial_id, subject_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(database_error)?;
         Ok(updated)
     }
@@ -665,7 +812,8 @@ impl Store for SqliteStore {
                         entity: text("entity")?,
                         // A record whose details are not JSON fails verification
                         // instead of hiding: keep the raw text.
-                        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+                        details: serde_json::from_str(&details)
+                            .unwrap_or(serde_json::Value::String(details)),
                     },
                     prev_hash: text("prev_hash")?,
                     hash: text("hash")?,

@@ -1,0 +1,59 @@
+//! Simulation speed in allocations per second, through the live method
+//! code: permuted blocks on RESPINE, and minimisation over three factors.
+//! divan reports the median per run and items (allocations) per second.
+
+use divan::counter::ItemsCount;
+use equipoise_randomisation::definition::{TrialDefinition, parse_definition};
+use equipoise_randomisation::simulation::{LevelWeights, SimulationSpec, simulate};
+
+const RESPINE: &str = include_str!("../trials/respine.yaml");
+const TRIALS: u32 = 1_000;
+
+fn main() {
+    divan::main();
+}
+
+fn definition(yaml: &str) -> TrialDefinition {
+    parse_definition(yaml)
+        .unwrap_or_else(|problems| panic!("benchmark design is invalid: {:?}", problems.0))
+}
+
+/// RESPINE with minimisation over site, baseline pain and sex.
+fn minimisation_three_factors() -> TrialDefinition {
+    let yaml = RESPINE
+        .replace(
+            "  - { id: conservative_care_failed, type: boolean }",
+            "  - { id: conservative_care_failed, type: boolean }\n  - { id: sex, type: enum, values: [female, male] }",
+        )
+        .replace(
+            "    - { id: baseline_pain, from: vas_mm, levels: { moderate: \"< 70\", severe: \">= 70\" } }",
+            "    - { id: baseline_pain, from: vas_mm, levels: { moderate: \"< 70\", severe: \">= 70\" } }\n    - { id: sex }",
+        )
+        .replace(
+            "  kind: permuted_blocks\n  block_sizes: [2, 4]            # drawn at random per block; concealed",
+            "  kind: minimisation\n  factors: { site: 1, baseline_pain: 1, sex: 1 }\n  imbalance: range\n  p: 0.8",
+        );
+    definition(&yaml)
+}
+
+fn run(bencher: divan::Bencher, definition: &TrialDefinition) {
+    let spec = SimulationSpec {
+        trials: TRIALS,
+        subjects_per_trial: 114,
+        seed: 1,
+        level_weights: LevelWeights::new(),
+    };
+    bencher
+        .counter(ItemsCount::new(u64::from(TRIALS) * 114))
+        .bench(|| simulate(definition, &spec, u64::MAX, &mut |_| {}).map(|r| r.allocations));
+}
+
+#[divan::bench(sample_count = 10)]
+fn permuted_blocks_respine(bencher: divan::Bencher) {
+    run(bencher, &definition(RESPINE));
+}
+
+#[divan::bench(sample_count = 10)]
+fn minimisation_three_factors_respine(bencher: divan::Bencher) {
+    run(bencher, &minimisation_three_factors());
+}
