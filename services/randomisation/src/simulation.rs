@@ -380,7 +380,10 @@ impl Allocator {
                 measure: *imbalance,
                 p: *p,
                 margins: Margins::new(&level_counts, definition.arms.len()),
-                rng: Box::new(simulation_stream(seed, &format!("trial/{trial}/minimisation"))),
+                rng: Box::new(simulation_stream(
+                    seed,
+                    &format!("trial/{trial}/minimisation"),
+                )),
             });
         }
         Some(Allocator::Sequences {
