@@ -16,7 +16,7 @@ run: deps
 
 ## Unit, property, golden, statistical, conformance and end-to-end gRPC tests.
 test: deps
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --lib --bins --tests
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -410,4 +410,54 @@ mod tests {
         let rate = forced as f64 / 4000.0;
         assert!((rate - 1.0 / 3.0).abs() < 0.03, "{rate}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever the ratio, block set and seed, a stratum is exactly on its
+        /// ratio again within one largest block of its last balance point.
+        #[test]
+        fn permuted_blocks_return_to_balance_within_a_block(
+            ratio_a in 1u32..4,
+            ratio_b in 1u32..4,
+            multiples in proptest::collection::btree_set(1u32..5, 1..4),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let ratios = [ratio_a, ratio_b];
+            let sum = ratio_a + ratio_b;
+            let sizes: Vec<u32> = multiples.iter().map(|m| m * sum).collect();
+            let largest = sizes.iter().copied().max().unwrap_or(sum) as usize;
+            let method = SequenceMethod::Blocks(sizes);
+            let mut sequence = StratumSequence::new(&method, &ratios, simulation_stream(seed, "proptest"));
+            let mut counts = [0u32; 2];
+            let mut last_balance = 0usize;
+            for position in 1..=400usize {
+                counts[sequence.next_slot().arm] += 1;
+                if counts[0] * ratio_b == counts[1] * ratio_a {
+                    last_balance = position;
+                }
+                proptest::prop_assert!(position - last_balance < largest, "no balance for {} slots", position - last_balance);
+            }
+        }
+
+        /// The big stick and the maximal procedure never pass their bound.
+        #[test]
+        fn bounded_methods_never_pass_their_bound(
+            bound in 1u32..6,
+            half_length in 1u32..20,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            for method in [
+                SequenceMethod::BigStick(bound),
+                SequenceMethod::Maximal { bound, sequence_length: half_length * 2 },
+            ] {
+                let mut sequence = StratumSequence::new(&method, &[1, 1], simulation_stream(seed, "bounded"));
+                let mut imbalance = 0i64;
+                for _ in 0..300 {
+                    imbalance += if sequence.next_slot().arm == 0 { 1 } else { -1 };
+                    proptest::prop_assert!(imbalance.abs() <= i64::from(bound), "{method:?} reached {imbalance}");
+                }
+            }
+        }
+    }
 }

@@ -8,8 +8,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::access::{Operation, authorise, sees_design};
-use super::{RandomisationService, audit_entry};
-use crate::definition::{FactorSource, MethodSpec, Problem, TrialDefinition, parse_definition};
+use super::{RandomisationService, audit_entry, parse_submitted_definition};
+use crate::definition::{FactorSource, MethodSpec, Problem, TrialDefinition};
 use crate::error::RandomisationError;
 use crate::store::{TrialRecord, TrialState};
 use crate::stream::{ALGORITHM_VERSION, MasterSeed};
@@ -32,18 +32,6 @@ pub struct ListUpload {
     pub list_sha256: String,
 }
 
-fn problems_error(problems: Vec<Problem>) -> RandomisationError {
-    RandomisationError::InvalidArgument(
-        problems
-            .into_iter()
-            .map(|p| Problem {
-                path: format!("definition_yaml: {}", p.path),
-                message: p.message,
-            })
-            .collect(),
-    )
-}
-
 impl RandomisationService {
     pub async fn register_trial(
         &self,
@@ -51,7 +39,7 @@ impl RandomisationService {
         yaml: &str,
     ) -> Result<TrialView, RandomisationError> {
         authorise(caller, Operation::RegisterTrial, None)?;
-        let definition = parse_definition(yaml).map_err(|p| problems_error(p.0))?;
+        let definition = parse_submitted_definition(yaml)?;
         authorise(caller, Operation::RegisterTrial, Some(&definition.id))?;
         let record = TrialRecord {
             trial_id: definition.id.clone(),
@@ -196,7 +184,7 @@ impl RandomisationService {
                 "an amendment needs a reason",
             ));
         }
-        let amended = parse_definition(yaml).map_err(|p| problems_error(p.0))?;
+        let amended = parse_submitted_definition(yaml)?;
         authorise(caller, Operation::AmendTrial, Some(&amended.id))?;
         let current = self.load_trial(&amended.id).await?;
         if current.record.state != TrialState::Active {

@@ -14,7 +14,7 @@ use equipoise_common::audit::AuditEntry;
 use equipoise_common::auth::Caller;
 use equipoise_common::time::now_rfc3339;
 
-use crate::definition::{TrialDefinition, parse_definition};
+use crate::definition::{Problem, TrialDefinition, parse_definition};
 use crate::error::RandomisationError;
 use crate::lock::AllocationLocks;
 use crate::seal::Sealer;
@@ -117,6 +117,25 @@ impl RandomisationService {
             .insert(record.definition_sha256.clone(), definition.clone());
         Ok(definition)
     }
+}
+
+/// Parses a definition sent in a request; every problem's path is prefixed
+/// with the request field.
+pub(crate) fn parse_submitted_definition(
+    yaml: &str,
+) -> Result<TrialDefinition, RandomisationError> {
+    parse_definition(yaml).map_err(|problems| {
+        RandomisationError::InvalidArgument(
+            problems
+                .0
+                .into_iter()
+                .map(|p| Problem {
+                    path: format!("definition_yaml: {}", p.path),
+                    message: p.message,
+                })
+                .collect(),
+        )
+    })
 }
 
 /// An audit entry for `caller` doing `action` on `entity`, now.

@@ -2,9 +2,8 @@
 
 use equipoise_common::auth::Caller;
 
-use super::RandomisationService;
 use super::access::{Operation, authorise};
-use crate::definition::{Problem, parse_definition};
+use super::{RandomisationService, parse_submitted_definition};
 use crate::error::RandomisationError;
 use crate::simulation::{
     LevelWeights, SimulationError, SimulationReport, SimulationSpec, simulate,
@@ -40,20 +39,7 @@ impl RandomisationService {
                 authorise(caller, Operation::Simulate, Some(trial_id))?;
                 self.load_trial(trial_id).await?.definition
             }
-            SimulationDesign::Yaml(yaml) => {
-                std::sync::Arc::new(parse_definition(yaml).map_err(|problems| {
-                    RandomisationError::InvalidArgument(
-                        problems
-                            .0
-                            .into_iter()
-                            .map(|p| Problem {
-                                path: format!("definition_yaml: {}", p.path),
-                                message: p.message,
-                            })
-                            .collect(),
-                    )
-                })?)
-            }
+            SimulationDesign::Yaml(yaml) => std::sync::Arc::new(parse_submitted_definition(yaml)?),
         };
         let subjects = match (command.subjects_per_trial, definition.caps.total) {
             (0, Some(total)) => total,

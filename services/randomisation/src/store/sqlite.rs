@@ -99,7 +99,7 @@ impl SqliteStore {
         tx.commit().await.map_err(database_error)
     }
 
-    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    async fn write(&self) -> StoreResult<WriteTransaction> {
         self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -329,6 +329,62 @@ async fn advance_stream(
     }
 }
 
+type WriteTransaction = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+/// Appends the audit record, reads the trial back and commits.
+async fn finish_with_trial(
+    mut tx: WriteTransaction,
+    audit: AuditEntry,
+    trial_id: &str,
+) -> StoreResult<TrialRecord> {
+    append_audit_in(&mut tx, audit).await?;
+    let updated = trial_in(&mut tx, trial_id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    tx.commit().await.map_err(database_error)?;
+    Ok(updated)
+}
+
+/// Appends the audit record, reads the allocation back and commits.
+async fn finish_with_allocation(
+    mut tx: WriteTransaction,
+    audit: AuditEntry,
+    trial_id: &str,
+    subject_id: &str,
+) -> StoreResult<AllocationRecord> {
+    append_audit_in(&mut tx, audit).await?;
+    let updated = allocation_in(&mut tx, trial_id, subject_id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    tx.commit().await.map_err(database_error)?;
+    Ok(updated)
+}
+
+/// Keeps every frozen definition a trial has had.
+async fn record_version(
+    conn: &mut SqliteConnection,
+    trial_id: &str,
+    version: u32,
+    definition_yaml: &str,
+    definition_sha256: &str,
+    reason: &str,
+    at: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO trial_versions (trial_id, version, definition_yaml, definition_sha256, reason, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(trial_id)
+    .bind(i64::from(version))
+    .bind(definition_yaml)
+    .bind(definition_sha256)
+    .bind(reason)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(database_error)?;
+    Ok(())
+}
+
 /// `FR-MTP-0007`: the site and its running count, nothing about the arm.
 pub fn randomisation_number(site_id: &str, site_sequence: u32) -> String {
     format!("{site_id}-{site_sequence:04}")
@@ -409,21 +465,17 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(database_error)?;
-        sqlx::query("INSERT INTO trial_versions (trial_id, version, definition_yaml, definition_sha256, reason, recorded_at) VALUES (?, ?, ?, ?, 'activation', ?)")
-            .bind(trial_id)
-            .bind(i64::from(trial.version))
-            .bind(&trial.definition_yaml)
-            .bind(&trial.definition_sha256)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
-        append_audit_in(&mut tx, audit).await?;
-        let updated = trial_in(&mut tx, trial_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(updated)
+        record_version(
+            &mut tx,
+            trial_id,
+            trial.version,
+            &trial.definition_yaml,
+            &trial.definition_sha256,
+            "activation",
+            at,
+        )
+        .await?;
+        finish_with_trial(tx, audit, trial_id).await
     }
 
     async fn amend(
@@ -465,22 +517,17 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(database_error)?;
-        sqlx::query("INSERT INTO trial_versions (trial_id, version, definition_yaml, definition_sha256, reason, recorded_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(trial_id)
-            .bind(i64::from(to_version))
-            .bind(definition_yaml)
-            .bind(definition_sha256)
-            .bind(reason)
-            .bind(&audit.at)
-            .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
-        append_audit_in(&mut tx, audit).await?;
-        let updated = trial_in(&mut tx, trial_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(updated)
+        record_version(
+            &mut tx,
+            trial_id,
+            to_version,
+            definition_yaml,
+            definition_sha256,
+            &reason,
+            &audit.at,
+        )
+        .await?;
+        finish_with_trial(tx, audit, trial_id).await
     }
 
     async fn close(&self, trial_id: &str, at: &str, audit: AuditEntry) -> StoreResult<TrialRecord> {
@@ -500,12 +547,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(database_error)?;
-        append_audit_in(&mut tx, audit).await?;
-        let updated = trial_in(&mut tx, trial_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(updated)
+        finish_with_trial(tx, audit, trial_id).await
     }
 
     async fn put_allocation_list(
@@ -744,12 +786,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(database_error)?;
-        append_audit_in(&mut tx, audit).await?;
-        let updated = allocation_in(&mut tx, trial_id, subject_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(updated)
+        finish_with_allocation(tx, audit, trial_id, subject_id).await
     }
 
     async fn mark_in_error(
@@ -775,12 +812,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(database_error)?;
-        append_audit_in(&mut tx, audit).await?;
-        let updated = allocation_in(&mut tx, trial_id, subject_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(updated)
+        finish_with_allocation(tx, audit, trial_id, subject_id).await
     }
 
     async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()> {
@@ -820,5 +852,129 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use equipoise_common::audit::verify_chain;
+
+    fn entry(action: &str) -> AuditEntry {
+        AuditEntry {
+            at: "2026-11-21T10:00:00Z".into(),
+            actor: "tester".into(),
+            role: "trial_admin".into(),
+            action: action.into(),
+            entity: "trial/T".into(),
+            details: serde_json::json!({}),
+        }
+    }
+
+    async fn store_with_chain() -> SqliteStore {
+        let store = SqliteStore::in_memory().await.expect("store");
+        for n in 0..4 {
+            store
+                .append_audit(entry(&format!("action-{n}")))
+                .await
+                .expect("append");
+        }
+        store
+    }
+
+    async fn execute(store: &SqliteStore, sql: &'static str) -> Result<(), String> {
+        sqlx::query(sql)
+            .execute(&store.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn triggers_refuse_editing_or_deleting_the_audit_trail() {
+        let store = store_with_chain().await;
+        let update = execute(
+            &store,
+            "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2",
+        )
+        .await;
+        assert!(update.is_err_and(|e| e.contains("append-only")));
+        let delete = execute(&store, "DELETE FROM audit_log WHERE seq = 4").await;
+        assert!(delete.is_err_and(|e| e.contains("append-only")));
+        let records = store.audit_records(1, 100).await.expect("records");
+        assert_eq!(verify_chain(&records), Ok(4));
+    }
+
+    #[tokio::test]
+    async fn verification_names_the_first_record_changed_behind_the_triggers() {
+        let store = store_with_chain().await;
+        // Someone with file access drops the trigger and edits a record.
+        execute(&store, "DROP TRIGGER audit_log_no_update")
+            .await
+            .expect("drop trigger");
+        execute(
+            &store,
+            "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3",
+        )
+        .await
+        .expect("tamper");
+        let records = store.audit_records(1, 100).await.expect("records");
+        let broken = verify_chain(&records).expect_err("tampering is detected");
+        assert_eq!(broken.seq, 3);
+    }
+
+    #[tokio::test]
+    async fn an_allocations_assignment_cannot_be_edited() {
+        let store = SqliteStore::in_memory().await.expect("store");
+        execute(
+            &store,
+            "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256, registered_at) VALUES ('T', 1, 'active', 'x', 'y', 'now')",
+        )
+        .await
+        .expect("trial");
+        execute(
+            &store,
+            "INSERT INTO allocations (trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number,
+             request_sha256, covariates_json, decision_json, trial_version, randomised_at)
+             VALUES ('T', 'S', 'A', 'all', 'all', 0, 'MSC', 'A-0001', 'h', '{}', '{}', 1, 'now')",
+        )
+        .await
+        .expect("allocation");
+        let edit = execute(
+            &store,
+            "UPDATE allocations SET arm = 'SHAM' WHERE subject_id = 'S'",
+        )
+        .await;
+        assert!(edit.is_err_and(|e| e.contains("immutable")));
+        let delete = execute(&store, "DELETE FROM allocations WHERE subject_id = 'S'").await;
+        assert!(delete.is_err_and(|e| e.contains("never deleted")));
+        execute(&store, "UPDATE allocations SET in_error = 1, error_reason = 'wrong patient' WHERE subject_id = 'S'")
+            .await
+            .expect("marking in error is allowed");
+        let unmark = execute(
+            &store,
+            "UPDATE allocations SET in_error = 0 WHERE subject_id = 'S'",
+        )
+        .await;
+        assert!(unmark.is_err_and(|e| e.contains("final")));
+    }
+
+    #[tokio::test]
+    async fn a_schema_newer_than_the_binary_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.db");
+        let store = SqliteStore::open(&path).await.expect("create");
+        execute(
+            &store,
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 'future')",
+        )
+        .await
+        .expect("pretend a newer binary migrated");
+        drop(store);
+        let reopened = SqliteStore::open(&path).await;
+        assert!(matches!(
+            reopened,
+            Err(StoreError::SchemaTooNew { found: 999, .. })
+        ));
     }
 }
