@@ -5,6 +5,7 @@ pub mod definition;
 pub mod error;
 pub mod grpc;
 pub mod lock;
+pub mod lock_redis;
 pub mod methods;
 pub mod seal;
 pub mod server;

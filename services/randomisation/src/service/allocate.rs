@@ -27,8 +27,6 @@ use crate::stream::{MasterSeed, derive_stream, nth_unit_draw};
 
 /// Stream key of a minimisation trial: one stream for the whole trial.
 pub const MINIMISATION_STREAM: &str = "minimisation";
-/// Fenced commits retried under the same lock before giving up.
-const COMMIT_ATTEMPTS: usize = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RandomiseCommand {
@@ -107,43 +105,45 @@ impl RandomisationService {
         command: &RandomiseCommand,
         candidate: &Candidate,
     ) -> Result<RandomiseOutcome, RandomisationError> {
-        for _ in 0..COMMIT_ATTEMPTS {
-            let position = self
-                .store
-                .stream_version(&command.trial_id, &candidate.stream_key)
-                .await?;
-            let choice = self.choose_arm(trial, candidate, position).await?;
-            let request = commit_request(caller, trial, command, candidate, position, choice);
-            match self.store.commit_allocation(&request).await {
-                Ok(allocation) => {
-                    self.warn_if_list_low(trial, &candidate.stratum, position)
-                        .await;
-                    return Ok(RandomiseOutcome {
-                        allocation,
-                        replayed: false,
-                    });
-                }
-                Err(StoreError::Fenced) => {
-                    tracing::warn!(trial = %command.trial_id, stream = %candidate.stream_key, "fenced commit; recomputing");
-                }
-                Err(StoreError::SubjectExists) => {
-                    let existing = self
-                        .store
-                        .allocation(&command.trial_id, &command.subject_id)
-                        .await?;
-                    return match existing {
-                        Some(existing) => replay(existing, &candidate.fingerprint),
-                        None => Err(RandomisationError::Aborted(
-                            "concurrent request for this subject; retry".into(),
-                        )),
-                    };
-                }
-                Err(other) => return Err(other.into()),
+        let position = self
+            .store
+            .stream_version(&command.trial_id, &candidate.stream_key)
+            .await?;
+        let choice = self.choose_arm(trial, candidate, position).await?;
+        let request = commit_request(caller, trial, command, candidate, position, choice);
+        self.faults.before_commit().await;
+        match self.store.commit_allocation(&request).await {
+            Ok(allocation) => {
+                self.faults.after_commit().await;
+                self.warn_if_list_low(trial, &candidate.stratum, position)
+                    .await;
+                Ok(RandomiseOutcome {
+                    allocation,
+                    replayed: false,
+                })
             }
+            // Only a holder whose lease expired can be fenced: it no longer
+            // holds the lock, so it stops and the caller retries.
+            Err(StoreError::Fenced) => {
+                tracing::warn!(trial = %command.trial_id, stream = %candidate.stream_key, "fenced commit refused");
+                Err(RandomisationError::Aborted(
+                    "the allocation lock was lost before commit; nothing was allocated, retry the request".into(),
+                ))
+            }
+            Err(StoreError::SubjectExists) => {
+                let existing = self
+                    .store
+                    .allocation(&command.trial_id, &command.subject_id)
+                    .await?;
+                match existing {
+                    Some(existing) => replay(existing, &candidate.fingerprint),
+                    None => Err(RandomisationError::Aborted(
+                        "concurrent request for this subject; retry".into(),
+                    )),
+                }
+            }
+            Err(other) => Err(other.into()),
         }
-        Err(RandomisationError::Aborted(
-            "the allocation stream kept changing under the lock; retry the request".into(),
-        ))
     }
 
     async fn choose_arm(

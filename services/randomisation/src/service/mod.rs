@@ -3,6 +3,7 @@
 
 pub mod access;
 mod allocate;
+pub mod faults;
 mod lifecycle;
 mod records;
 mod simulate;
@@ -44,6 +45,7 @@ pub struct RandomisationService {
     locks: Arc<dyn AllocationLocks>,
     sealer: Sealer,
     limits: Limits,
+    faults: faults::Faults,
     /// Parsed definitions by their hash: a frozen design never changes.
     definitions: RwLock<HashMap<String, Arc<TrialDefinition>>>,
 }
@@ -66,8 +68,15 @@ impl RandomisationService {
             locks,
             sealer,
             limits,
+            faults: faults::Faults::default(),
             definitions: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Pauses for fault tests; inert unless built with `fault-injection`.
+    pub fn with_faults(mut self, faults: faults::Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -11,7 +11,7 @@ use equipoise_common::audit::{AuditEntry, AuditRecord, verify_chain};
 use equipoise_common::time::now_rfc3339;
 use serde_json::json;
 
-use super::sqlite::randomisation_number;
+use super::randomisation_number;
 use super::{
     AllocationQuery, AllocationRecord, CapKind, CapLimits, CommitRequest, Counts, NewAllocation,
     Store, StoreError, StoreResult, TrialRecord, TrialState,
@@ -1277,5 +1277,29 @@ mod sqlite_conformance {
             stored_trial(&reopened, "CONF-CLOSE").await.state,
             TrialState::Closed
         );
+    }
+}
+
+/// The same suite against a real PostgreSQL that the test starts and stops.
+#[cfg(test)]
+mod postgres_conformance {
+    use super::*;
+    use crate::store::postgres::PostgresStore;
+    use equipoise_testkit::PostgresServer;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres_store_conforms_and_keeps_its_data() {
+        let server = PostgresServer::start();
+        let store = PostgresStore::connect(&server.url(), 8)
+            .await
+            .expect("connect to the test cluster");
+        run_all(&store).await;
+        let trail = audit_all(&store).await;
+        drop(store);
+        // Reconnecting migrates nothing and loses nothing.
+        let reopened = PostgresStore::connect(&server.url(), 2)
+            .await
+            .expect("reconnect");
+        assert_eq!(audit_all(&reopened).await, trail);
     }
 }

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use equipoise_common::audit::{AuditEntry, AuditRecord};
 
 mod migrations;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -267,4 +268,78 @@ pub trait Store: Send + Sync {
 
     /// Audit records from `from_seq` on, in order.
     async fn audit_records(&self, from_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+}
+
+/// `FR-MTP-0007`: the site and its running count, nothing about the arm.
+pub fn randomisation_number(site_id: &str, site_sequence: u32) -> String {
+    format!("{site_id}-{site_sequence:04}")
+}
+
+/// The first cap the next allocation would pass, given current counts.
+pub fn cap_breach(caps: &CapLimits, total: u32, at_site: u32, in_stratum: u32) -> Option<CapKind> {
+    let reached = |cap: Option<u32>, count: u32| cap.is_some_and(|c| count >= c);
+    if reached(caps.total, total) {
+        Some(CapKind::Total)
+    } else if reached(caps.site, at_site) {
+        Some(CapKind::Site)
+    } else if reached(caps.stratum, in_stratum) {
+        Some(CapKind::Stratum)
+    } else {
+        None
+    }
+}
+
+impl Counts {
+    /// Tallies (site, stratum, in error) rows.
+    pub fn tally(rows: impl IntoIterator<Item = (String, String, bool)>) -> Self {
+        let mut counts = Counts::default();
+        for (site, stratum, in_error) in rows {
+            counts.total += 1;
+            counts.in_error += u32::from(in_error);
+            *counts.by_site.entry(site).or_default() += 1;
+            *counts.by_stratum.entry(stratum).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// The commit's audit entry, with the position and number the store chose.
+pub(crate) fn commit_audit(request: &CommitRequest, number: &str) -> AuditEntry {
+    let mut audit = request.audit.clone();
+    if let Some(details) = audit.details.as_object_mut() {
+        details.insert("position".into(), request.expected_stream_version.into());
+        details.insert("randomisation_number".into(), number.into());
+    }
+    audit
+}
+
+/// seq, at, actor, role, action, entity, details, prev_hash, hash.
+pub(crate) type AuditRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+pub(crate) fn audit_record_from_row(row: AuditRow) -> AuditRecord {
+    let (seq, at, actor, role, action, entity, details, prev_hash, hash) = row;
+    AuditRecord {
+        seq,
+        entry: AuditEntry {
+            at,
+            actor,
+            role,
+            action,
+            entity,
+            // Details that are not JSON fail verification instead of hiding.
+            details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+        },
+        prev_hash,
+        hash,
+    }
 }

@@ -277,17 +277,10 @@ async fn check_caps(
         &[trial, &allocation.stratum],
     )
     .await?;
-    let reached = |cap: Option<u32>, count: u32| cap.is_some_and(|c| count >= c);
-    if reached(caps.total, total) {
-        return Err(StoreError::CapReached(CapKind::Total));
+    match cap_breach(caps, total, at_site, in_stratum) {
+        Some(kind) => Err(StoreError::CapReached(kind)),
+        None => Ok(at_site),
     }
-    if reached(caps.site, at_site) {
-        return Err(StoreError::CapReached(CapKind::Site));
-    }
-    if reached(caps.stratum, in_stratum) {
-        return Err(StoreError::CapReached(CapKind::Stratum));
-    }
-    Ok(at_site)
 }
 
 /// Moves the stream from `expected` to `expected + 1`, or reports it fenced.
@@ -383,11 +376,6 @@ async fn record_version(
     .await
     .map_err(database_error)?;
     Ok(())
-}
-
-/// `FR-MTP-0007`: the site and its running count, nothing about the arm.
-pub fn randomisation_number(site_id: &str, site_sequence: u32) -> String {
-    format!("{site_id}-{site_sequence:04}")
 }
 
 #[async_trait]
@@ -685,11 +673,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(database_error)?;
-        let mut audit = request.audit.clone();
-        if let Some(details) = audit.details.as_object_mut() {
-            details.insert("position".into(), request.expected_stream_version.into());
-            details.insert("randomisation_number".into(), number.into());
-        }
+        let audit = commit_audit(request, &number);
         append_audit_in(&mut tx, audit).await?;
         let committed = allocation_in(&mut tx, &allocation.trial_id, &allocation.subject_id)
             .await?
@@ -723,14 +707,9 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(database_error)?;
-        let mut counts = Counts::default();
-        for (site, stratum, in_error) in rows {
-            counts.total += 1;
-            counts.in_error += u32::from(in_error != 0);
-            *counts.by_site.entry(site).or_default() += 1;
-            *counts.by_stratum.entry(stratum).or_default() += 1;
-        }
-        Ok(counts)
+        Ok(Counts::tally(rows.into_iter().map(
+            |(site, stratum, in_error)| (site, stratum, in_error != 0),
+        )))
     }
 
     async fn list_allocations(
@@ -822,7 +801,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_records(&self, from_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
-        let rows = sqlx::query(
+        let rows: Vec<AuditRow> = sqlx::query_as(
             "SELECT seq, at, actor, role, action, entity, details, prev_hash, hash FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?",
         )
         .bind(from_seq)
@@ -830,28 +809,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(database_error)?;
-        rows.iter()
-            .map(|row| {
-                let text = |name: &str| row.try_get::<String, _>(name).map_err(database_error);
-                let details: String = text("details")?;
-                Ok(AuditRecord {
-                    seq: row.try_get("seq").map_err(database_error)?,
-                    entry: AuditEntry {
-                        at: text("at")?,
-                        actor: text("actor")?,
-                        role: text("role")?,
-                        action: text("action")?,
-                        entity: text("entity")?,
-                        // A record whose details are not JSON fails verification
-                        // instead of hiding: keep the raw text.
-                        details: serde_json::from_str(&details)
-                            .unwrap_or(serde_json::Value::String(details)),
-                    },
-                    prev_hash: text("prev_hash")?,
-                    hash: text("hash")?,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(audit_record_from_row).collect())
     }
 }
 

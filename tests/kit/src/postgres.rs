@@ -1,0 +1,145 @@
+//! A private PostgreSQL cluster from Debian's binaries (`initdb`, `pg_ctl`),
+//! in a temporary directory, on a free loopback port. As root, the server
+//! runs as the `postgres` user, because PostgreSQL refuses to run as root.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::process::{free_port, running_as_root};
+
+pub struct PostgresServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl PostgresServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let server = Self {
+            port: free_port(),
+            bin: find_bin(),
+            as_postgres: running_as_root(),
+            dir,
+        };
+        if server.as_postgres {
+            run(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres:postgres")
+                    .arg(server.dir.path()),
+                "chown",
+            );
+        }
+        let data = server.data();
+        let mut initdb = server.command("initdb");
+        initdb
+            .args([
+                "-U",
+                "equipoise",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data);
+        run(&mut initdb, "initdb");
+        server.pg_ctl_start();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://equipoise@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn pg_ctl_start(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=on -c synchronous_commit=on",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut start = self.command("pg_ctl");
+        start
+            .args(["-w", "-t", "60", "-o", &options, "-l"])
+            .arg(self.dir.path().join("server.log"))
+            .arg("-D")
+            .arg(self.data())
+            .arg("start");
+        run(&mut start, "pg_ctl start");
+    }
+
+    /// Stops at once, as a crash would (`-m immediate`), then starts again.
+    pub fn restart(&self) {
+        self.stop("immediate");
+        self.pg_ctl_start();
+    }
+
+    pub fn stop(&self, mode: &str) {
+        let mut stop = self.command("pg_ctl");
+        stop.args(["-w", "-m", mode, "-D"])
+            .arg(self.data())
+            .arg("stop");
+        let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+
+    pub fn start_again(&self) {
+        self.pg_ctl_start();
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.stop("immediate");
+    }
+}
+
+/// Debian installs versioned binaries under /usr/lib/postgresql/N/bin.
+fn find_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EQUIPOISE_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.retain(|bin| bin.join("initdb").exists());
+    versions.sort();
+    versions.pop().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server binaries under /usr/lib/postgresql (`make test` installs them)"
+        )
+    })
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what} could not run: {e}"));
+    if !output.status.success() {
+        panic!(
+            "{what} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

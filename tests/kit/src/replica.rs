@@ -1,0 +1,149 @@
+//! An Equipoise server process, configured through `EQUIPOISE_*` variables,
+//! so tests can kill, pause and restart it like a pod.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::process::{free_port, signal};
+
+/// The `equipoise` binary beside the test executable (`target/<profile>/`),
+/// or `EQUIPOISE_BIN`. `make test` builds it with fault injection first.
+pub fn equipoise_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("EQUIPOISE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()));
+    let binary = profile_dir.join("equipoise");
+    if !binary.exists() {
+        panic!(
+            "{} is missing: build it with `cargo build -p equipoise --features fault-injection` (make test does)",
+            binary.display()
+        );
+    }
+    binary
+}
+
+pub struct Replica {
+    pub port: u16,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Replica {
+    /// Starts `equipoise serve --target randomisation` and waits until it serves.
+    pub fn start(env: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut replica = Self {
+            port: free_port(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            dir,
+            child: None,
+        };
+        replica.spawn();
+        replica
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("replica.log")
+    }
+
+    fn spawn(&mut self) {
+        let log =
+            std::fs::File::create(self.log_path()).unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = Command::new(equipoise_binary())
+            .args(["serve", "--target", "randomisation"])
+            .env("EQUIPOISE_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("EQUIPOISE_DATA_DIR", self.dir.path())
+            .env("EQUIPOISE_LOG_FORMAT", "text")
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("equipoise could not start: {e}"));
+        self.child = Some(child);
+        self.wait_until_serving();
+    }
+
+    fn wait_until_serving(&mut self) {
+        for _ in 0..1_000 {
+            if self.log().contains(" serving") {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "replica exited with {status} while starting:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("replica never started serving:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `kill -9`: no shutdown, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
+    /// SIGTERM, then waits for the graceful exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        signal(child.id(), "TERM");
+        child.wait().ok()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // A paused process cannot die until resumed.
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(self.pid().to_string())
+                .status();
+        }
+        self.kill();
+    }
+}
