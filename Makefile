@@ -3,7 +3,8 @@ CARGO ?= cargo
 
 .PHONY: run test bench lint fmt build deps
 
-## Install what a fresh Debian machine lacks (C toolchain for SQLite).
+## Install what a fresh Debian machine lacks: a C toolchain for SQLite, and
+## redis-server and PostgreSQL, which the tests start privately.
 deps:
 	@scripts/ensure-deps.sh
 
@@ -14,8 +15,11 @@ build: deps
 run: deps
 	EQUIPOISE_LOG_FORMAT=$${EQUIPOISE_LOG_FORMAT:-text} $(CARGO) run --release -p equipoise -- serve --target all
 
-## Unit, property, golden, statistical, conformance and end-to-end gRPC tests.
+## Unit, property, golden, statistical, conformance, end-to-end gRPC and
+## cluster fault tests. The cluster tests run the binary as replicas, built
+## first with test-only fault injection.
 test: deps
+	$(CARGO) build -p equipoise --features fault-injection
 	$(CARGO) test --workspace --lib --bins --tests
 
 lint:

@@ -1,6 +1,8 @@
 //! A real Equipoise server for tests: its own temporary data directory, a
 //! free loopback port, real gRPC, and a clean stop.
 
+pub mod cluster;
+
 use std::path::PathBuf;
 
 use equipoise::serve::{Target, bind, run};

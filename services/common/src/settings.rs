@@ -78,10 +78,17 @@ impl AuthSettings {
         Ok(KeySource::HmacSecret(self.hmac_secret(data_dir)?))
     }
 
-    /// The HS256 secret: the configured file, or the development secret.
+    /// The HS256 secret: the configured file's bytes (less a trailing
+    /// newline), or the development secret.
     pub fn hmac_secret(&self, data_dir: &Path) -> Result<Vec<u8>, SettingsError> {
         match &self.hmac_secret_file {
-            Some(path) => read_file("HMAC secret", path),
+            Some(path) => {
+                let mut secret = read_file("HMAC secret", path)?;
+                while secret.last().is_some_and(u8::is_ascii_whitespace) {
+                    secret.pop();
+                }
+                Ok(secret)
+            }
             None => ensure_secret_file(
                 &data_dir.join(DEV_HMAC_SECRET_FILE),
                 "development HMAC secret",

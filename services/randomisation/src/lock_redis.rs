@@ -77,20 +77,29 @@ impl RedisLocks {
     async fn ping(&self) -> Result<(), LockError> {
         let mut connection = self.connection.clone();
         let ping = redis::cmd("PING");
-        let reply: Result<String, _> = self.bounded(ping.query_async(&mut connection)).await?;
-        reply.map(|_| ()).map_err(unavailable)
+        self.bounded(ping.query_async::<String>(&mut connection))
+            .await
+            .map(|_| ())
     }
 
-    /// Runs one Redis command within the command timeout.
-    async fn bounded<T>(&self, command: impl Future<Output = T>) -> Result<T, LockError> {
-        timeout(self.timings.command_timeout, command)
-            .await
-            .map_err(|_| {
-                LockError::Unavailable(format!(
-                    "redis did not answer within {:?}",
-                    self.timings.command_timeout
-                ))
-            })
+    /// Runs one Redis command within the command timeout. Both our timer and
+    /// the connection's own response timeout report the same way.
+    async fn bounded<T>(
+        &self,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, LockError> {
+        let late = || {
+            LockError::Unavailable(format!(
+                "redis did not answer within {:?}",
+                self.timings.command_timeout
+            ))
+        };
+        match timeout(self.timings.command_timeout, command).await {
+            Err(_) => Err(late()),
+            Ok(Err(error)) if error.is_timeout() => Err(late()),
+            Ok(Err(error)) => Err(unavailable(error)),
+            Ok(Ok(value)) => Ok(value),
+        }
     }
 
     async fn try_set(&self, key: &str, token: &str) -> Result<bool, LockError> {
@@ -100,8 +109,7 @@ impl RedisLocks {
         set.arg(key).arg(token).arg("NX").arg("PX").arg(lease_ms);
         let reply = self
             .bounded(set.query_async::<Option<String>>(&mut connection))
-            .await?
-            .map_err(unavailable)?;
+            .await?;
         Ok(reply.is_some())
     }
 }
@@ -167,8 +175,7 @@ impl AllocationLocks for RedisLocks {
         invocation.arg(&lease.token);
         let released: i64 = self
             .bounded(invocation.invoke_async(&mut connection))
-            .await?
-            .map_err(unavailable)?;
+            .await?;
         if released == 0 {
             // The lease expired and someone else may hold the lock now; the
             // store's fence already protected the commit.

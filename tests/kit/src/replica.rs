@@ -52,6 +52,23 @@ impl Replica {
         replica
     }
 
+    /// Runs a replica that must fail to start; returns what it printed.
+    pub fn start_expecting_failure(env: &[(&str, String)]) -> String {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let output = Command::new(equipoise_binary())
+            .args(["serve", "--target", "randomisation"])
+            .env("EQUIPOISE_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("EQUIPOISE_DATA_DIR", dir.path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap_or_else(|e| panic!("equipoise could not start: {e}"));
+        assert!(
+            !output.status.success(),
+            "the replica started despite bad settings"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
