@@ -29,7 +29,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Simulation throughput and Randomise latency against its floors, in one run each.
+## Simulation throughput; Randomise latency and throughput in both modes
+## against their floors, measured in the same run.
 bench: deps
+	$(CARGO) build --release -p equipoise
 	$(CARGO) bench -p equipoise-randomisation --bench simulation
 	$(CARGO) bench -p equipoise-tests --bench randomise_latency
+	$(CARGO) bench -p equipoise-tests --bench allocation_load

@@ -72,6 +72,20 @@ impl Cluster {
         Replica::start(&env)
     }
 
+    /// A replica on the embedded default (its own SQLite file, in-process
+    /// lock) that shares this cluster's token and seal secrets.
+    pub fn spawn_embedded_replica(&self) -> Replica {
+        let shared: Vec<(&str, String)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("EQUIPOISE_AUTH__") || *k == "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE"
+            })
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        Replica::start(&shared)
+    }
+
     fn secret_path(&self, name: &str) -> PathBuf {
         self.secrets.path().join(name)
     }
@@ -128,8 +142,12 @@ impl Cluster {
     }
 
     pub async fn activate(&self, yaml: &str) {
+        self.activate_on(&self.replicas[0], yaml).await;
+    }
+
+    pub async fn activate_on(&self, replica: &Replica, yaml: &str) {
         let admin = self.token("admin", &["trial_admin", "statistician"], &[], &["*"]);
-        let mut client = self.client_for(&self.replicas[0], &admin).await;
+        let mut client = self.client_for(replica, &admin).await;
         let trial = client
             .register_trial(pb::RegisterTrialRequest {
                 definition_yaml: yaml.to_owned(),

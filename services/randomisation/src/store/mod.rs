@@ -270,6 +270,37 @@ pub trait Store: Send + Sync {
     async fn audit_records(&self, from_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
 }
 
+impl NewAllocation {
+    /// The record as committed at `position`, without reading it back.
+    pub fn committed(
+        &self,
+        position: u64,
+        randomisation_number: String,
+        sequence: i64,
+    ) -> AllocationRecord {
+        AllocationRecord {
+            trial_id: self.trial_id.clone(),
+            subject_id: self.subject_id.clone(),
+            site_id: self.site_id.clone(),
+            stratum: self.stratum.clone(),
+            stream_key: self.stream_key.clone(),
+            position,
+            arm: self.arm.clone(),
+            randomisation_number,
+            request_sha256: self.request_sha256.clone(),
+            covariates_json: self.covariates_json.clone(),
+            decision_json: self.decision_json.clone(),
+            trial_version: self.trial_version,
+            randomised_at: self.randomised_at.clone(),
+            corrected_stratum: None,
+            correction_reason: None,
+            in_error: false,
+            error_reason: None,
+            sequence,
+        }
+    }
+}
+
 /// `FR-MTP-0007`: the site and its running count, nothing about the arm.
 pub fn randomisation_number(site_id: &str, site_sequence: u32) -> String {
     format!("{site_id}-{site_sequence:04}")

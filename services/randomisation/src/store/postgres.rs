@@ -632,10 +632,10 @@ impl Store for PostgresStore {
         )
         .await?;
         let number = randomisation_number(&allocation.site_id, at_site + 1);
-        sqlx::query(
+        let sequence = sqlx::query_scalar::<_, i64>(
             "INSERT INTO allocations (trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number,
              request_sha256, covariates_json, decision_json, trial_version, randomised_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING sequence",
         )
         .bind(&allocation.trial_id)
         .bind(&allocation.subject_id)
@@ -650,11 +650,13 @@ impl Store for PostgresStore {
         .bind(&allocation.decision_json)
         .bind(allocation.trial_version as i32)
         .bind(&allocation.randomised_at)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(database_error)?;
         let audit = commit_audit(request, &number);
-        finish_with_allocation(tx, audit, &allocation.trial_id, &allocation.subject_id).await
+        append_audit_in(&mut tx, audit).await?;
+        tx.commit().await.map_err(database_error)?;
+        Ok(allocation.committed(request.expected_stream_version, number, sequence))
     }
 
     async fn stream_allocations(

@@ -243,43 +243,24 @@ async fn allocation_in(
     row.as_ref().map(allocation_from_row).transpose()
 }
 
-async fn count_in(conn: &mut SqliteConnection, sql: &str, binds: &[&str]) -> StoreResult<u32> {
-    let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()));
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    let count = query.fetch_one(&mut *conn).await.map_err(database_error)?;
-    Ok(count as u32)
-}
-
-/// Refuses the commit if any cap is already reached.
+/// Refuses the commit if any cap is already reached; returns the site's count.
 async fn check_caps(
     conn: &mut SqliteConnection,
     allocation: &NewAllocation,
     caps: &CapLimits,
 ) -> StoreResult<u32> {
-    let trial = allocation.trial_id.as_str();
-    let total = count_in(
-        conn,
-        "SELECT COUNT(*) FROM allocations WHERE trial_id = ?",
-        &[trial],
+    let (total, at_site, in_stratum): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(site_id = ?2), 0), COALESCE(SUM(stratum = ?3), 0) FROM allocations WHERE trial_id = ?1",
     )
-    .await?;
-    let at_site = count_in(
-        conn,
-        "SELECT COUNT(*) FROM allocations WHERE trial_id = ? AND site_id = ?",
-        &[trial, &allocation.site_id],
-    )
-    .await?;
-    let in_stratum = count_in(
-        conn,
-        "SELECT COUNT(*) FROM allocations WHERE trial_id = ? AND stratum = ?",
-        &[trial, &allocation.stratum],
-    )
-    .await?;
-    match cap_breach(caps, total, at_site, in_stratum) {
+    .bind(&allocation.trial_id)
+    .bind(&allocation.site_id)
+    .bind(&allocation.stratum)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(database_error)?;
+    match cap_breach(caps, total as u32, at_site as u32, in_stratum as u32) {
         Some(kind) => Err(StoreError::CapReached(kind)),
-        None => Ok(at_site),
+        None => Ok(at_site as u32),
     }
 }
 
@@ -653,9 +634,10 @@ impl Store for SqliteStore {
         )
         .await?;
         let number = randomisation_number(&allocation.site_id, at_site + 1);
-        sqlx::query(
+        let sequence = sqlx::query_scalar::<_, i64>(
             "INSERT INTO allocations (trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number,
-             request_sha256, covariates_json, decision_json, trial_version, randomised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             request_sha256, covariates_json, decision_json, trial_version, randomised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             RETURNING sequence",
         )
         .bind(&allocation.trial_id)
         .bind(&allocation.subject_id)
@@ -670,16 +652,13 @@ impl Store for SqliteStore {
         .bind(&allocation.decision_json)
         .bind(i64::from(allocation.trial_version))
         .bind(&allocation.randomised_at)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(database_error)?;
         let audit = commit_audit(request, &number);
         append_audit_in(&mut tx, audit).await?;
-        let committed = allocation_in(&mut tx, &allocation.trial_id, &allocation.subject_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(database_error)?;
-        Ok(committed)
+        Ok(allocation.committed(request.expected_stream_version, number, sequence))
     }
 
     async fn stream_allocations(

@@ -1,0 +1,270 @@
+//! `Randomise` under load, from a tonic client, in both deployment modes:
+//! - embedded: one process, SQLite file, in-process lock;
+//! - cluster: three replicas, Redis locks, PostgreSQL.
+//!
+//! Concurrency 1, 8 and 64, on one stratum and spread over 20 strata. The
+//! same run measures the floors (an empty gRPC call, a Redis lock acquire
+//! and release, a durable one-row commit in each store) and reports each
+//! result's p50 as a ratio to the sum of its mode's floors. Prints a table
+//! and one JSON document.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use equipoise_common::audit::AuditEntry;
+use equipoise_randomisation::lock::AllocationLocks;
+use equipoise_randomisation::lock_redis::{RedisLockTimings, RedisLocks};
+use equipoise_randomisation::store::Store;
+use equipoise_randomisation::store::postgres::PostgresStore;
+use equipoise_randomisation::store::sqlite::SqliteStore;
+use equipoise_testkit::Replica;
+use equipoise_tests::cluster::{Cluster, load_request, load_trial_yaml};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+const OPERATIONS: usize = 640;
+const FLOOR_SAMPLES: usize = 500;
+const CONCURRENCIES: [usize; 3] = [1, 8, 64];
+const STRATA: [usize; 2] = [1, 20];
+
+#[derive(Clone, Copy)]
+struct Percentiles {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+struct Scenario {
+    mode: &'static str,
+    concurrency: usize,
+    strata: usize,
+    throughput: f64,
+    latency: Percentiles,
+    floors: Duration,
+}
+
+/// Runs OPERATIONS randomisations from `concurrency` workers against
+/// `replicas`, into `strata` strata of a fresh trial.
+async fn run_scenario(
+    cluster: &Cluster,
+    replicas: &[&Replica],
+    concurrency: usize,
+    strata: usize,
+    trial: &str,
+) -> (f64, Percentiles) {
+    let yaml = load_trial_yaml(10).replace("id: LOAD", &format!("id: {trial}"));
+    cluster.activate_on(replicas[0], &yaml).await;
+    let sites: Vec<String> = (1..=10).map(|n| format!("S{n:02}")).collect();
+    let site_refs: Vec<&str> = sites.iter().map(String::as_str).collect();
+    let token = cluster.token("bench", &["site_coordinator"], &site_refs, &[trial]);
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(OPERATIONS)));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let mut client = cluster
+            .client_for(replicas[worker % replicas.len()], &token)
+            .await;
+        let latencies = latencies.clone();
+        let trial = trial.to_owned();
+        workers.push(tokio::spawn(async move {
+            let mut own = Vec::new();
+            for n in (worker..OPERATIONS).step_by(concurrency) {
+                let stratum = n % strata;
+                let site = format!("S{:02}", stratum % 10 + 1);
+                let mut request = load_request(
+                    &site,
+                    &format!("W{worker}-{n}"),
+                    stratum >= 10 || strata == 1,
+                );
+                request.trial_id = trial.clone();
+                let sent = Instant::now();
+                client
+                    .randomise(request)
+                    .await
+                    .unwrap_or_else(|e| panic!("randomise failed: {e}"));
+                own.push(sent.elapsed());
+            }
+            latencies.lock().await.extend(own);
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let elapsed = started.elapsed();
+    let latencies = latencies.lock().await.clone();
+    (
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentiles(latencies),
+    )
+}
+
+async fn empty_call_floor(replica: &Replica) -> Percentiles {
+    let channel = tonic::transport::Channel::from_shared(replica.endpoint())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut samples = Vec::new();
+    for _ in 0..FLOOR_SAMPLES {
+        let started = Instant::now();
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        samples.push(started.elapsed());
+    }
+    percentiles(samples)
+}
+
+async fn redis_lock_floor(url: &str) -> Percentiles {
+    let timings = RedisLockTimings {
+        lease: Duration::from_secs(10),
+        wait: Duration::from_secs(5),
+        command_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(1),
+    };
+    let locks = RedisLocks::connect(url, timings)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut samples = Vec::new();
+    for _ in 0..FLOOR_SAMPLES {
+        let started = Instant::now();
+        let lease = locks
+            .acquire("floor")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        locks.release(lease).await.unwrap_or_else(|e| panic!("{e}"));
+        samples.push(started.elapsed());
+    }
+    percentiles(samples)
+}
+
+async fn commit_floor(store: &dyn Store) -> Percentiles {
+    let mut samples = Vec::new();
+    for n in 0..FLOOR_SAMPLES {
+        let entry = AuditEntry {
+            at: equipoise_common::time::now_rfc3339(),
+            actor: "bench".into(),
+            role: "bench".into(),
+            action: "floor".into(),
+            entity: format!("row/{n}"),
+            details: json!({}),
+        };
+        let started = Instant::now();
+        store
+            .append_audit(entry)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        samples.push(started.elapsed());
+    }
+    percentiles(samples)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let cluster = Cluster::start(3, &[]);
+    let embedded = cluster.spawn_embedded_replica();
+
+    let empty_call = empty_call_floor(&cluster.replicas[0]).await;
+    let redis_lock = redis_lock_floor(&cluster.redis.url()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sqlite = SqliteStore::open(&dir.path().join("floor.db"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sqlite_commit = commit_floor(&sqlite).await;
+    let postgres = PostgresStore::connect(&cluster.postgres.url(), 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let postgres_commit = commit_floor(&postgres).await;
+
+    let embedded_floors = empty_call.p50 + sqlite_commit.p50;
+    let cluster_floors = empty_call.p50 + redis_lock.p50 + postgres_commit.p50;
+    let cluster_replicas: Vec<&Replica> = cluster.replicas.iter().collect();
+    let mut scenarios = Vec::new();
+    for (mode, replicas, floors) in [
+        ("embedded", vec![&embedded], embedded_floors),
+        ("cluster", cluster_replicas.clone(), cluster_floors),
+    ] {
+        for strata in STRATA {
+            for concurrency in CONCURRENCIES {
+                let trial = format!("B-{mode}-{strata}-{concurrency}").to_uppercase();
+                let (throughput, latency) =
+                    run_scenario(&cluster, &replicas, concurrency, strata, &trial).await;
+                scenarios.push(Scenario {
+                    mode,
+                    concurrency,
+                    strata,
+                    throughput,
+                    latency,
+                    floors,
+                });
+            }
+        }
+    }
+    report(
+        &scenarios,
+        [
+            ("empty gRPC call", empty_call),
+            ("Redis lock acquire + release", redis_lock),
+            ("durable commit, SQLite", sqlite_commit),
+            ("durable commit, PostgreSQL", postgres_commit),
+        ],
+    );
+}
+
+fn report(scenarios: &[Scenario], floors: [(&str, Percentiles); 4]) {
+    println!(
+        "cores: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("{:<30} {:>9} {:>9}", "floor", "p50 ms", "p99 ms");
+    for (name, floor) in &floors {
+        println!("{name:<30} {:>9.3} {:>9.3}", ms(floor.p50), ms(floor.p99));
+    }
+    println!();
+    println!(
+        "{:<9} {:>7} {:>11} {:>10} {:>9} {:>9} {:>14}",
+        "mode", "strata", "concurrency", "ops/s", "p50 ms", "p99 ms", "p50 / floors"
+    );
+    for s in scenarios {
+        println!(
+            "{:<9} {:>7} {:>11} {:>10.0} {:>9.2} {:>9.2} {:>14.2}",
+            s.mode,
+            s.strata,
+            s.concurrency,
+            s.throughput,
+            ms(s.latency.p50),
+            ms(s.latency.p99),
+            s.latency.p50.as_secs_f64() / s.floors.as_secs_f64()
+        );
+    }
+    let document = json!({
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "floors": floors.iter().map(|(name, f)| json!({ "name": name, "p50_ms": ms(f.p50), "p99_ms": ms(f.p99) })).collect::<Vec<_>>(),
+        "scenarios": scenarios.iter().map(|s| json!({
+            "mode": s.mode,
+            "strata": s.strata,
+            "concurrency": s.concurrency,
+            "ops_per_second": s.throughput,
+            "p50_ms": ms(s.latency.p50),
+            "p99_ms": ms(s.latency.p99),
+            "p50_over_floors": s.latency.p50.as_secs_f64() / s.floors.as_secs_f64(),
+        })).collect::<Vec<_>>(),
+    });
+    println!("{document}");
+}
