@@ -9,11 +9,9 @@ use equipoise_common::auth::{Claims, mint_hmac_token};
 use equipoise_common::settings::ensure_secret_file;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_randomisation::definition::parse_definition;
-use equipoise_randomisation::methods::regenerate_list;
 use equipoise_randomisation::seal::Sealer;
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::postgres::PostgresStore;
-use equipoise_randomisation::stream::ALGORITHM_VERSION;
 use equipoise_testkit::{PostgresServer, RedisServer, Replica};
 use pb::randomisation_service_client::RandomisationServiceClient;
 use tonic::transport::Channel;
@@ -202,53 +200,14 @@ impl Cluster {
             .sealer()
             .unseal(&definition.id, &sealed)
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut subjects = std::collections::BTreeSet::new();
-        let mut total = 0;
-        for levels in definition.all_strata() {
-            let stratum = definition.stratum_key(&levels);
-            let allocations = store
-                .stream_allocations(&definition.id, &stratum)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let positions: Vec<u64> = allocations.iter().map(|a| a.position).collect();
-            assert_eq!(
-                positions,
-                (0..allocations.len() as u64).collect::<Vec<_>>(),
-                "gap or repeat in {stratum}"
-            );
-            let expected = regenerate_list(
-                &definition.method,
-                &definition.ratios(),
-                &seed,
-                &stratum,
-                ALGORITHM_VERSION,
-                allocations.len(),
-            )
-            .unwrap_or_else(|| panic!("not a pre-generated method"));
-            let expected: Vec<&str> = expected
-                .iter()
-                .map(|arm| definition.arms[*arm].id.as_str())
-                .collect();
-            let actual: Vec<&str> = allocations.iter().map(|a| a.arm.as_str()).collect();
-            assert_eq!(
-                actual, expected,
-                "stratum {stratum} departs from its seeded stream"
-            );
-            for allocation in &allocations {
-                assert!(
-                    subjects.insert(allocation.subject_id.clone()),
-                    "{} allocated twice",
-                    allocation.subject_id
-                );
-            }
-            total += allocations.len();
-        }
+        let subjects = crate::assert_strata_follow_their_streams(&store, &definition, &seed).await;
         let counts = store
             .counts(&definition.id)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            counts.total as usize, total,
+            counts.total as usize,
+            subjects.len(),
             "allocations outside the strata"
         );
         let records = store

@@ -3,7 +3,13 @@
 
 pub mod cluster;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+
+use equipoise_randomisation::definition::TrialDefinition;
+use equipoise_randomisation::methods::regenerate_list;
+use equipoise_randomisation::store::Store;
+use equipoise_randomisation::stream::{ALGORITHM_VERSION, MasterSeed};
 
 use equipoise::serve::{Target, bind, run};
 use equipoise::settings::Settings;
@@ -246,4 +252,54 @@ pub fn respine_request(site: &str, subject: &str, vas_mm: f64) -> pb::RandomiseR
         .into_iter()
         .collect(),
     }
+}
+
+/// Checks every stratum's stored arms, in position order with no gap or
+/// repeat, against its list regenerated from `seed`. Returns the subjects,
+/// each of whom must appear once.
+pub async fn assert_strata_follow_their_streams(
+    store: &dyn Store,
+    definition: &TrialDefinition,
+    seed: &MasterSeed,
+) -> BTreeSet<String> {
+    let mut subjects = BTreeSet::new();
+    for levels in definition.all_strata() {
+        let stratum = definition.stratum_key(&levels);
+        let allocations = store
+            .stream_allocations(&definition.id, &stratum)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let positions: Vec<u64> = allocations.iter().map(|a| a.position).collect();
+        assert_eq!(
+            positions,
+            (0..allocations.len() as u64).collect::<Vec<_>>(),
+            "gap or repeat in {stratum}"
+        );
+        let expected = regenerate_list(
+            &definition.method,
+            &definition.ratios(),
+            seed,
+            &stratum,
+            ALGORITHM_VERSION,
+            allocations.len(),
+        )
+        .unwrap_or_else(|| panic!("{} lists are not pre-generated", definition.method.kind()));
+        let expected: Vec<&str> = expected
+            .iter()
+            .map(|arm| definition.arms[*arm].id.as_str())
+            .collect();
+        let actual: Vec<&str> = allocations.iter().map(|a| a.arm.as_str()).collect();
+        assert_eq!(
+            actual, expected,
+            "stratum {stratum} departs from its seeded stream"
+        );
+        for allocation in allocations {
+            assert!(
+                subjects.insert(allocation.subject_id.clone()),
+                "{} allocated twice",
+                allocation.subject_id
+            );
+        }
+    }
+    subjects
 }

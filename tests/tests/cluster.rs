@@ -72,6 +72,16 @@ async fn sixty_four_clients_on_one_stratum_across_three_replicas() {
         .stream_version("LOAD", "site=S01,baseline_pain=severe")
         .await;
     assert_eq!(positions, Ok(192));
+
+    // The operator's offline check reads the same PostgreSQL.
+    let output = std::process::Command::new(equipoise_testkit::equipoise_binary())
+        .args(["audit", "verify"])
+        .env("EQUIPOISE_RANDOMISATION__DATABASE_URL", cluster.postgres.url())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(printed.trim(), "audit chain verified: 194 records");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

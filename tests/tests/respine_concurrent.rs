@@ -2,15 +2,15 @@
 //! real gRPC. Afterwards: every subject exactly once, every stratum equal to
 //! its seeded stream, and an audit chain that verifies.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use equipoise::cli::offline::audit_verify;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_randomisation::definition::parse_definition;
-use equipoise_randomisation::methods::regenerate_list;
 use equipoise_randomisation::store::Store;
-use equipoise_randomisation::stream::ALGORITHM_VERSION;
-use equipoise_tests::{RESPINE_YAML, TestServer, activate, respine_request};
+use equipoise_tests::{
+    RESPINE_YAML, TestServer, activate, assert_strata_follow_their_streams, respine_request,
+};
 
 /// Subjects per site, within the site caps (40, 30, 25, 25, 25), adding to 114.
 const SITE_QUOTAS: [(&str, usize); 5] = [
@@ -79,7 +79,7 @@ async fn five_sites_randomise_respine_concurrently() {
     assert_eq!(numbers.len(), 114);
 
     assert_every_subject_once(&server).await;
-    assert_strata_follow_their_streams(&server).await;
+    assert_respine_follows_its_streams(&server).await;
     assert_cap_holds(&server).await;
     let records = audit_verify(&server.settings)
         .await
@@ -122,7 +122,7 @@ async fn assert_every_subject_once(server: &TestServer) {
 
 /// Reads the service's database and seal key directly: what a statistician
 /// holding the seed does offline.
-async fn assert_strata_follow_their_streams(server: &TestServer) {
+async fn assert_respine_follows_its_streams(server: &TestServer) {
     let definition = parse_definition(RESPINE_YAML).expect("definition");
     let store = server.store().await;
     let trial = store.trial("RESPINE").await.expect("read").expect("trial");
@@ -134,40 +134,8 @@ async fn assert_strata_follow_their_streams(server: &TestServer) {
     let seed = sealer
         .unseal("RESPINE", &trial.sealed_seed.expect("sealed seed"))
         .expect("unseal");
-    let mut per_stratum = BTreeMap::new();
-    for levels in definition.all_strata() {
-        let stratum = definition.stratum_key(&levels);
-        let allocations = store
-            .stream_allocations("RESPINE", &stratum)
-            .await
-            .expect("stream");
-        let positions: Vec<u64> = allocations.iter().map(|a| a.position).collect();
-        assert_eq!(
-            positions,
-            (0..allocations.len() as u64).collect::<Vec<_>>(),
-            "gap or repeat in {stratum}"
-        );
-        let expected = regenerate_list(
-            &definition.method,
-            &definition.ratios(),
-            &seed,
-            &stratum,
-            ALGORITHM_VERSION,
-            allocations.len(),
-        )
-        .expect("blocks are pre-generated");
-        let expected: Vec<&str> = expected
-            .iter()
-            .map(|arm| definition.arms[*arm].id.as_str())
-            .collect();
-        let actual: Vec<&str> = allocations.iter().map(|a| a.arm.as_str()).collect();
-        assert_eq!(
-            actual, expected,
-            "stratum {stratum} departs from its seeded stream"
-        );
-        per_stratum.insert(stratum, allocations.len());
-    }
-    assert_eq!(per_stratum.values().sum::<usize>(), 114);
+    let subjects = assert_strata_follow_their_streams(&store, &definition, &seed).await;
+    assert_eq!(subjects.len(), 114);
 }
 
 async fn assert_cap_holds(server: &TestServer) {

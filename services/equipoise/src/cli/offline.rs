@@ -8,6 +8,7 @@ use equipoise_common::time::now_rfc3339;
 use equipoise_randomisation::definition::{TrialDefinition, parse_definition};
 use equipoise_randomisation::methods::regenerate_list;
 use equipoise_randomisation::store::Store;
+use equipoise_randomisation::store::postgres::PostgresStore;
 use equipoise_randomisation::store::sqlite::SqliteStore;
 use equipoise_randomisation::stream::{ALGORITHM_VERSION, MasterSeed};
 
@@ -56,7 +57,11 @@ pub fn mint(settings: &Settings, args: &MintArgs) -> Result<String, CliError> {
     Ok(mint_hmac_token(&secret, &claims)?)
 }
 
-async fn open_store(settings: &Settings) -> Result<SqliteStore, CliError> {
+/// The service's own store: PostgreSQL when configured, else the SQLite file.
+async fn open_store(settings: &Settings) -> Result<Box<dyn Store>, CliError> {
+    if let Some(url) = &settings.randomisation.database_url {
+        return Ok(Box::new(PostgresStore::connect(url, 1).await?));
+    }
     let path = settings.randomisation.sqlite_path(&settings.data_dir);
     if !path.exists() {
         return Err(CliError::Usage(format!(
@@ -64,7 +69,7 @@ async fn open_store(settings: &Settings) -> Result<SqliteStore, CliError> {
             path.display()
         )));
     }
-    Ok(SqliteStore::open(&path).await?)
+    Ok(Box::new(SqliteStore::open(&path).await?))
 }
 
 /// Verifies the whole chain, page by page. Returns the number of records.
