@@ -76,11 +76,18 @@ async fn sixty_four_clients_on_one_stratum_across_three_replicas() {
     // The operator's offline check reads the same PostgreSQL.
     let output = std::process::Command::new(equipoise_testkit::equipoise_binary())
         .args(["audit", "verify"])
-        .env("EQUIPOISE_RANDOMISATION__DATABASE_URL", cluster.postgres.url())
+        .env(
+            "EQUIPOISE_RANDOMISATION__DATABASE_URL",
+            cluster.postgres.url(),
+        )
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(printed.trim(), "audit chain verified: 194 records");
 }
 

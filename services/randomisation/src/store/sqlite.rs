@@ -243,6 +243,26 @@ async fn allocation_in(
     row.as_ref().map(allocation_from_row).transpose()
 }
 
+/// The trial, which must be in `state` for `doing`.
+async fn trial_in_state(
+    conn: &mut SqliteConnection,
+    trial_id: &str,
+    state: TrialState,
+    doing: &str,
+) -> StoreResult<TrialRecord> {
+    let trial = trial_in(conn, trial_id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    if trial.state != state {
+        return Err(StoreError::Conflict(format!(
+            "trial {trial_id} is {}; {doing} needs it {}",
+            trial.state.as_str(),
+            state.as_str()
+        )));
+    }
+    Ok(trial)
+}
+
 /// Refuses the commit if any cap is already reached; returns the site's count.
 async fn check_caps(
     conn: &mut SqliteConnection,
@@ -501,15 +521,7 @@ impl Store for SqliteStore {
 
     async fn close(&self, trial_id: &str, at: &str, audit: AuditEntry) -> StoreResult<TrialRecord> {
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, trial_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if trial.state != TrialState::Active {
-            return Err(StoreError::Conflict(format!(
-                "trial {trial_id} is {}, not active",
-                trial.state.as_str()
-            )));
-        }
+        trial_in_state(&mut tx, trial_id, TrialState::Active, "closing").await?;
         sqlx::query("UPDATE trials SET state = 'closed', closed_at = ? WHERE trial_id = ?")
             .bind(at)
             .bind(trial_id)
@@ -526,15 +538,7 @@ impl Store for SqliteStore {
         audit: AuditEntry,
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, trial_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if trial.state != TrialState::Draft {
-            return Err(StoreError::Conflict(format!(
-                "trial {trial_id} is {}; lists are uploaded to drafts",
-                trial.state.as_str()
-            )));
-        }
+        trial_in_state(&mut tx, trial_id, TrialState::Draft, "uploading a list").await?;
         sqlx::query("DELETE FROM allocation_lists WHERE trial_id = ?")
             .bind(trial_id)
             .execute(&mut *tx)
@@ -609,16 +613,13 @@ impl Store for SqliteStore {
     async fn commit_allocation(&self, request: &CommitRequest) -> StoreResult<AllocationRecord> {
         let allocation = &request.allocation;
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, &allocation.trial_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if trial.state != TrialState::Active {
-            return Err(StoreError::Conflict(format!(
-                "trial {} is {}, not active",
-                trial.trial_id,
-                trial.state.as_str()
-            )));
-        }
+        trial_in_state(
+            &mut tx,
+            &allocation.trial_id,
+            TrialState::Active,
+            "allocation",
+        )
+        .await?;
         if allocation_in(&mut tx, &allocation.trial_id, &allocation.subject_id)
             .await?
             .is_some()
