@@ -276,3 +276,12 @@ pub async fn randomise_with_retries(
     }
     (None, refusals)
 }
+
+/// The randomisation number a response acknowledged.
+pub fn acknowledged_number(response: &pb::RandomiseResponse) -> String {
+    response
+        .allocation
+        .as_ref()
+        .map(|a| a.randomisation_number.clone())
+        .unwrap_or_default()
+}

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use equipoise_randomisation::store::Store;
-use equipoise_tests::cluster::{Cluster, load_request, load_trial_yaml, randomise_with_retries};
+use equipoise_tests::cluster::{
+    Cluster, acknowledged_number, load_request, load_trial_yaml, randomise_with_retries,
+};
 use tokio::sync::Mutex;
 use tonic::Code;
 
@@ -43,10 +45,7 @@ async fn sixty_four_clients(
                     randomise_with_retries(&mut clients, client_index, &request, 10).await;
                 let response =
                     response.unwrap_or_else(|| panic!("{subject} never allocated: {refusals:?}"));
-                let number = response
-                    .allocation
-                    .map(|a| a.randomisation_number)
-                    .unwrap_or_default();
+                let number = acknowledged_number(&response);
                 acknowledged.lock().await.insert(subject, number);
             }
         }));
@@ -128,8 +127,8 @@ async fn killing_redis_fails_closed_and_allocation_resumes_after_restart() {
         acknowledged.insert(
             subject,
             response
-                .and_then(|r| r.allocation)
-                .map(|a| a.randomisation_number)
+                .as_ref()
+                .map(acknowledged_number)
                 .unwrap_or_default(),
         );
     }
@@ -165,13 +164,7 @@ async fn killing_redis_fails_closed_and_allocation_resumes_after_restart() {
                 .await;
         let response =
             response.unwrap_or_else(|| panic!("allocation did not resume: {refusals:?}"));
-        acknowledged.insert(
-            subject,
-            response
-                .allocation
-                .map(|a| a.randomisation_number)
-                .unwrap_or_default(),
-        );
+        acknowledged.insert(subject, acknowledged_number(&response));
     }
     cluster.verify(&yaml, &acknowledged).await;
 }
@@ -226,20 +219,8 @@ async fn a_replica_paused_past_its_lease_is_fenced_out() {
         .unwrap_or_else(|e| panic!("{e}"))
         .into_inner();
     let acknowledged = BTreeMap::from([
-        (
-            "HEALTHY".to_owned(),
-            healthy
-                .allocation
-                .map(|a| a.randomisation_number)
-                .unwrap_or_default(),
-        ),
-        (
-            "PAUSED".to_owned(),
-            retried
-                .allocation
-                .map(|a| a.randomisation_number)
-                .unwrap_or_default(),
-        ),
+        ("HEALTHY".to_owned(), acknowledged_number(&healthy)),
+        ("PAUSED".to_owned(), acknowledged_number(&retried)),
     ]);
     cluster.verify(&yaml, &acknowledged).await;
 }
@@ -301,20 +282,11 @@ async fn a_replica_killed_mid_request_never_allocates_twice() {
         .unwrap_or_else(|e| panic!("{e}"))
         .into_inner();
     assert!(replayed.replayed);
-    let number = replayed
-        .allocation
-        .map(|a| a.randomisation_number)
-        .unwrap_or_default();
+    let number = acknowledged_number(&replayed);
     assert_eq!(number, committed.randomisation_number);
 
     let acknowledged = BTreeMap::from([
-        (
-            "KILLED-EARLY".to_owned(),
-            fresh
-                .allocation
-                .map(|a| a.randomisation_number)
-                .unwrap_or_default(),
-        ),
+        ("KILLED-EARLY".to_owned(), acknowledged_number(&fresh)),
         ("KILLED-LATE".to_owned(), number),
     ]);
     cluster.verify(&yaml, &acknowledged).await;
@@ -357,13 +329,7 @@ async fn restarting_postgres_surfaces_unavailable_never_internal() {
         refusals.extend(seen);
         let response =
             response.unwrap_or_else(|| panic!("{subject} never allocated: {refusals:?}"));
-        acknowledged.insert(
-            subject,
-            response
-                .allocation
-                .map(|a| a.randomisation_number)
-                .unwrap_or_default(),
-        );
+        acknowledged.insert(subject, acknowledged_number(&response));
     }
     assert!(
         refusals.iter().all(|s| s.code() != Code::Internal),
@@ -401,13 +367,7 @@ async fn a_stalled_redis_gives_unavailable_within_the_command_timeout() {
     let (response, refusals) =
         randomise_with_retries(&mut [client], 0, &load_request("S01", "STALLED", false), 20).await;
     let response = response.unwrap_or_else(|| panic!("no recovery: {refusals:?}"));
-    let acknowledged = BTreeMap::from([(
-        "STALLED".to_owned(),
-        response
-            .allocation
-            .map(|a| a.randomisation_number)
-            .unwrap_or_default(),
-    )]);
+    let acknowledged = BTreeMap::from([("STALLED".to_owned(), acknowledged_number(&response))]);
     cluster.verify(&yaml, &acknowledged).await;
 }
 
