@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use equipoise_common::audit::AuditEntry;
 use equipoise_randomisation::lock::AllocationLocks;
-use equipoise_randomisation::lock_redis::{RedisLockTimings, RedisLocks};
+use equipoise_randomisation::lock::{RedisLockTimings, RedisLocks};
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::postgres::PostgresStore;
 use equipoise_randomisation::store::sqlite::SqliteStore;

@@ -8,11 +8,11 @@ use equipoise_common::audit::verify_chain;
 use equipoise_common::auth::{Claims, mint_hmac_token};
 use equipoise_common::settings::ensure_secret_file;
 use equipoise_proto::randomisation::v1 as pb;
-use equipoise_randomisation::definition::parse_definition;
 use equipoise_randomisation::seal::Sealer;
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::postgres::PostgresStore;
 use equipoise_testkit::{PostgresServer, RedisServer, Replica};
+use equipoise_trial::parse_definition;
 use pb::randomisation_service_client::RandomisationServiceClient;
 use tonic::transport::Channel;
 

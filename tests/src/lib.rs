@@ -6,10 +6,10 @@ pub mod cluster;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use equipoise_randomisation::definition::TrialDefinition;
 use equipoise_randomisation::methods::regenerate_list;
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::stream::{ALGORITHM_VERSION, MasterSeed};
+use equipoise_trial::TrialDefinition;
 
 use equipoise::serve::{Target, bind, run};
 use equipoise::settings::Settings;
@@ -23,9 +23,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-pub const RESPINE_YAML: &str = include_str!("../../services/randomisation/trials/respine.yaml");
-pub const FACET_YAML: &str =
-    include_str!("../../services/randomisation/trials/facet-crossover.yaml");
+pub use equipoise_trial::examples::{FACET_CROSSOVER as FACET_YAML, RESPINE as RESPINE_YAML};
 
 /// Adds the bearer token to every call.
 #[derive(Clone)]

@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 
 use equipoise::cli::offline::audit_verify;
 use equipoise_proto::randomisation::v1 as pb;
-use equipoise_randomisation::definition::parse_definition;
 use equipoise_randomisation::store::Store;
 use equipoise_tests::{
     RESPINE_YAML, TestServer, activate, assert_strata_follow_their_streams, respine_request,
 };
+use equipoise_trial::parse_definition;
 
 /// Subjects per site, within the site caps (40, 30, 25, 25, 25), adding to 114.
 const SITE_QUOTAS: [(&str, usize); 5] = [

@@ -3,10 +3,10 @@
 //! divan reports the median per run and items (allocations) per second.
 
 use divan::counter::ItemsCount;
-use equipoise_randomisation::definition::{TrialDefinition, parse_definition};
 use equipoise_randomisation::simulation::{LevelWeights, SimulationSpec, simulate};
+use equipoise_trial::{TrialDefinition, parse_definition};
 
-const RESPINE: &str = include_str!("../trials/respine.yaml");
+use equipoise_trial::examples::RESPINE;
 const TRIALS: u32 = 1_000;
 
 fn main() {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::definition::Problem;
 use crate::lock::LockError;
 use crate::store::{CapKind, StoreError};
+use equipoise_trial::Problem;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedCriterion {

@@ -1,11 +1,9 @@
 //! The randomisation service. Everything but [`grpc`] is plain Rust with no
 //! gRPC types, so the domain can be tested without a server.
 
-pub mod definition;
 pub mod error;
 pub mod grpc;
 pub mod lock;
-pub mod lock_redis;
 pub mod methods;
 pub mod seal;
 pub mod server;

@@ -1,4 +1,4 @@
-//! Sealing of master seeds at rest (DESIGN §4): ChaCha20-Poly1305 under a
+//! Sealing of master seeds at rest (docs/architecture.md, "Allocation"): ChaCha20-Poly1305 under a
 //! key-encryption key the database never holds, bound to the trial id so a
 //! sealed seed cannot be moved to another trial.
 

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use tonic::service::RoutesBuilder;
 
 use crate::grpc::{RandomisationGrpc, RandomisationServiceServer};
-use crate::lock::{AllocationLocks, InProcessLocks, LockError};
-use crate::lock_redis::{RedisLockTimings, RedisLocks};
+use crate::lock::{AllocationLocks, InProcessLocks, LockError, RedisLockTimings, RedisLocks};
 use crate::seal::{SealError, Sealer};
 use crate::service::faults::Faults;
 use crate::service::{Limits, RandomisationService};

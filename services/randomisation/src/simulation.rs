@@ -1,4 +1,4 @@
-//! Simulation of a design's operating characteristics (DESIGN §4), through
+//! Simulation of a design's operating characteristics (docs/architecture.md, "Allocation"), through
 //! the same method code the live service allocates with.
 //!
 //! Each simulated subject gets a site and stratification levels drawn from
@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 
-use crate::definition::ImbalanceMeasure;
-use crate::definition::{FactorSource, MethodSpec, StratumLevels, TrialDefinition};
 use crate::methods::{Margins, SequenceMethod, Slot, StratumSequence, minimise};
 use crate::stream::{pick, simulation_stream, unit_interval};
+use equipoise_trial::ImbalanceMeasure;
+use equipoise_trial::{FactorSource, MethodSpec, StratumLevels, TrialDefinition};
 
 /// Level weights per factor id (and `site` when site is not a factor).
 pub type LevelWeights = BTreeMap<String, BTreeMap<String, f64>>;

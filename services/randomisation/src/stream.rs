@@ -1,4 +1,4 @@
-//! Reproducible random streams (DESIGN §4).
+//! Reproducible random streams (docs/architecture.md, "Allocation").
 //!
 //! Each stream is ChaCha20 keyed by SHA-256 of (algorithm version, stream
 //! key, master seed). Uniform integers, unit draws and shuffles are written

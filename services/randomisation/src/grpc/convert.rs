@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use equipoise_common::time::to_proto_timestamp;
 use equipoise_proto::randomisation::v1 as pb;
 
-use crate::definition::{CovariateInput, Problem};
 use crate::error::RandomisationError;
 use crate::service::{StatusView, TrialView};
 use crate::simulation::SimulationReport;
 use crate::store::{AllocationRecord, TrialState};
+use equipoise_trial::{CovariateInput, Problem};
 
 pub fn covariates(
     field: &str,

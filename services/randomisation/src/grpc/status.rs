@@ -1,4 +1,4 @@
-//! The one mapping from domain errors to gRPC statuses (DESIGN §7), with
+//! The one mapping from domain errors to gRPC statuses (docs/architecture.md, "Security"), with
 //! google.rpc error details so clients can read field violations.
 
 use tonic::{Code, Status};

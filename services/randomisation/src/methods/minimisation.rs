@@ -12,8 +12,8 @@
 use serde::Serialize;
 
 use super::proportional;
-use crate::definition::ImbalanceMeasure;
 use crate::stream::pick;
+use equipoise_trial::ImbalanceMeasure;
 
 /// Counts of allocations per factor, level and arm.
 #[derive(Debug, Clone, PartialEq)]

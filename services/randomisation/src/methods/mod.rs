@@ -1,4 +1,4 @@
-//! Allocation methods (DESIGN §4). The live service and the simulator both
+//! Allocation methods (docs/architecture.md, "Allocation"). The live service and the simulator both
 //! call these, so a simulated design behaves exactly as the live one.
 //!
 //! Two families:

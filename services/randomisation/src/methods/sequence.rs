@@ -3,8 +3,8 @@
 use rand_chacha::ChaCha20Rng;
 
 use super::{Slot, proportional};
-use crate::definition::MethodSpec;
 use crate::stream::{MasterSeed, derive_stream, pick, shuffle, uniform_below, unit_interval};
+use equipoise_trial::MethodSpec;
 
 /// The methods whose stratum lists depend only on their own stream.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,4 @@
-//! `Randomise`: the allocation transaction of DESIGN §4.
+//! `Randomise`: the allocation transaction of docs/architecture.md, "Allocation".
 //!
 //! 1. authorise the site role for its own site;
 //! 2. check the trial, site, covariates, eligibility;
@@ -17,13 +17,13 @@ use sha2::{Digest, Sha256};
 
 use super::access::{Operation, authorise, authorise_site};
 use super::{LoadedTrial, RandomisationService, audit_entry, check_identifier, log_tag};
-use crate::definition::{CovariateInput, MethodSpec, StratumLevels, TrialDefinition};
 use crate::error::{FailedCriterion, RandomisationError};
 use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
 use crate::store::{
     AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState,
 };
 use crate::stream::{MasterSeed, derive_stream, nth_unit_draw};
+use equipoise_trial::{CovariateInput, MethodSpec, StratumLevels, TrialDefinition};
 
 /// Stream key of a minimisation trial: one stream for the whole trial.
 pub const MINIMISATION_STREAM: &str = "minimisation";

@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 
 use super::access::{Operation, authorise, sees_design};
 use super::{RandomisationService, audit_entry, parse_submitted_definition};
-use crate::definition::{FactorSource, MethodSpec, Problem, TrialDefinition};
 use crate::error::RandomisationError;
 use crate::store::{TrialRecord, TrialState};
 use crate::stream::{ALGORITHM_VERSION, MasterSeed};
+use equipoise_trial::{FactorSource, MethodSpec, Problem, TrialDefinition};
 
 /// A trial as a caller may see it. `definition_yaml` is empty unless the
 /// caller may see the design.

@@ -15,11 +15,11 @@ use equipoise_common::audit::AuditEntry;
 use equipoise_common::auth::Caller;
 use equipoise_common::time::now_rfc3339;
 
-use crate::definition::{Problem, TrialDefinition, parse_definition};
 use crate::error::RandomisationError;
 use crate::lock::AllocationLocks;
 use crate::seal::Sealer;
 use crate::store::{Store, TrialRecord};
+use equipoise_trial::{Problem, TrialDefinition, parse_definition};
 
 pub use allocate::{RandomiseCommand, RandomiseOutcome};
 pub use lifecycle::{ListUpload, TrialView};

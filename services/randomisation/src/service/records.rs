@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::access::{Operation, authorise, sees_all_sites, sees_design};
 use super::{RandomisationService, audit_entry};
-use crate::definition::{CovariateInput, MethodSpec};
 use crate::error::RandomisationError;
 use crate::store::{AllocationQuery, AllocationRecord, Counts, TrialState};
+use equipoise_trial::{CovariateInput, MethodSpec};
 
 pub const MAX_PAGE_SIZE: u32 = 500;
 const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -274,8 +274,8 @@ fn require_reason(reason: &str) -> Result<(), RandomisationError> {
 }
 
 fn rename_covariate_paths(
-    problems: Vec<crate::definition::Problem>,
-) -> Vec<crate::definition::Problem> {
+    problems: Vec<equipoise_trial::Problem>,
+) -> Vec<equipoise_trial::Problem> {
     problems
         .into_iter()
         .map(|mut p| {

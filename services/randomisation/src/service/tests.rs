@@ -17,7 +17,6 @@ use super::{
     AllocationFilter, Limits, RandomisationService, RandomiseCommand, RandomiseOutcome,
     SimulateCommand, SimulationDesign,
 };
-use crate::definition::{CovariateInput, MethodSpec, TrialDefinition, parse_definition};
 use crate::error::RandomisationError;
 use crate::lock::InProcessLocks;
 use crate::methods::{Margins, minimise, regenerate_list};
@@ -26,9 +25,9 @@ use crate::simulation::LevelWeights;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{AllocationRecord, Store, TrialState};
 use crate::stream::{ALGORITHM_VERSION, MasterSeed, derive_stream, nth_unit_draw};
+use equipoise_trial::{CovariateInput, MethodSpec, TrialDefinition, parse_definition};
 
-const RESPINE_YAML: &str = include_str!("../../trials/respine.yaml");
-const FACET_YAML: &str = include_str!("../../trials/facet-crossover.yaml");
+use equipoise_trial::examples::{FACET_CROSSOVER as FACET_YAML, RESPINE as RESPINE_YAML};
 const RESPINE_SITES: [&str; 5] = ["FR-MTP", "FR-PAR", "ES-VLL", "IT-MIL", "DE-ULM"];
 const MODERATE_PAIN: f64 = 55.0;
 const SEVERE_PAIN: f64 = 80.0;

@@ -1,10 +1,10 @@
-//! Statistical checks against the closed forms of DESIGN §4. Each tolerance
+//! Statistical checks against the closed forms of docs/architecture.md, "Allocation". Each tolerance
 //! is several standard errors wide for the stated number of allocations, so
 //! a correct engine fails with negligible probability (the seeds are fixed,
 //! so the outcome is in fact deterministic).
 
 use super::*;
-use crate::definition::parse_definition;
+use equipoise_trial::parse_definition;
 
 /// A one-site, unstratified two-arm design with `method` as YAML.
 fn design(method: &str, ratio: (u32, u32), extra: &str) -> TrialDefinition {

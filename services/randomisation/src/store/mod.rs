@@ -1,7 +1,7 @@
 //! Storage of the randomisation service behind one trait. SQLite is the
 //! embedded default; every implementation must pass [`conformance`].
 //!
-//! The store is the fencing authority (DESIGN §4): every allocation commit is
+//! The store is the fencing authority (docs/architecture.md, "Allocation"): every allocation commit is
 //! a compare-and-set on its stream's version, in the same transaction as the
 //! allocation row, the cap checks and the audit record.
 

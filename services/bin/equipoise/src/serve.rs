@@ -1,4 +1,4 @@
-//! `equipoise serve`: one binary, a target flag (DESIGN §2). `all` runs
+//! `equipoise serve`: one binary, a target flag (docs/architecture.md, "Services"). `all` runs
 //! every service in one process; separate deployments run one target each.
 
 use std::future::Future;

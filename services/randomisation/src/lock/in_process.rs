@@ -1,47 +1,12 @@
-//! Allocation locks (DESIGN §4). A lock only keeps replicas from colliding;
-//! correctness rests on the store's fenced commit. The embedded default is
-//! in-process; a Redis implementation plugs in behind the same trait.
+//! In-process locks: one tokio mutex per key, for a single process.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LockError {
-    #[error("allocation lock {key} was not free within {waited:?}")]
-    Timeout { key: String, waited: Duration },
-    #[error("allocation lock service unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// A held lock. Dropping it releases an in-process lock; a remote lock
-/// also expires with its lease.
-pub struct LockLease {
-    pub key: String,
-    /// Random value identifying this holder, for compare-and-delete release.
-    pub token: String,
-    _holder: Option<Box<dyn Any + Send + Sync>>,
-}
-
-impl LockLease {
-    pub fn new(key: String, token: String, holder: Option<Box<dyn Any + Send + Sync>>) -> Self {
-        Self {
-            key,
-            token,
-            _holder: holder,
-        }
-    }
-}
-
-#[async_trait]
-pub trait AllocationLocks: Send + Sync {
-    /// Waits a bounded time for the lock on `key`.
-    async fn acquire(&self, key: &str) -> Result<LockLease, LockError>;
-    async fn release(&self, lease: LockLease) -> Result<(), LockError>;
-}
+use super::{AllocationLocks, LockError, LockLease, random_token};
 
 /// One tokio mutex per key, for a single process.
 pub struct InProcessLocks {
@@ -87,19 +52,6 @@ impl AllocationLocks for InProcessLocks {
         drop(lease);
         Ok(())
     }
-}
-
-/// 128 random bits as hex; falls back to the time if the OS has none, which
-/// only weakens the token's uniqueness, never the store's fencing.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = nanos.to_le_bytes();
-    }
-    hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The append-only, hash-chained audit trail shared by every service
-//! (DESIGN §8). Stores persist records; this module owns the hashing, so all
+//! (docs/architecture.md, "Records and audit"). Stores persist records; this module owns the hashing, so all
 //! stores and the `audit verify` command agree on it.
 
 use serde::{Deserialize, Serialize};

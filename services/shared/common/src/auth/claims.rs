@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The roles of DESIGN §7.
+/// The roles of docs/architecture.md, "Security".
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     SiteInvestigator,
@@ -135,7 +135,7 @@ pub struct Caller {
 
 impl Caller {
     /// Builds a caller from verified claims, refusing unknown roles and the
-    /// incompatible pairs of DESIGN §7.
+    /// incompatible pairs of docs/architecture.md, "Security".
     pub fn from_claims(claims: &Claims) -> Result<Self, String> {
         let roles = claims
             .roles

@@ -1,4 +1,4 @@
-//! Redis allocation locks (DESIGN §4): `SET key token NX PX lease`, released
+//! Redis allocation locks (docs/architecture.md, "Allocation"): `SET key token NX PX lease`, released
 //! by a compare-and-delete script, with a bounded, jittered wait.
 //!
 //! The lock only keeps replicas from colliding. A holder that pauses past
@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::lock::{AllocationLocks, LockError, LockLease, random_token};
+use super::{AllocationLocks, LockError, LockLease, random_token};
 
 const KEY_PREFIX: &str = "equipoise:lock:";
 const FIRST_BACKOFF: Duration = Duration::from_millis(2);

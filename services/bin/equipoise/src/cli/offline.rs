@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use equipoise_common::audit::{AuditEntry, verify_chain};
 use equipoise_common::auth::{Claims, mint_hmac_token};
 use equipoise_common::time::now_rfc3339;
-use equipoise_randomisation::definition::{TrialDefinition, parse_definition};
 use equipoise_randomisation::methods::regenerate_list;
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::postgres::PostgresStore;
 use equipoise_randomisation::store::sqlite::SqliteStore;
 use equipoise_randomisation::stream::{ALGORITHM_VERSION, MasterSeed};
+use equipoise_trial::{TrialDefinition, parse_definition};
 
 use crate::CliError;
 use crate::settings::Settings;

@@ -1,4 +1,4 @@
-//! The typed trial definition (DESIGN §3). Built only by [`super::parse`],
+//! The typed trial definition (docs/architecture.md, "Trial definitions"). Built only by [`super::parse`],
 //! so every value here has passed validation.
 
 use serde::Serialize;

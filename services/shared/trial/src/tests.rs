@@ -2,8 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 
-pub(crate) const RESPINE: &str = include_str!("../../trials/respine.yaml");
-pub(crate) const FACET: &str = include_str!("../../trials/facet-crossover.yaml");
+use crate::examples::{FACET_CROSSOVER as FACET, RESPINE};
 
 fn problems_of(yaml: &str) -> Vec<String> {
     match parse_definition(yaml) {
@@ -39,23 +38,31 @@ fn project_examples_parse() {
     assert_eq!(facet.stratification[0].levels.len(), 2);
 }
 
+/// Definitions from outside the repository, named by
+/// `EQUIPOISE_EXTRA_TRIALS_DIR` (CI points it at the product's examples), must
+/// parse unchanged. A clone on its own has none, and checks only its own.
 #[test]
-fn shared_examples_parse_unchanged() {
-    for name in ["respine.yaml", "facet-crossover.yaml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/trials")
-            .join(name);
-        // The shared folder sits beside the clone in CI and in development.
-        let Ok(yaml) = std::fs::read_to_string(&path) else {
-            panic!(
-                "{} is missing: the shared folder must sit beside the repository",
-                path.display()
-            );
-        };
-        if let Err(problems) = parse_definition(&yaml) {
-            panic!("{name}: {:#?}", problems.0);
+fn extra_trial_definitions_parse_unchanged() {
+    let Some(dir) = std::env::var_os("EQUIPOISE_EXTRA_TRIALS_DIR") else {
+        return;
+    };
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("EQUIPOISE_EXTRA_TRIALS_DIR {}: {e}", dir.to_string_lossy()));
+    let mut parsed = 0;
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        if path.extension().is_some_and(|x| x == "yaml") {
+            let yaml = std::fs::read_to_string(&path).expect("readable definition");
+            if let Err(problems) = parse_definition(&yaml) {
+                panic!("{}: {:#?}", path.display(), problems.0);
+            }
+            parsed += 1;
         }
     }
+    assert!(
+        parsed > 0,
+        "no .yaml definition in {}",
+        dir.to_string_lossy()
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! What every Equipoise server provides (DESIGN §9): gRPC health, server
+//! What every Equipoise server provides (docs/architecture.md, "Operations"): gRPC health, server
 //! reflection v1 and v1alpha, bearer-token authentication, message-size
 //! limits and graceful shutdown on SIGTERM.
 

@@ -1,8 +1,12 @@
-//! Trial definitions (DESIGN §3): the YAML format, its strict validation,
-//! the canonical hash, and the typed checks a subject goes through before
-//! allocation (covariates, eligibility, stratum).
+//! Trial definitions (docs/architecture.md, "Trial definitions"): the YAML
+//! format, its strict validation, the canonical hash, and the typed checks a
+//! subject goes through before allocation (covariates, eligibility, stratum).
+//!
+//! Every service reads the same definition through this crate, which links
+//! no storage, locks or gRPC.
 
 mod decode;
+pub mod examples;
 mod model;
 mod parse;
 pub mod rules;

@@ -1,0 +1,188 @@
+//! Blinding (mode and treatment-code format), emergency unblinding and
+//! safety reporting.
+
+use super::*;
+
+pub(super) fn read_blinding(
+    top: &Object<'_>,
+    total_cap: Option<u32>,
+    problems: &mut Problems,
+) -> Option<Blinding> {
+    let value = top.required("blinding", problems)?;
+    let object = Object::new(value, "blinding", &["mode", "code_format"], problems)?;
+    let mode = object.string("mode", problems)?;
+    if mode != "treatment_codes" {
+        problems.add(
+            "blinding.mode",
+            format!("unknown mode '{mode}'; expected treatment_codes"),
+        );
+    }
+    let source = object
+        .optional_string("code_format", problems)
+        .unwrap_or_else(|| "{8 random base32}".to_owned());
+    let code_format = match parse_code_format(&source) {
+        Ok(format) => format,
+        Err(reason) => {
+            problems.add("blinding.code_format", format!("'{source}': {reason}"));
+            return None;
+        }
+    };
+    // Codes must be hard to guess: at least 10^4 unused codes per used one.
+    let needed = (f64::from(total_cap.unwrap_or(100_000)) * 1e4).log2();
+    if code_format.entropy_bits() < needed {
+        problems.add(
+            "blinding.code_format",
+            format!(
+                "'{source}' has too few distinct codes to be unguessable; add random characters"
+            ),
+        );
+    }
+    Some(Blinding { mode, code_format })
+}
+
+/// `R-{6 random base32}`: literal text and `{N random ALPHABET}` placeholders.
+pub fn parse_code_format(source: &str) -> Result<CodeFormat, String> {
+    let mut segments = Vec::new();
+    let mut rest = source;
+    while !rest.is_empty() {
+        match rest.find('{') {
+            Some(0) => {
+                let end = rest.find('}').ok_or("a '{' is not closed")?;
+                segments.push(parse_placeholder(&rest[1..end])?);
+                rest = &rest[end + 1..];
+            }
+            Some(start) => {
+                segments.push(literal(&rest[..start])?);
+                rest = &rest[start..];
+            }
+            None => {
+                segments.push(literal(rest)?);
+                rest = "";
+            }
+        }
+    }
+    if !segments
+        .iter()
+        .any(|s| matches!(s, CodeSegment::Random { .. }))
+    {
+        return Err("needs at least one random placeholder such as {6 random base32}".into());
+    }
+    Ok(CodeFormat {
+        source: source.to_owned(),
+        segments,
+    })
+}
+
+fn literal(text: &str) -> Result<CodeSegment, String> {
+    if text.contains('}') {
+        return Err("a '}' has no matching '{'".into());
+    }
+    if !text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "literal '{text}' may only hold letters, digits, '-' and '_'"
+        ));
+    }
+    Ok(CodeSegment::Literal(text.to_owned()))
+}
+
+fn parse_placeholder(text: &str) -> Result<CodeSegment, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let [length, "random", alphabet] = words.as_slice() else {
+        return Err(format!(
+            "'{{{text}}}' is not of the form {{N random base32|digits|alphanumeric}}"
+        ));
+    };
+    let length: u32 = length
+        .parse()
+        .ok()
+        .filter(|n| (1..=32).contains(n))
+        .ok_or_else(|| format!("'{length}' is not a length from 1 to 32"))?;
+    let alphabet = match *alphabet {
+        "base32" => CodeAlphabet::Base32,
+        "digits" => CodeAlphabet::Digits,
+        "alphanumeric" => CodeAlphabet::Alphanumeric,
+        other => return Err(format!("unknown alphabet '{other}'")),
+    };
+    Ok(CodeSegment::Random { length, alphabet })
+}
+
+pub(super) fn read_unblinding(top: &Object<'_>, problems: &mut Problems) -> Option<Unblinding> {
+    let value = top.required("unblinding", problems)?;
+    let keys = &[
+        "emergency_roles",
+        "reauth_max_age_minutes",
+        "after_emergency_unblinding",
+    ];
+    let object = Object::new(value, "unblinding", keys, problems)?;
+    let emergency_roles = object.string_list("emergency_roles", problems);
+    for role in emergency_roles
+        .iter()
+        .filter(|r| !EMERGENCY_ROLES.contains(&r.as_str()))
+    {
+        problems.add(
+            "unblinding.emergency_roles",
+            format!(
+                "'{role}' may not unblind in an emergency; expected some of {}",
+                EMERGENCY_ROLES.join(", ")
+            ),
+        );
+    }
+    if emergency_roles.is_empty() {
+        problems.add(
+            "unblinding.emergency_roles",
+            "someone must be able to unblind in an emergency",
+        );
+    }
+    let reauth_max_age_minutes = object.u32("reauth_max_age_minutes", problems)?;
+    if !(1..=1440).contains(&reauth_max_age_minutes) {
+        problems.add(
+            "unblinding.reauth_max_age_minutes",
+            "must be from 1 to 1440",
+        );
+    }
+    let after = match object
+        .optional_string("after_emergency_unblinding", problems)
+        .as_deref()
+    {
+        None | Some("continue") => AfterEmergencyUnblinding::Continue,
+        Some("withdraw") => AfterEmergencyUnblinding::Withdraw,
+        Some(other) => {
+            problems.add(
+                "unblinding.after_emergency_unblinding",
+                format!("'{other}' is not continue or withdraw"),
+            );
+            return None;
+        }
+    };
+    Some(Unblinding {
+        emergency_roles,
+        reauth_max_age_minutes,
+        after_emergency_unblinding: after,
+    })
+}
+
+pub(super) fn read_safety(top: &Object<'_>, problems: &mut Problems) -> Option<Safety> {
+    let value = top.required("safety", problems)?;
+    let keys = &[
+        "reference_safety_information",
+        "expected_events",
+        "safety_window_months",
+    ];
+    let object = Object::new(value, "safety", keys, problems)?;
+    let reference_safety_information = object.string("reference_safety_information", problems)?;
+    let expected_events = object.string_list("expected_events", problems);
+    let safety_window_months = object.u32("safety_window_months", problems)?;
+    positive(
+        safety_window_months,
+        "safety.safety_window_months",
+        problems,
+    );
+    Some(Safety {
+        reference_safety_information,
+        expected_events,
+        safety_window_months,
+    })
+}

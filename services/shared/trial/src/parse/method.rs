@@ -1,0 +1,184 @@
+//! The allocation method and its parameters.
+
+use super::*;
+
+pub(super) fn read_method(
+    top: &Object<'_>,
+    arms: &[Arm],
+    factors: &[Factor],
+    problems: &mut Problems,
+) -> Option<MethodSpec> {
+    let value = top.required("method", problems)?;
+    let keys = &[
+        "kind",
+        "block_sizes",
+        "factors",
+        "imbalance",
+        "p",
+        "bound",
+        "sequence_length",
+        "warn_remaining",
+    ];
+    let object = Object::new(value, "method", keys, problems)?;
+    let kind = object.string("kind", problems)?;
+    let allowed: &[&str] = match kind.as_str() {
+        "permuted_blocks" => &["kind", "block_sizes"],
+        "minimisation" => &["kind", "factors", "imbalance", "p"],
+        "biased_coin" => &["kind", "p"],
+        "big_stick" => &["kind", "bound"],
+        "maximal_procedure" => &["kind", "bound", "sequence_length"],
+        "uploaded_list" => &["kind", "warn_remaining"],
+        other => {
+            problems.add(
+                "method.kind",
+                format!(
+                    "unknown method '{other}'; expected permuted_blocks, minimisation, biased_coin, big_stick, maximal_procedure or uploaded_list"
+                ),
+            );
+            return None;
+        }
+    };
+    for key in keys
+        .iter()
+        .filter(|k| !allowed.contains(k) && object.get(k).is_some())
+    {
+        problems.add(&object.field_path(key), format!("does not apply to {kind}"));
+    }
+    let ratio_sum: u32 = arms.iter().map(|a| a.ratio).sum();
+    match kind.as_str() {
+        "permuted_blocks" => read_blocks(&object, ratio_sum, problems),
+        "minimisation" => read_minimisation(&object, arms.len(), factors, problems),
+        "uploaded_list" => Some(MethodSpec::UploadedList {
+            warn_remaining: object.optional_u32("warn_remaining", problems).unwrap_or(5),
+        }),
+        sequential => read_two_arm_method(&object, sequential, arms, problems),
+    }
+}
+
+fn read_blocks(object: &Object<'_>, ratio_sum: u32, problems: &mut Problems) -> Option<MethodSpec> {
+    let path = object.field_path("block_sizes");
+    let mut sizes = Vec::new();
+    for (item_path, value) in object.list("block_sizes", true, problems) {
+        let Some(size) = crate::decode::as_u32(value, &item_path, problems) else {
+            continue;
+        };
+        if size > 0 && size <= MAX_BLOCK_SIZE && ratio_sum > 0 && size % ratio_sum == 0 {
+            sizes.push(size);
+        } else {
+            problems.add(
+                &item_path,
+                format!("block size {size} must be a multiple of the ratio sum {ratio_sum}, from 1 to {MAX_BLOCK_SIZE}"),
+            );
+        }
+    }
+    if object.get("block_sizes").is_some() && sizes.is_empty() {
+        problems.add(&path, "at least one valid block size is required");
+        return None;
+    }
+    let distinct: BTreeSet<u32> = sizes.iter().copied().collect();
+    if distinct.len() != sizes.len() {
+        problems.add(&path, "block sizes must be distinct");
+    }
+    Some(MethodSpec::PermutedBlocks { block_sizes: sizes })
+}
+
+fn read_minimisation(
+    object: &Object<'_>,
+    arm_count: usize,
+    factors: &[Factor],
+    problems: &mut Problems,
+) -> Option<MethodSpec> {
+    if factors.is_empty() {
+        problems.add(
+            "stratification.factors",
+            "minimisation needs at least one factor",
+        );
+    }
+    let mut weights = vec![1.0; factors.len()];
+    for (path, name, value) in object.entries("factors", problems) {
+        let Some(weight) = as_f64(value, &path, problems) else {
+            continue;
+        };
+        match factors.iter().position(|f| f.id == name) {
+            None => problems.add(&path, format!("'{name}' is not a stratification factor")),
+            Some(_) if weight <= 0.0 => problems.add(&path, "a factor weight must be above 0"),
+            Some(index) => weights[index] = weight,
+        }
+    }
+    let imbalance = match object.optional_string("imbalance", problems).as_deref() {
+        None | Some("range") => ImbalanceMeasure::Range,
+        Some("variance") => ImbalanceMeasure::Variance,
+        Some("sd") | Some("standard_deviation") => ImbalanceMeasure::StandardDeviation,
+        Some(other) => {
+            problems.add(
+                &object.field_path("imbalance"),
+                format!("unknown imbalance measure '{other}'; expected range, variance or sd"),
+            );
+            return None;
+        }
+    };
+    let p = object.f64("p", problems)?;
+    let floor = 1.0 / arm_count.max(1) as f64;
+    if !(p > floor && p <= 1.0) {
+        problems.add(
+            &object.field_path("p"),
+            format!("p must be above {floor:.3} and at most 1"),
+        );
+    }
+    Some(MethodSpec::Minimisation {
+        weights,
+        imbalance,
+        p,
+    })
+}
+
+fn read_two_arm_method(
+    object: &Object<'_>,
+    kind: &str,
+    arms: &[Arm],
+    problems: &mut Problems,
+) -> Option<MethodSpec> {
+    if arms.len() != 2 {
+        problems.add("arms", format!("{kind} needs exactly two arms"));
+    }
+    let largest_ratio = arms.iter().map(|a| a.ratio).max().unwrap_or(1);
+    let bound = |problems: &mut Problems| {
+        let bound = object.u32("bound", problems)?;
+        if bound < largest_ratio {
+            problems.add(
+                &object.field_path("bound"),
+                format!("bound {bound} is below the largest ratio {largest_ratio}, so no assignment is possible"),
+            );
+        }
+        Some(bound)
+    };
+    match kind {
+        "biased_coin" => {
+            let p = object.f64("p", problems)?;
+            if !(p > 0.5 && p <= 1.0) {
+                problems.add(&object.field_path("p"), "p must be above 0.5 and at most 1");
+            }
+            Some(MethodSpec::BiasedCoin { p })
+        }
+        "big_stick" => Some(MethodSpec::BigStick {
+            bound: bound(problems)?,
+        }),
+        _ => {
+            let bound = bound(problems)?;
+            let sequence_length = object.u32("sequence_length", problems)?;
+            let ratio_sum: u32 = arms.iter().map(|a| a.ratio).sum();
+            if !(2..=MAX_SEQUENCE_LENGTH).contains(&sequence_length)
+                || sequence_length % ratio_sum.max(1) != 0
+            {
+                problems.add(
+                    &object.field_path("sequence_length"),
+                    format!("must be a multiple of the ratio sum {ratio_sum}, from 2 to {MAX_SEQUENCE_LENGTH}"),
+                );
+            }
+            Some(MethodSpec::MaximalProcedure {
+                bound,
+                sequence_length,
+            })
+        }
+    }
+}

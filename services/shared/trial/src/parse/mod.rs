@@ -1,0 +1,146 @@
+//! YAML to [`TrialDefinition`], collecting every problem with its path.
+//! One submodule per section of the YAML, read in document order.
+
+mod blinding;
+mod design;
+mod method;
+mod stratification;
+mod subjects;
+
+use std::collections::BTreeSet;
+
+use serde_norway::Value;
+
+use crate::decode::{Object, Problems, as_f64, as_string, check_identifier};
+use crate::model::*;
+use crate::rules::{Condition, parse_condition, parse_rule};
+
+pub use blinding::parse_code_format;
+use blinding::{read_blinding, read_safety, read_unblinding};
+use design::{read_arms, read_caps, read_periods, read_sites};
+use method::read_method;
+use stratification::read_stratification;
+use subjects::{read_covariates, read_eligibility};
+
+/// Most strata a design may have: beyond this, strata are mostly empty.
+pub const MAX_STRATA: usize = 10_000;
+const MAX_BLOCK_SIZE: u32 = 1_000;
+const MAX_SEQUENCE_LENGTH: u32 = 1_000;
+const EMERGENCY_ROLES: &[&str] = &["site_investigator", "emergency_desk", "medical_monitor"];
+
+pub fn parse_definition(yaml: &str) -> Result<TrialDefinition, Problems> {
+    let mut problems = Problems::default();
+    let value: Value = match serde_norway::from_str(yaml) {
+        Ok(value) => value,
+        Err(error) => {
+            let path = error.location().map_or_else(
+                || "(document)".to_owned(),
+                |l| format!("line {} column {}", l.line(), l.column()),
+            );
+            problems.add(&path, format!("not valid YAML: {error}"));
+            return Err(problems);
+        }
+    };
+    let definition = read_definition(&value, &mut problems);
+    match definition {
+        Some(definition) if problems.is_empty() => Ok(definition),
+        _ => {
+            if problems.is_empty() {
+                problems.add("(document)", "the definition is incomplete");
+            }
+            Err(problems)
+        }
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "id",
+    "version",
+    "title",
+    "sponsor_time_zone",
+    "atmp",
+    "arms",
+    "sites",
+    "caps",
+    "covariates",
+    "eligibility",
+    "stratification",
+    "method",
+    "periods",
+    "blinding",
+    "unblinding",
+    "safety",
+];
+
+fn read_definition(value: &Value, problems: &mut Problems) -> Option<TrialDefinition> {
+    let top = Object::new(value, "", TOP_KEYS, problems)?;
+    let id = top.identifier("id", problems);
+    let version = top
+        .u32("version", problems)
+        .filter(|v| positive(*v, "version", problems));
+    let title = top.string("title", problems);
+    let sponsor_time_zone = read_time_zone(&top, problems);
+    let atmp = top.bool_or("atmp", false, problems);
+    let arms = read_arms(&top, problems);
+    let sites = read_sites(&top, problems);
+    let covariates = read_covariates(&top, problems);
+    let caps = read_caps(&top, &sites, problems);
+    let eligibility = read_eligibility(&top, &covariates, problems);
+    let stratification = read_stratification(&top, &covariates, &sites, problems);
+    let method = read_method(&top, &arms, &stratification, problems);
+    let periods = read_periods(&top, &arms, problems);
+    let blinding = read_blinding(&top, caps.as_ref().and_then(|c| c.total), problems);
+    let unblinding = read_unblinding(&top, problems);
+    let safety = read_safety(&top, problems);
+    Some(TrialDefinition {
+        id: id?,
+        version: version?,
+        title: title?,
+        sponsor_time_zone: sponsor_time_zone?,
+        atmp,
+        arms,
+        sites,
+        caps: caps?,
+        covariates,
+        eligibility,
+        stratification,
+        method: method?,
+        periods,
+        blinding: blinding?,
+        unblinding: unblinding?,
+        safety: safety?,
+    })
+}
+
+fn positive(value: u32, path: &str, problems: &mut Problems) -> bool {
+    if value == 0 {
+        problems.add(path, "must be at least 1");
+    }
+    value > 0
+}
+
+fn read_time_zone(top: &Object<'_>, problems: &mut Problems) -> Option<String> {
+    let zone = top.string("sponsor_time_zone", problems)?;
+    if jiff::tz::TimeZone::get(&zone).is_err() {
+        problems.add(
+            "sponsor_time_zone",
+            format!("'{zone}' is not an IANA time zone"),
+        );
+        return None;
+    }
+    Some(zone)
+}
+
+/// Reports duplicate ids among `items`, which carry their paths.
+fn check_unique<'a>(
+    items: impl IntoIterator<Item = (&'a str, &'a str)>,
+    what: &str,
+    problems: &mut Problems,
+) {
+    let mut seen = BTreeSet::new();
+    for (path, id) in items {
+        if !seen.insert(id) {
+            problems.add(path, format!("duplicate {what} id '{id}'"));
+        }
+    }
+}
