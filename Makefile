@@ -1,7 +1,7 @@
 # Equipoise: `make run` serves the embedded default, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: run test bench lint fmt build deps
+.PHONY: run test bench lint lint-tools fmt build deps
 
 ## Install what a fresh Debian machine lacks: a C toolchain for SQLite, and
 ## redis-server and PostgreSQL, which the tests start privately.
@@ -22,9 +22,20 @@ test: deps
 	$(CARGO) build -p equipoise --features fault-injection
 	$(CARGO) test --workspace --lib --bins --tests
 
-lint:
+## Formatting, clippy, then the mechanical guards: the layering rule (gRPC
+## types only in each service's gRPC layer), unused dependencies, cargo deny
+## (licences, duplicate versions, sources, advisories when reachable), and
+## buf lint plus buf breaking against the previous commit's proto/.
+lint: lint-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/check-layering.sh
+	$(CARGO) machete
+	scripts/check-deny.sh
+	scripts/check-proto.sh
+
+lint-tools:
+	@scripts/ensure-lint-tools.sh
 
 fmt:
 	$(CARGO) fmt --all
