@@ -8,6 +8,7 @@ pub mod methods;
 pub mod seal;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod simulation;
 pub mod store;
 pub mod stream;

@@ -5,84 +5,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use equipoise_common::settings::{SettingsError, ensure_secret_file};
-use serde::{Deserialize, Serialize};
+use equipoise_common::settings::SettingsError;
 use tonic::service::RoutesBuilder;
 
 use crate::grpc::{RandomisationGrpc, RandomisationServiceServer};
 use crate::lock::{AllocationLocks, InProcessLocks, LockError, RedisLockTimings, RedisLocks};
-use crate::seal::{SealError, Sealer};
-use crate::service::faults::Faults;
+use crate::seal::SealError;
 use crate::service::{Limits, RandomisationService};
+use crate::settings::RandomisationSettings;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
 /// The name the health service reports this service under.
 pub const HEALTH_NAME: &str = "equipoise.randomisation.v1.RandomisationService";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RandomisationSettings {
-    /// PostgreSQL URL for multi-replica deployments; unset: the SQLite file.
-    pub database_url: Option<String>,
-    pub database_max_connections: u32,
-    /// Redis URL for allocation locks shared by replicas; unset: in-process.
-    pub redis_url: Option<String>,
-    /// How long a Redis lock lives if its holder stops; far longer than an
-    /// allocation takes.
-    pub lock_lease_ms: u64,
-    /// Longest one Redis command may take before Redis counts as down.
-    pub redis_command_timeout_ms: u64,
-    pub redis_connect_timeout_ms: u64,
-    /// Default: `<data_dir>/randomisation.db`.
-    pub sqlite_path: Option<PathBuf>,
-    /// 32-byte hex key that seals master seeds. Default:
-    /// `<data_dir>/seal.key`, created on first start. In production, mount it
-    /// from a secret and keep a copy in escrow: without it no list can be
-    /// regenerated.
-    pub seal_key_file: Option<PathBuf>,
-    /// How long `Randomise` waits for a busy stratum before UNAVAILABLE.
-    pub lock_wait_ms: u64,
-    pub max_simulated_allocations: u64,
-    /// Test-only pauses (`fault-injection` builds).
-    pub faults: Faults,
-}
-
-impl Default for RandomisationSettings {
-    fn default() -> Self {
-        Self {
-            database_url: None,
-            database_max_connections: 10,
-            redis_url: None,
-            lock_lease_ms: 10_000,
-            redis_command_timeout_ms: 500,
-            redis_connect_timeout_ms: 1_000,
-            sqlite_path: None,
-            seal_key_file: None,
-            lock_wait_ms: 5_000,
-            max_simulated_allocations: Limits::default().max_simulated_allocations,
-            faults: Faults::default(),
-        }
-    }
-}
-
-impl RandomisationSettings {
-    pub fn sqlite_path(&self, data_dir: &Path) -> PathBuf {
-        self.sqlite_path
-            .clone()
-            .unwrap_or_else(|| data_dir.join("randomisation.db"))
-    }
-
-    pub fn sealer(&self, data_dir: &Path) -> Result<Sealer, StartupError> {
-        let path = self
-            .seal_key_file
-            .clone()
-            .unwrap_or_else(|| data_dir.join("seal.key"));
-        let key = ensure_secret_file(&path, "seal key")?;
-        Ok(Sealer::new(&key)?)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

@@ -1,16 +1,25 @@
 //! Layered configuration: built-in defaults, then a TOML file (`--config`
 //! or `EQUIPOISE_CONFIG`), then `EQUIPOISE_*` environment variables, with
-//! `__` between levels: `EQUIPOISE_AUTH__AUDIENCE=...`.
+//! `__` between levels: `EQUIPOISE_AUTH__AUDIENCE=...`. Every key, with its
+//! default, is documented in `config/equipoise.toml`; values out of range are
+//! refused at load, naming the key.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use equipoise_common::logging::LogFormat;
-use equipoise_common::settings::AuthSettings;
-use equipoise_randomisation::server::RandomisationSettings;
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use equipoise_common::settings::{AuthSettings, OutOfRange, between};
+use equipoise_randomisation::settings::RandomisationSettings;
+use figment::providers::{Data, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
+
+/// Below this, ordinary trial definitions and list uploads would not fit.
+pub const MIN_MESSAGE_BYTES: usize = 16 * 1024;
+/// Above this, one request could hold a large share of a replica's memory
+/// while it is buffered for decoding.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,7 +29,7 @@ pub struct Settings {
     /// unless configured elsewhere.
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
-    /// Larger requests are refused with RESOURCE_EXHAUSTED before decoding.
+    /// Larger requests are refused with OUT_OF_RANGE before decoding.
     pub max_message_bytes: usize,
     pub auth: AuthSettings,
     pub randomisation: RandomisationSettings,
@@ -40,35 +49,277 @@ impl Default for Settings {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct SettingsError(String);
+pub enum SettingsError {
+    #[error("configuration: file {} does not exist", .0.display())]
+    MissingFile(PathBuf),
+    /// Unknown keys and values of the wrong type, named by figment.
+    #[error("configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    #[error("configuration: {0}")]
+    OutOfRange(#[from] OutOfRange),
+}
 
 impl Settings {
+    /// The settings the binary runs with: `file`, if given, and the process
+    /// environment over the defaults.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(SettingsError(format!(
-                    "file {} does not exist",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        figment
-            .merge(
-                Env::prefixed("EQUIPOISE_")
-                    .ignore(&["CONFIG", "TOKEN", "ENDPOINT"])
-                    .split("__"),
+        // Lossy, as figment's own `Env` is: a non-UTF-8 variable must not
+        // stop start-up unless it is one of ours.
+        let environment = std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
             )
+        });
+        Self::load_from(file, environment)
+    }
+
+    /// As [`Settings::load`], with the environment passed in, so tests need
+    /// not change the process's own.
+    pub fn load_from(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let file = match file {
+            Some(path) if !path.exists() => {
+                return Err(SettingsError::MissingFile(path.to_owned()));
+            }
+            Some(path) => Some(Toml::file_exact(path)),
+            None => None,
+        };
+        Self::from_layers(file, EnvironmentLayer::new(environment))
+    }
+
+    fn from_layers(
+        file: Option<Data<Toml>>,
+        environment: EnvironmentLayer,
+    ) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            figment = figment.merge(file);
+        }
+        let settings: Settings = figment
+            .merge(environment)
             .extract()
-            .map_err(|e| SettingsError(e.to_string()))
+            .map_err(|e| SettingsError::Invalid(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Refuses values out of range, naming the first such key.
+    pub fn validate(&self) -> Result<(), OutOfRange> {
+        between(
+            "max_message_bytes",
+            self.max_message_bytes,
+            MIN_MESSAGE_BYTES,
+            MAX_MESSAGE_BYTES,
+        )?;
+        self.randomisation.validate()
+    }
+}
+
+const ENV_PREFIX: &str = "EQUIPOISE_";
+const ENV_LEVEL_SEPARATOR: &str = "__";
+
+/// Variables under the prefix that are not settings: the CLI's own
+/// (`--config`, `client --token/--endpoint`) and the test harness's, which
+/// replica processes inherit.
+const NOT_SETTINGS: &[&str] = &[
+    "CONFIG",
+    "TOKEN",
+    "ENDPOINT",
+    "BIN",
+    "PG_BIN",
+    "EXTRA_TRIALS_DIR",
+];
+
+/// The `EQUIPOISE_*` layer, read as figment's `Env::prefixed(ENV_PREFIX)
+/// .ignore(NOT_SETTINGS).split("__")` reads the process environment, but from
+/// pairs passed in.
+struct EnvironmentLayer {
+    settings: Vec<(String, String)>,
+}
+
+impl EnvironmentLayer {
+    fn new(environment: impl IntoIterator<Item = (String, String)>) -> Self {
+        let settings = environment
+            .into_iter()
+            .filter_map(|(name, value)| Some((setting_key(&name)?, value)))
+            .collect();
+        Self { settings }
+    }
+}
+
+/// `EQUIPOISE_RANDOMISATION__LOCK_WAIT_MS` → `randomisation.lock_wait_ms`;
+/// `None` for variables that are not settings. The prefix is matched
+/// regardless of case, as figment's `Env` does.
+fn setting_key(variable: &str) -> Option<String> {
+    let variable = variable.trim();
+    let prefix = variable.get(..ENV_PREFIX.len())?;
+    if !prefix.eq_ignore_ascii_case(ENV_PREFIX) {
+        return None;
+    }
+    let name = variable.get(ENV_PREFIX.len()..)?;
+    if NOT_SETTINGS.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        return None;
+    }
+    let key = name.replace(ENV_LEVEL_SEPARATOR, ".").to_ascii_lowercase();
+    (!key.split('.').any(str::is_empty)).then_some(key)
+}
+
+impl Provider for EnvironmentLayer {
+    fn metadata(&self) -> Metadata {
+        // Errors name the variable the operator set, not the dotted key.
+        Metadata::named(format!("`{ENV_PREFIX}` environment variable(s)")).interpolater(
+            |_: &Profile, keys: &[&str]| {
+                let name = keys.join(ENV_LEVEL_SEPARATOR).to_ascii_uppercase();
+                format!("{ENV_PREFIX}{name}")
+            },
+        )
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, text) in &self.settings {
+            // Figment's parse: "750" is a number, "true" a boolean, and
+            // anything else a string.
+            let Ok(value) = text.parse::<Value>();
+            insert(&mut dict, key, value);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Puts `value` at the dotted `key`, creating tables on the way; a later
+/// variable replaces an earlier one where they clash.
+fn insert(dict: &mut Dict, key: &str, value: Value) {
+    let Some((table, rest)) = key.split_once('.') else {
+        dict.insert(key.to_owned(), value);
+        return;
+    };
+    let entry = dict
+        .entry(table.to_owned())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if !matches!(entry, Value::Dict(..)) {
+        *entry = Value::from(Dict::new());
+    }
+    if let Value::Dict(_, inner) = entry {
+        insert(inner, rest, value);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shipped file, which must document every key with its default.
+    const SHIPPED: &str = include_str!("../../../../config/equipoise.toml");
+
+    fn environment(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn from_text(toml: &str, pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::from_layers(
+            Some(Toml::string(toml)),
+            EnvironmentLayer::new(environment(pairs)),
+        )
+    }
+
+    fn error_text(result: Result<Settings, SettingsError>) -> String {
+        result.expect_err("the settings are refused").to_string()
+    }
+
+    #[test]
+    fn the_shipped_file_is_exactly_the_defaults() {
+        let shipped: Settings = Figment::from(Toml::string(SHIPPED))
+            .extract()
+            .unwrap_or_else(|e| panic!("config/equipoise.toml must parse: {e}"));
+        assert_eq!(shipped, Settings::default());
+        assert_eq!(
+            from_text(SHIPPED, &[]).expect("the shipped file loads"),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn every_setting_is_documented_in_the_shipped_file() {
+        let documented = documented_settings();
+        let defaults = serde_json::to_value(Settings::default()).expect("serialisable");
+        let mut keys = Vec::new();
+        key_paths(&defaults, "", &mut keys);
+        assert!(keys.len() > 15, "every key is found: {keys:?}");
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|key| documented.pointer(&json_pointer(key)).is_none())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "config/equipoise.toml must document {missing:?}, commented out if unset by default"
+        );
+    }
+
+    /// The commented-out examples are real settings, with valid values.
+    #[test]
+    fn the_shipped_examples_are_valid_settings() {
+        let mut documented = documented_settings();
+        if !cfg!(feature = "fault-injection") {
+            // Only fault-injection builds know these keys.
+            documented["randomisation"]["faults"] = serde_json::json!({});
+        }
+        let examples: Settings = serde_json::from_value(documented)
+            .unwrap_or_else(|e| panic!("an example in config/equipoise.toml is wrong: {e}"));
+        examples.validate().expect("the examples are in range");
+        assert!(examples.randomisation.database_url.is_some());
+        assert!(examples.auth.jwks_file.is_some());
+    }
+
+    /// The shipped file with every commented-out key or table uncommented.
+    fn documented_settings() -> serde_json::Value {
+        let uncommented: String = SHIPPED.lines().map(uncomment_setting).collect();
+        Figment::from(Toml::string(&uncommented))
+            .extract()
+            .unwrap_or_else(|e| panic!("the uncommented config/equipoise.toml must parse: {e}"))
+    }
+
+    /// `# key = value` and `# [table]` lose their `# `; prose stays a comment.
+    fn uncomment_setting(line: &str) -> String {
+        let Some(rest) = line.strip_prefix("# ") else {
+            return format!("{line}\n");
+        };
+        let is_table = rest.starts_with('[') && rest.ends_with(']');
+        let is_key = rest.split_once(" = ").is_some_and(|(key, _)| {
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        });
+        if is_table || is_key {
+            format!("{rest}\n")
+        } else {
+            format!("{line}\n")
+        }
+    }
+
+    /// Every leaf and every table, as dotted paths.
+    fn key_paths(value: &serde_json::Value, prefix: &str, keys: &mut Vec<String>) {
+        let serde_json::Value::Object(fields) = value else {
+            return;
+        };
+        for (name, field) in fields {
+            let key = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            key_paths(field, &key, keys);
+            keys.push(key);
+        }
+    }
+
+    fn json_pointer(key: &str) -> String {
+        format!("/{}", key.replace('.', "/"))
+    }
 
     #[test]
     fn file_overrides_defaults_and_unknown_keys_are_refused() {
@@ -79,14 +330,164 @@ mod tests {
             "listen = \"127.0.0.1:6000\"\n[randomisation]\nlock_wait_ms = 750\n",
         )
         .expect("write");
-        let settings = Settings::load(Some(&path)).expect("loads");
+        let settings = Settings::load_from(Some(&path), []).expect("loads");
         assert_eq!(settings.listen.port(), 6000);
         assert_eq!(settings.randomisation.lock_wait_ms, 750);
         assert_eq!(settings.auth.audience, "equipoise");
 
         std::fs::write(&path, "lissten = \"127.0.0.1:6000\"\n").expect("write");
-        let error = Settings::load(Some(&path)).expect_err("unknown key");
+        let error = Settings::load_from(Some(&path), []).expect_err("unknown key");
         assert!(error.to_string().contains("lissten"), "{error}");
-        assert!(Settings::load(Some(&dir.path().join("missing.toml"))).is_err());
+        let missing = dir.path().join("missing.toml");
+        let error = Settings::load_from(Some(&missing), []).expect_err("missing file");
+        assert!(error.to_string().contains("missing.toml"), "{error}");
+    }
+
+    #[test]
+    fn nested_variables_use_a_double_underscore_between_levels() {
+        let settings = Settings::load_from(
+            None,
+            environment(&[
+                ("EQUIPOISE_RANDOMISATION__LOCK_WAIT_MS", "750"),
+                ("EQUIPOISE_AUTH__AUDIENCE", "respine"),
+                ("EQUIPOISE_LISTEN", "127.0.0.1:6000"),
+                ("EQUIPOISE_LOG_FORMAT", "text"),
+                (
+                    "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE",
+                    "/run/secrets/seal",
+                ),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(settings.randomisation.lock_wait_ms, 750);
+        assert_eq!(settings.auth.audience, "respine");
+        assert_eq!(settings.listen, SocketAddr::from(([127, 0, 0, 1], 6000)));
+        assert_eq!(settings.log_format, LogFormat::Text);
+        assert_eq!(
+            settings.randomisation.seal_key_file,
+            Some(PathBuf::from("/run/secrets/seal"))
+        );
+        assert_eq!(
+            settings.randomisation.lock_lease_ms,
+            RandomisationSettings::default().lock_lease_ms
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+        let settings = from_text(
+            "[randomisation]\nlock_wait_ms = 750\nlock_lease_ms = 20000\n",
+            &[("EQUIPOISE_RANDOMISATION__LOCK_WAIT_MS", "900")],
+        )
+        .expect("loads");
+        assert_eq!(settings.randomisation.lock_wait_ms, 900, "environment");
+        assert_eq!(settings.randomisation.lock_lease_ms, 20_000, "file");
+        assert_eq!(
+            settings.randomisation.redis_command_timeout_ms, 500,
+            "default"
+        );
+    }
+
+    #[test]
+    fn a_bad_variable_is_named() {
+        let error = error_text(Settings::load_from(
+            None,
+            environment(&[("EQUIPOISE_RANDOMISATION__LOCK_WAIT_MS", "soon")]),
+        ));
+        assert!(
+            error.contains("EQUIPOISE_RANDOMISATION__LOCK_WAIT_MS"),
+            "{error}"
+        );
+        assert!(error.contains("soon"), "{error}");
+
+        let error = error_text(Settings::load_from(
+            None,
+            environment(&[("EQUIPOISE_RANDOMISATION__LOCK_WAITS_MS", "750")]),
+        ));
+        assert!(error.contains("lock_waits_ms"), "{error}");
+    }
+
+    #[test]
+    fn cli_and_test_harness_variables_are_not_settings() {
+        let settings = Settings::load_from(
+            None,
+            environment(&[
+                ("EQUIPOISE_CONFIG", "/etc/equipoise/equipoise.toml"),
+                ("EQUIPOISE_TOKEN", "eyJhbGciOi"),
+                ("EQUIPOISE_ENDPOINT", "http://127.0.0.1:50051"),
+                ("EQUIPOISE_BIN", "/usr/local/bin/equipoise"),
+                ("EQUIPOISE_PG_BIN", "/usr/lib/postgresql/17/bin"),
+                ("EQUIPOISE_EXTRA_TRIALS_DIR", "/srv/trials"),
+                ("RUST_LOG", "debug"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .expect("none of these is a setting");
+        assert_eq!(settings, Settings::default());
+
+        let error = error_text(Settings::load_from(
+            None,
+            environment(&[("EQUIPOISE_TOKENS", "eyJhbGciOi")]),
+        ));
+        assert!(error.contains("tokens"), "{error}");
+    }
+
+    #[test]
+    fn variable_names_map_to_dotted_keys() {
+        assert_eq!(
+            setting_key("EQUIPOISE_RANDOMISATION__LOCK_WAIT_MS").as_deref(),
+            Some("randomisation.lock_wait_ms")
+        );
+        assert_eq!(setting_key("equipoise_listen").as_deref(), Some("listen"));
+        assert_eq!(setting_key("EQUIPOISE_token"), None);
+        assert_eq!(setting_key("EQUIPOISE_"), None);
+        assert_eq!(setting_key("EQUIPOISE_AUTH____AUDIENCE"), None);
+        assert_eq!(setting_key("EQUIPOISELISTEN"), None);
+        assert_eq!(setting_key("ÉQUIPOISE_LISTEN"), None);
+        assert_eq!(setting_key("RUST_LOG"), None);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_at_load_naming_the_key() {
+        let error = error_text(from_text(
+            "[randomisation]\ndatabase_max_connections = 0\n",
+            &[],
+        ));
+        assert_eq!(
+            error,
+            "configuration: randomisation.database_max_connections must be at least 1, not 0"
+        );
+        let error = error_text(Settings::load_from(
+            None,
+            environment(&[("EQUIPOISE_RANDOMISATION__LOCK_WAIT_MS", "0")]),
+        ));
+        assert!(
+            error.contains("randomisation.lock_wait_ms must be at least 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn message_size_is_bounded_both_ways() {
+        let too_small = MIN_MESSAGE_BYTES - 1;
+        let error = error_text(from_text(&format!("max_message_bytes = {too_small}"), &[]));
+        assert_eq!(
+            error,
+            format!(
+                "configuration: max_message_bytes must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}, not {too_small}"
+            )
+        );
+        let too_large = MAX_MESSAGE_BYTES + 1;
+        let error = error_text(from_text(&format!("max_message_bytes = {too_large}"), &[]));
+        assert!(
+            error.contains("max_message_bytes must be between"),
+            "{error}"
+        );
+
+        for bound in [MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES] {
+            let settings =
+                from_text(&format!("max_message_bytes = {bound}"), &[]).expect("in range");
+            assert_eq!(settings.max_message_bytes, bound);
+        }
     }
 }

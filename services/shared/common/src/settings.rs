@@ -1,6 +1,7 @@
 //! Settings shared by every service: where keys come from. Each binary
 //! layers defaults, a TOML file and `EQUIPOISE_*` variables over these.
 
+use std::fmt::Display;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -23,6 +24,49 @@ pub enum SettingsError {
     Algorithm(String),
     #[error("token verification keys: {0}")]
     Keys(String),
+}
+
+/// A setting outside the range its service can work with, named by its full
+/// key so the operator knows what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} must be {requirement}, not {value}")]
+pub struct OutOfRange {
+    pub key: &'static str,
+    pub requirement: String,
+    pub value: String,
+}
+
+/// Refuses `value` below `minimum`.
+pub fn at_least<T: PartialOrd + Display>(
+    key: &'static str,
+    value: T,
+    minimum: T,
+) -> Result<(), OutOfRange> {
+    if value >= minimum {
+        return Ok(());
+    }
+    Err(OutOfRange {
+        key,
+        requirement: format!("at least {minimum}"),
+        value: value.to_string(),
+    })
+}
+
+/// Refuses `value` outside `minimum..=maximum`.
+pub fn between<T: PartialOrd + Display>(
+    key: &'static str,
+    value: T,
+    minimum: T,
+    maximum: T,
+) -> Result<(), OutOfRange> {
+    if minimum <= value && value <= maximum {
+        return Ok(());
+    }
+    Err(OutOfRange {
+        key,
+        requirement: format!("between {minimum} and {maximum}"),
+        value: value.to_string(),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +199,25 @@ mod tests {
         let mode = fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn range_checks_name_the_key_the_bound_and_the_value() {
+        assert_eq!(at_least("pool.size", 1u32, 1), Ok(()));
+        assert_eq!(
+            at_least("pool.size", 0u32, 1).map_err(|e| e.to_string()),
+            Err("pool.size must be at least 1, not 0".to_owned())
+        );
+        assert_eq!(between("size", 10u64, 10, 20), Ok(()));
+        assert_eq!(between("size", 20u64, 10, 20), Ok(()));
+        assert_eq!(
+            between("size", 9u64, 10, 20).map_err(|e| e.to_string()),
+            Err("size must be between 10 and 20, not 9".to_owned())
+        );
+        assert_eq!(
+            between("size", 21u64, 10, 20).map_err(|e| e.to_string()),
+            Err("size must be between 10 and 20, not 21".to_owned())
+        );
     }
 
     #[test]
