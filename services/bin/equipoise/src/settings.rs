@@ -22,6 +22,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Larger requests are refused with RESOURCE_EXHAUSTED before decoding.
     pub max_message_bytes: usize,
+    /// On SIGTERM, how long health reports NOT_SERVING while calls are
+    /// still served, before the listener closes and in-flight calls drain.
+    pub drain_delay_ms: u64,
     pub auth: AuthSettings,
     pub randomisation: RandomisationSettings,
 }
@@ -33,6 +36,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             log_format: LogFormat::Json,
             max_message_bytes: 1024 * 1024,
+            drain_delay_ms: 2_000,
             auth: AuthSettings::default(),
             randomisation: RandomisationSettings::default(),
         }
