@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use equipoise_common::audit::verify_chain;
 use equipoise_common::auth::{Claims, mint_hmac_token};
+use equipoise_common::grpc::client;
 use equipoise_common::settings::ensure_secret_file;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_randomisation::seal::Sealer;
@@ -13,10 +14,8 @@ use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::postgres::PostgresStore;
 use equipoise_testkit::{PostgresServer, RedisServer, Replica};
 use equipoise_trial::parse_definition;
-use pb::randomisation_service_client::RandomisationServiceClient;
-use tonic::transport::Channel;
 
-use crate::{Bearer, Client};
+use crate::{Client, TIMEOUTS, client_on};
 
 pub struct Cluster {
     pub redis: RedisServer,
@@ -119,15 +118,9 @@ impl Cluster {
     }
 
     pub async fn client_for(&self, replica: &Replica, token: &str) -> Client {
-        let channel = Channel::from_shared(replica.endpoint())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .connect_lazy();
-        let bearer = Bearer(
-            format!("Bearer {token}")
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-        RandomisationServiceClient::with_interceptor(channel, bearer)
+        let channel =
+            client::connect_lazy(&replica.endpoint(), TIMEOUTS).unwrap_or_else(|e| panic!("{e}"));
+        client_on(channel, token)
     }
 
     /// One client per replica, for spreading load and retrying elsewhere.

@@ -14,34 +14,30 @@ use equipoise_trial::TrialDefinition;
 use equipoise::serve::{Target, bind, run};
 use equipoise::settings::Settings;
 use equipoise_common::auth::{Claims, mint_hmac_token};
+use equipoise_common::grpc::client::{self, AuthenticatedChannel, ClientInterceptor, Timeouts};
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_randomisation::store::sqlite::SqliteStore;
 use pb::randomisation_service_client::RandomisationServiceClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub use equipoise_trial::examples::{FACET_CROSSOVER as FACET_YAML, RESPINE as RESPINE_YAML};
 
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub type Client = RandomisationServiceClient<AuthenticatedChannel>;
 
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
+/// Generous, so a loaded CI machine does not turn a slow call into a
+/// failure, yet a hung call still fails the test.
+pub const TIMEOUTS: Timeouts = Timeouts {
+    connect: std::time::Duration::from_secs(10),
+    request: std::time::Duration::from_secs(120),
+};
+
+/// A client that sends `token` with every call.
+pub fn client_on(channel: Channel, token: &str) -> Client {
+    let interceptor = ClientInterceptor::bearer(token).expect("ascii token");
+    RandomisationServiceClient::new(client::authenticated(channel, interceptor))
 }
-
-pub type Client = RandomisationServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub struct TestServer {
     pub endpoint: String,
@@ -62,6 +58,8 @@ impl TestServer {
         let mut settings = Settings {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: data_dir.path().to_owned(),
+            // Tests that watch the drain set their own delay.
+            drain_delay_ms: 0,
             ..Settings::default()
         };
         adjust(&mut settings);
@@ -89,11 +87,7 @@ impl TestServer {
 
     async fn wait_until_serving(&self) {
         for _ in 0..200 {
-            if let Ok(channel) = Channel::from_shared(self.endpoint.clone())
-                .expect("endpoint")
-                .connect()
-                .await
-            {
+            if let Ok(channel) = client::connect(&self.endpoint, TIMEOUTS).await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 let request = tonic_health::pb::HealthCheckRequest {
                     service: String::new(),
@@ -112,16 +106,13 @@ impl TestServer {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.endpoint.clone())
-            .expect("endpoint")
-            .connect()
+        client::connect(&self.endpoint, TIMEOUTS)
             .await
             .expect("connect")
     }
 
     pub async fn client(&self, token: &str) -> Client {
-        let bearer = Bearer(format!("Bearer {token}").parse().expect("ascii token"));
-        RandomisationServiceClient::with_interceptor(self.channel().await, bearer)
+        client_on(self.channel().await, token)
     }
 
     /// A token signed with this server's development secret.
@@ -175,11 +166,24 @@ impl TestServer {
             .expect("open the service's database")
     }
 
-    /// Stops the server and waits for it to drain.
-    pub async fn stop(mut self) {
+    /// Asks the server to shut down, as SIGTERM does, without waiting.
+    pub fn begin_shutdown(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+    }
+
+    /// Ends the server task at once, mid-drain if need be: for tests whose
+    /// drain delay outlasts them.
+    pub fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
         if let Some(task) = self.task.take() {
             task.await
                 .expect("server task")

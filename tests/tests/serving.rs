@@ -1,6 +1,7 @@
 //! What every server provides: health without a token, reflection v1 and
 //! v1alpha, graceful shutdown; and the read and simulation calls over gRPC.
 
+use equipoise_common::grpc::client::{ClientInterceptor, authenticated};
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_tests::{FACET_YAML, RESPINE_YAML, TestServer, activate, respine_request};
 use tokio_stream::StreamExt;
@@ -27,22 +28,20 @@ async fn health_needs_no_token_and_reports_the_service() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     let server = TestServer::start().await;
-    let token: tonic::metadata::MetadataValue<_> = format!("Bearer {}", server.admin_token())
-        .parse()
-        .expect("header");
+    let admin = ClientInterceptor::bearer(&server.admin_token()).expect("ascii token");
 
-    let mut client =
-        v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(authenticated(
+        server.channel().await,
+        admin.clone(),
+    ));
     let request = v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
             String::new(),
         )),
     };
-    let mut call = tonic::Request::new(tokio_stream::iter([request]));
-    call.metadata_mut().insert("authorization", token.clone());
     let mut responses = client
-        .server_reflection_info(call)
+        .server_reflection_info(tokio_stream::iter([request]))
         .await
         .expect("reflection")
         .into_inner();
@@ -62,18 +61,18 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
         "{names:?}"
     );
 
-    let mut alpha =
-        v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(authenticated(
+        server.channel().await,
+        admin,
+    ));
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(
             v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
         ),
     };
-    let mut call = tonic::Request::new(tokio_stream::iter([request]));
-    call.metadata_mut().insert("authorization", token);
     let mut responses = alpha
-        .server_reflection_info(call)
+        .server_reflection_info(tokio_stream::iter([request]))
         .await
         .expect("v1alpha reflection")
         .into_inner();

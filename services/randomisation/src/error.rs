@@ -1,7 +1,10 @@
-//! The one error type of the randomisation domain. The gRPC layer maps it to
-//! a status in one place (`grpc::status`).
+//! The one error type of the randomisation domain. It describes itself in
+//! the shared vocabulary ([`ServiceError`]); the one mapping to a gRPC status
+//! is `equipoise_common::grpc::status`.
 
 use std::time::Duration;
+
+use equipoise_common::error::{ErrorCode, FieldViolation, PreconditionViolation, ServiceError};
 
 use crate::lock::LockError;
 use crate::store::{CapKind, StoreError};
@@ -64,6 +67,63 @@ impl RandomisationError {
             path: path.to_owned(),
             message: message.into(),
         }])
+    }
+}
+
+impl ServiceError for RandomisationError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            RandomisationError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            RandomisationError::NotFound(_) => ErrorCode::NotFound,
+            RandomisationError::FailedPrecondition(_)
+            | RandomisationError::Ineligible(_)
+            | RandomisationError::CapReached(_) => ErrorCode::FailedPrecondition,
+            RandomisationError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            RandomisationError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            RandomisationError::Unavailable { .. } => ErrorCode::Unavailable,
+            RandomisationError::Aborted(_) => ErrorCode::Aborted,
+            RandomisationError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn field_violations(&self) -> Vec<FieldViolation> {
+        match self {
+            RandomisationError::InvalidArgument(problems) => problems
+                .iter()
+                .map(|p| FieldViolation::new(&p.path, &p.message))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Failed eligibility criteria by id, and the cap that was reached.
+    fn precondition_violations(&self) -> Vec<PreconditionViolation> {
+        match self {
+            RandomisationError::Ineligible(criteria) => criteria
+                .iter()
+                .map(|c| PreconditionViolation::new("ELIGIBILITY", &c.id, &c.rule))
+                .collect(),
+            RandomisationError::CapReached(_) => vec![PreconditionViolation::new(
+                "CAP",
+                "enrolment",
+                self.to_string(),
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RandomisationError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    fn internal_detail(&self) -> String {
+        match self {
+            RandomisationError::Internal(detail) => detail.clone(),
+            other => other.to_string(),
+        }
     }
 }
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use equipoise_common::serve::Services;
 use equipoise_common::settings::SettingsError;
-use tonic::service::RoutesBuilder;
 
 use crate::grpc::{RandomisationGrpc, RandomisationServiceServer};
 use crate::lock::{AllocationLocks, InProcessLocks, LockError, RedisLockTimings, RedisLocks};
@@ -16,9 +16,6 @@ use crate::settings::RandomisationSettings;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
-
-/// The name the health service reports this service under.
-pub const HEALTH_NAME: &str = "equipoise.randomisation.v1.RandomisationService";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -94,13 +91,15 @@ async fn open_locks(
 }
 
 /// Mounts the gRPC service, refusing messages over `max_message_bytes`.
+/// Health reports it under its generated name,
+/// `equipoise.randomisation.v1.RandomisationService`.
 pub fn add_routes(
-    routes: &mut RoutesBuilder,
+    services: &mut Services,
     service: Arc<RandomisationService>,
     max_message_bytes: usize,
 ) {
     let server = RandomisationServiceServer::new(RandomisationGrpc::new(service))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes.max(4 * 1024 * 1024));
-    routes.add_service(server);
+    services.add(server);
 }

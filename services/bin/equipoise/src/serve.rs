@@ -3,11 +3,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use equipoise_common::serve::{ServerParts, serve};
+use equipoise_common::serve::{ServerParts, Services, serve};
 use equipoise_randomisation::server::{self as randomisation, StartupError};
 use tokio::net::TcpListener;
-use tonic::service::RoutesBuilder;
 
 use crate::settings::Settings;
 
@@ -48,13 +48,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let verifier = Arc::new(settings.auth.verifier(&settings.data_dir)?);
-    let mut routes = RoutesBuilder::default();
-    let mut health_names = Vec::new();
+    let mut services = Services::default();
     if matches!(target, Target::All | Target::Randomisation) {
         let service =
             randomisation::build_service(&settings.randomisation, &settings.data_dir).await?;
-        randomisation::add_routes(&mut routes, service, settings.max_message_bytes);
-        health_names.push(randomisation::HEALTH_NAME);
+        randomisation::add_routes(&mut services, service, settings.max_message_bytes);
     }
     let address = listener
         .local_addr()
@@ -62,10 +60,10 @@ pub async fn run(
         .unwrap_or_default();
     tracing::info!(%address, ?target, data_dir = %settings.data_dir.display(), "serving");
     let parts = ServerParts {
-        routes,
-        health_names,
+        services,
         descriptor_sets: vec![equipoise_proto::FILE_DESCRIPTOR_SET],
         verifier,
+        drain_delay: Duration::from_millis(settings.drain_delay_ms),
     };
     serve(listener, parts, shutdown).await?;
     tracing::info!("stopped");

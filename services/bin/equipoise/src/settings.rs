@@ -20,6 +20,9 @@ pub const MIN_MESSAGE_BYTES: usize = 16 * 1024;
 /// Above this, one request could hold a large share of a replica's memory
 /// while it is buffered for decoding.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Kubernetes kills a pod 30 s after SIGTERM by default; a longer delay
+/// would only be cut short.
+pub const MAX_DRAIN_DELAY_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,6 +34,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Larger requests are refused with OUT_OF_RANGE before decoding.
     pub max_message_bytes: usize,
+    /// On SIGTERM, how long health reports NOT_SERVING while calls are
+    /// still served, before the listener closes and in-flight calls drain.
+    pub drain_delay_ms: u64,
     pub auth: AuthSettings,
     pub randomisation: RandomisationSettings,
 }
@@ -42,6 +48,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             log_format: LogFormat::Json,
             max_message_bytes: 1024 * 1024,
+            drain_delay_ms: 2_000,
             auth: AuthSettings::default(),
             randomisation: RandomisationSettings::default(),
         }
@@ -114,6 +121,7 @@ impl Settings {
             MIN_MESSAGE_BYTES,
             MAX_MESSAGE_BYTES,
         )?;
+        between("drain_delay_ms", self.drain_delay_ms, 0, MAX_DRAIN_DELAY_MS)?;
         self.randomisation.validate()
     }
 }
@@ -465,6 +473,17 @@ mod tests {
             error.contains("randomisation.lock_wait_ms must be at least 1"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn drain_delay_beyond_a_minute_is_refused() {
+        let error = error_text(from_text("drain_delay_ms = 60001", &[]));
+        assert!(
+            error.contains("drain_delay_ms must be between 0 and 60000, not 60001"),
+            "{error}"
+        );
+        let settings = from_text("drain_delay_ms = 0", &[]).expect("no delay is allowed");
+        assert_eq!(settings.drain_delay_ms, 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use equipoise_common::time::to_proto_timestamp;
+use equipoise_common::grpc::convert::to_proto_timestamp;
 use equipoise_proto::randomisation::v1 as pb;
 
 use crate::error::RandomisationError;

@@ -3,6 +3,8 @@
 
 pub mod audit;
 pub mod auth;
+pub mod error;
+pub mod grpc;
 pub mod logging;
 pub mod serve;
 pub mod settings;

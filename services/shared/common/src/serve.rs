@@ -1,16 +1,22 @@
 //! What every Equipoise server provides (docs/architecture.md, "Operations"): gRPC health, server
-//! reflection v1 and v1alpha, bearer-token authentication, message-size
-//! limits and graceful shutdown on SIGTERM.
+//! reflection v1 and v1alpha, bearer-token authentication, one log line per
+//! call, message-size limits and graceful shutdown on SIGTERM that tells
+//! health checkers first.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::auth::{AuthLayer, TokenVerifier};
+use crate::grpc::call_log::CallLogLayer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -20,44 +26,108 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The gRPC services one process serves. Each is reported to the health
+/// service under its generated name, so the two cannot drift apart.
+#[derive(Default)]
+pub struct Services {
+    routes: RoutesBuilder,
+    health_names: Vec<&'static str>,
+}
+
+impl Services {
+    pub fn add<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.health_names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+}
+
 /// The services one process serves, and what it needs to serve them.
 pub struct ServerParts {
-    /// The Equipoise services, already added.
-    pub routes: RoutesBuilder,
-    /// Fully qualified names reported as SERVING by the health service.
-    pub health_names: Vec<&'static str>,
+    pub services: Services,
     /// Encoded descriptor sets of the services, for reflection.
     pub descriptor_sets: Vec<&'static [u8]>,
     pub verifier: Arc<TokenVerifier>,
+    /// How long calls are still served after health turns NOT_SERVING on
+    /// shutdown, so probes and load balancers route elsewhere first.
+    pub drain_delay: Duration,
 }
 
-/// Serves until `shutdown` completes, then drains in-flight calls.
+/// Serves until `shutdown` completes; then reports NOT_SERVING, keeps
+/// serving for the drain delay, stops accepting and drains in-flight calls.
 pub async fn serve(
     listener: TcpListener,
     parts: ServerParts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let ServerParts {
-        mut routes,
-        health_names,
+        services,
         descriptor_sets,
         verifier,
+        drain_delay,
     } = parts;
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for name in health_names {
-        health_reporter
-            .set_service_status(name, tonic_health::ServingStatus::Serving)
+    let Services {
+        mut routes,
+        health_names,
+    } = services;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in &health_names {
+        health
+            .set_service_status(name, ServingStatus::Serving)
             .await;
     }
     routes.add_service(health_service);
     add_reflection(&mut routes, &descriptor_sets)?;
+    let drain = announce_shutdown(shutdown, health, health_names, drain_delay);
+    // The call log wraps authentication, so refused calls get a line too.
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(CallLogLayer)
         .layer(AuthLayer::new(verifier))
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await?;
     Ok(())
+}
+
+/// Completes when the server may stop accepting: once `shutdown` has
+/// completed, every service and the server as a whole (`""`) have been
+/// NOT_SERVING for `drain_delay`. The statuses are then cleared, which ends
+/// open health `Watch` streams; left open, they would hold the graceful
+/// drain forever.
+async fn announce_shutdown(
+    shutdown: impl Future<Output = ()>,
+    mut health: HealthReporter,
+    names: Vec<&'static str>,
+    drain_delay: Duration,
+) {
+    shutdown.await;
+    let every_name = || names.iter().copied().chain([""]);
+    for name in every_name() {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    tracing::info!(
+        ?drain_delay,
+        "health reports NOT_SERVING; calls are answered until the drain delay ends"
+    );
+    tokio::time::sleep(drain_delay).await;
+    for name in every_name() {
+        health.clear_service_status(name).await;
+    }
 }
 
 /// Adds reflection v1 and v1alpha: common clients still ask v1alpha.
@@ -101,5 +171,5 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutdown signal received; draining in-flight calls");
+    tracing::info!("shutdown signal received");
 }

@@ -10,13 +10,3 @@ pub fn format_rfc3339(at: jiff::Timestamp) -> String {
         .map(|t| t.to_string())
         .unwrap_or_else(|_| at.to_string())
 }
-
-/// Converts a stored RFC 3339 time to a protobuf timestamp. A malformed value
-/// (which a store never writes) becomes `None` rather than a wrong time.
-pub fn to_proto_timestamp(text: &str) -> Option<prost_types::Timestamp> {
-    let at: jiff::Timestamp = text.parse().ok()?;
-    Some(prost_types::Timestamp {
-        seconds: at.as_second(),
-        nanos: at.subsec_nanosecond(),
-    })
-}

@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use equipoise_common::error::RemoteError;
+use equipoise_common::grpc::client::{self, ClientInterceptor, Timeouts};
 use equipoise_proto::randomisation::v1 as pb;
 use pb::randomisation_service_client::RandomisationServiceClient;
-use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
 use crate::CliError;
 
@@ -70,23 +69,12 @@ pub enum Call {
 }
 
 pub async fn run(args: ClientArgs) -> Result<String, CliError> {
-    let channel = Channel::from_shared(args.endpoint.clone())
-        .map_err(|e| CliError::Usage(format!("endpoint {}: {e}", args.endpoint)))?
-        .connect()
+    let usage = |e: client::ClientError| CliError::Usage(e.to_string());
+    let interceptor = ClientInterceptor::bearer(&args.token).map_err(usage)?;
+    let channel = client::connect(&args.endpoint, Timeouts::default())
         .await
-        .map_err(|e| CliError::Usage(format!("cannot reach {}: {e}", args.endpoint)))?;
-    let bearer: MetadataValue<_> = format!("Bearer {}", args.token)
-        .parse()
-        .map_err(|_| CliError::Usage("the token has characters a header cannot carry".into()))?;
-    let mut client = RandomisationServiceClient::with_interceptor(
-        channel,
-        move |mut request: tonic::Request<()>| {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-            Ok(request)
-        },
-    );
+        .map_err(usage)?;
+    let mut client = RandomisationServiceClient::with_interceptor(channel, interceptor);
     let output = match args.call {
         Call::Register { definition } => {
             let yaml = std::fs::read_to_string(&definition)
@@ -242,23 +230,25 @@ fn status(status: pb::TrialStatus) -> String {
     out
 }
 
-/// A refused call, with the fields the server named.
+/// A refused call, with the fields or conditions the server named.
 pub fn describe_status(status: &tonic::Status) -> String {
     let mut out = format!("{:?}: {}", status.code(), status.message());
-    let details = status.get_error_details();
-    if let Some(bad_request) = details.bad_request() {
-        for violation in &bad_request.field_violations {
-            let _ = write!(out, "\n  {}: {}", violation.field, violation.description);
+    match RemoteError::from_status(status) {
+        RemoteError::InvalidArgument { violations, .. } => {
+            for violation in &violations {
+                let _ = write!(out, "\n  {}: {}", violation.field, violation.description);
+            }
         }
-    }
-    if let Some(failure) = details.precondition_failure() {
-        for violation in &failure.violations {
-            let _ = write!(
-                out,
-                "\n  {} {}: {}",
-                violation.r#type, violation.subject, violation.description
-            );
+        RemoteError::FailedPrecondition { violations, .. } => {
+            for violation in &violations {
+                let _ = write!(
+                    out,
+                    "\n  {} {}: {}",
+                    violation.kind, violation.subject, violation.description
+                );
+            }
         }
+        _ => {}
     }
     out
 }

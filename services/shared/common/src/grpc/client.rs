@@ -1,0 +1,301 @@
+//! Calling an Equipoise server: a channel with deliberate timeouts, and the
+//! one interceptor that stamps what every outgoing call carries. Today that
+//! is the bearer token (a user's, or a `service:<name>` token minted from the
+//! shared HMAC secret); trace-context injection belongs here too, so every
+//! client gets it at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::{AuthError, Claims, Role, mint_hmac_token};
+
+/// How long a client waits, so a dead peer fails the call instead of
+/// hanging it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To open the TCP and HTTP/2 connection.
+    pub connect: Duration,
+    /// From sending a request to its response headers (a stream's items may
+    /// keep coming after that).
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("endpoint {endpoint}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("cannot reach {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("the token has characters a header cannot carry")]
+    TokenNotAscii,
+    #[error("'{0}' is not a service name (lowercase letters, digits and '-')")]
+    ServiceName(String),
+    #[error("service token: {0}")]
+    Mint(#[from] AuthError),
+}
+
+/// The endpoint at `uri` with `timeouts` applied.
+pub fn endpoint(uri: &str, timeouts: Timeouts) -> Result<Endpoint, ClientError> {
+    let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| ClientError::Endpoint {
+        endpoint: uri.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(endpoint
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request))
+}
+
+/// Connects now, so an unreachable server is reported before the first call.
+pub async fn connect(uri: &str, timeouts: Timeouts) -> Result<Channel, ClientError> {
+    endpoint(uri, timeouts)?
+        .connect()
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            endpoint: uri.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// Connects on the first call and reconnects after failures: for a service
+/// whose dependency may start later or restart.
+pub fn connect_lazy(uri: &str, timeouts: Timeouts) -> Result<Channel, ClientError> {
+    Ok(endpoint(uri, timeouts)?.connect_lazy())
+}
+
+/// A channel whose every call goes through the [`ClientInterceptor`]; give
+/// it to a generated client's `new`.
+pub type AuthenticatedChannel = InterceptedService<Channel, ClientInterceptor>;
+
+pub fn authenticated(channel: Channel, interceptor: ClientInterceptor) -> AuthenticatedChannel {
+    InterceptedService::new(channel, interceptor)
+}
+
+/// Who a service-to-service token says is calling, and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceIdentity {
+    /// The calling service, e.g. `blinding`: the token's role is
+    /// `service:blinding`.
+    pub service: String,
+    /// The `aud` and `iss` the called server accepts.
+    pub audience: String,
+    pub issuer: String,
+    /// How long each minted token lives; a fresh one is minted when a
+    /// quarter of that is left.
+    pub lifetime: Duration,
+}
+
+/// Stamps every outgoing call with its metadata. One type for every client
+/// (CLI, tests, service-to-service), so what a call carries is decided once.
+#[derive(Clone)]
+pub struct ClientInterceptor {
+    credentials: Credentials,
+}
+
+#[derive(Clone)]
+enum Credentials {
+    /// A token obtained elsewhere: a user's, or one given to the CLI.
+    Bearer(MetadataValue<Ascii>),
+    Service(ServiceTokens),
+}
+
+impl ClientInterceptor {
+    /// Sends `token` as `authorization: Bearer <token>`.
+    pub fn bearer(token: &str) -> Result<Self, ClientError> {
+        Ok(Self {
+            credentials: Credentials::Bearer(bearer_value(token)?),
+        })
+    }
+
+    /// Sends tokens for `identity` minted with the HS256 `secret`; the first
+    /// is minted now, so a bad identity fails at start, not on a call.
+    pub fn service(identity: ServiceIdentity, secret: &[u8]) -> Result<Self, ClientError> {
+        let role = format!("service:{}", identity.service);
+        if role.parse::<Role>().is_err() {
+            return Err(ClientError::ServiceName(identity.service));
+        }
+        let mut tokens = ServiceTokens {
+            identity: Arc::new(identity),
+            secret: Arc::from(secret),
+            current: None,
+        };
+        tokens.current_value(now())?;
+        Ok(Self {
+            credentials: Credentials::Service(tokens),
+        })
+    }
+}
+
+impl Interceptor for ClientInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let authorization = match &mut self.credentials {
+            Credentials::Bearer(value) => value.clone(),
+            Credentials::Service(tokens) => tokens.current_value(now()).map_err(|e| {
+                tonic::Status::unauthenticated(format!("no service token to send: {e}"))
+            })?,
+        };
+        request
+            .metadata_mut()
+            .insert("authorization", authorization);
+        Ok(request)
+    }
+}
+
+/// Service tokens, minted on demand and reused until close to expiry.
+#[derive(Clone)]
+struct ServiceTokens {
+    identity: Arc<ServiceIdentity>,
+    secret: Arc<[u8]>,
+    /// The header value and the second from which it is renewed.
+    current: Option<(MetadataValue<Ascii>, i64)>,
+}
+
+impl ServiceTokens {
+    fn current_value(&mut self, now: i64) -> Result<MetadataValue<Ascii>, ClientError> {
+        if let Some((value, renew_at)) = &self.current
+            && now < *renew_at
+        {
+            return Ok(value.clone());
+        }
+        let lifetime = i64::try_from(self.identity.lifetime.as_secs()).unwrap_or(i64::MAX);
+        let claims = service_claims(&self.identity, now, lifetime);
+        let value = bearer_value(&mint_hmac_token(&self.secret, &claims)?)?;
+        self.current = Some((value.clone(), now.saturating_add(lifetime - lifetime / 4)));
+        Ok(value)
+    }
+}
+
+fn service_claims(identity: &ServiceIdentity, now: i64, lifetime: i64) -> Claims {
+    let role = format!("service:{}", identity.service);
+    Claims {
+        sub: role.clone(),
+        name: format!("{} service", identity.service),
+        roles: vec![role],
+        sites: Vec::new(),
+        // A service acts on whichever trial the call names; the called
+        // service's own rules decide what `service:<name>` may do.
+        trials: vec!["*".into()],
+        auth_time: Some(now),
+        exp: u64::try_from(now.saturating_add(lifetime)).unwrap_or(0),
+        iat: u64::try_from(now).ok(),
+        aud: identity.audience.clone(),
+        iss: identity.issuer.clone(),
+    }
+}
+
+fn bearer_value(token: &str) -> Result<MetadataValue<Ascii>, ClientError> {
+    format!("Bearer {token}")
+        .parse()
+        .map_err(|_| ClientError::TokenNotAscii)
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{KeySource, TokenVerifier};
+
+    const SECRET: &[u8] = b"client-test-secret-of-reasonable-length";
+
+    fn identity(service: &str) -> ServiceIdentity {
+        ServiceIdentity {
+            service: service.into(),
+            audience: "equipoise".into(),
+            issuer: "equipoise-dev".into(),
+            lifetime: Duration::from_secs(3600),
+        }
+    }
+
+    fn authorization(interceptor: &mut ClientInterceptor) -> String {
+        let request = interceptor
+            .call(tonic::Request::new(()))
+            .expect("intercepted");
+        request
+            .metadata()
+            .get("authorization")
+            .expect("authorization set")
+            .to_str()
+            .expect("ascii")
+            .to_owned()
+    }
+
+    #[test]
+    fn bearer_tokens_are_sent_as_given() {
+        let mut interceptor = ClientInterceptor::bearer("abc.def.ghi").expect("ascii token");
+        assert_eq!(authorization(&mut interceptor), "Bearer abc.def.ghi");
+        assert!(matches!(
+            ClientInterceptor::bearer("abc\ndef"),
+            Err(ClientError::TokenNotAscii)
+        ));
+    }
+
+    #[test]
+    fn service_tokens_verify_as_the_service_role() {
+        let mut interceptor =
+            ClientInterceptor::service(identity("blinding"), SECRET).expect("identity");
+        let verifier = TokenVerifier::new(
+            KeySource::HmacSecret(SECRET.to_vec()),
+            "equipoise",
+            "equipoise-dev",
+        )
+        .expect("verifier");
+        let caller = verifier
+            .verify_header(Some(&authorization(&mut interceptor)))
+            .expect("a valid token");
+        assert!(caller.has_role(&Role::Service("blinding".into())));
+        assert_eq!(caller.roles.len(), 1);
+        assert!(caller.may_access_trial("ANY-TRIAL"));
+    }
+
+    #[test]
+    fn service_names_that_are_not_roles_are_refused() {
+        for name in ["", "Blinding", "blinding service"] {
+            assert!(
+                matches!(
+                    ClientInterceptor::service(identity(name), SECRET),
+                    Err(ClientError::ServiceName(_))
+                ),
+                "{name:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn service_tokens_are_reused_then_renewed_before_expiry() {
+        let mut tokens = ServiceTokens {
+            identity: Arc::new(identity("safety")),
+            secret: Arc::from(SECRET),
+            current: None,
+        };
+        let first = tokens.current_value(1_000).expect("minted");
+        assert_eq!(tokens.current_value(1_001).expect("reused"), first);
+        // Three quarters of the hour later, a new token is minted.
+        let renewed = tokens.current_value(1_000 + 2_700).expect("renewed");
+        assert_ne!(renewed, first);
+    }
+
+    #[test]
+    fn malformed_endpoints_are_named() {
+        let error = endpoint("not a uri", Timeouts::default()).expect_err("refused");
+        assert!(error.to_string().contains("not a uri"), "{error}");
+    }
+}
