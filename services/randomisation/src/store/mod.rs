@@ -4,6 +4,12 @@
 //! The store is the fencing authority (docs/architecture.md, "Allocation"): every allocation commit is
 //! a compare-and-set on its stream's version, in the same transaction as the
 //! allocation row, the cap checks and the audit record.
+//!
+//! Pools, migrations, the classification of database errors and the audit
+//! append come from `equipoise_common::store`. Here: the schema
+//! (`migrations/{sqlite,postgres}`), the SQL and rows both backends share
+//! (`sql.rs`), the decisions they share (`rules.rs`), and how each backend
+//! locks (`sqlite.rs`, `postgres.rs`).
 
 use std::collections::BTreeMap;
 

@@ -26,6 +26,11 @@ const LIST_ALLOCATIONS: &str = concat!(
       AND ($4 IS NULL OR site_id IN (SELECT value FROM json_each($4))) ORDER BY sequence LIMIT $5"
 );
 
+/// Sites as the JSON array `json_each` reads.
+fn json_array(sites: &[String]) -> String {
+    serde_json::Value::from(sites).to_string()
+}
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -413,8 +418,7 @@ impl Store for SqliteStore {
         &self,
         query: &AllocationQuery,
     ) -> StoreResult<Vec<AllocationRecord>> {
-        let sites = query.sites.as_ref().map(serde_json::to_string).transpose();
-        let sites = sites.map_err(|e| StoreError::Database(format!("site filter: {e}")))?;
+        let sites = query.sites.as_deref().map(json_array);
         let rows = sqlx::query_as(LIST_ALLOCATIONS)
             .bind(&query.trial_id)
             .bind(query.after_sequence)
@@ -642,6 +646,42 @@ mod tests {
         SqliteStore::open(&path)
             .await
             .expect("reopen an adopted database");
+    }
+
+    /// What the previous binary's migrator did on start-up.
+    async fn previous_binary_migrates(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *tx)
+                .await?;
+        if current < 1 {
+            sqlx::raw_sql(include_str!("../../migrations/sqlite/0001_initial.sql"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    #[tokio::test]
+    async fn the_previous_binary_cannot_start_on_an_adopted_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.db");
+        legacy_database(&path, 1).await.close().await;
+        let store = SqliteStore::open(&path).await.expect("adopt");
+        let refused = previous_binary_migrates(&store.pool).await;
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("already exists")),
+            "it tries version 1 again, and fails without changing anything"
+        );
+        assert_eq!(store.audit_records(1, 10).await, Ok(vec![]));
+        drop(store);
+        SqliteStore::open(&path)
+            .await
+            .expect("this binary still opens it");
     }
 
     #[tokio::test]

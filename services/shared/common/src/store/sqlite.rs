@@ -58,8 +58,10 @@ pub async fn open_in_memory(migrator: &Migrator) -> Result<SqlitePool, DatabaseE
     Ok(pool)
 }
 
-/// Adopts a legacy database, then runs the pending migrations, all under
-/// one write lock so two processes opening the same file take turns.
+/// Adopts a legacy database, then runs the pending migrations, all in one
+/// `BEGIN IMMEDIATE` transaction so two processes opening the same file
+/// take turns and a failed migration leaves nothing behind. A migration
+/// must therefore be transactional (no `-- no-transaction`, no `VACUUM`).
 pub async fn migrate(pool: &SqlitePool, migrator: &Migrator) -> Result<(), DatabaseError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
