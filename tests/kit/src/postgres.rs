@@ -1,11 +1,26 @@
 //! A private PostgreSQL cluster from Debian's binaries (`initdb`, `pg_ctl`),
 //! in a temporary directory, on a free loopback port. As root, the server
 //! runs as the `postgres` user, because PostgreSQL refuses to run as root.
+//!
+//! Tests that only need a database share one server per test binary
+//! ([`PostgresServer::shared`]) and take a fresh database each
+//! ([`PostgresServer::create_database`]).
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::process::{free_port, running_as_root};
+
+static SHARED: OnceLock<SharedServer> = OnceLock::new();
+
+struct SharedServer {
+    server: PostgresServer,
+    /// Holds the watchdog's input open. The process's exit closes it,
+    /// however the process ends, and the watchdog then stops the server.
+    _watchdog: Child,
+}
 
 pub struct PostgresServer {
     pub port: u16,
@@ -50,8 +65,53 @@ impl PostgresServer {
         server
     }
 
+    /// One server for the whole test binary, started by the first caller.
+    /// Statics are never dropped, so a watchdog stops it when the binary
+    /// exits and removes its directory.
+    pub fn shared() -> &'static PostgresServer {
+        &SHARED
+            .get_or_init(|| {
+                let server = Self::start();
+                let watchdog = server.watchdog();
+                SharedServer {
+                    server,
+                    _watchdog: watchdog,
+                }
+            })
+            .server
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://equipoise@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Creates an empty database of its own for a test; returns its URL.
+    pub fn create_database(&self) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = self.port.to_string();
+        let mut createdb = Command::new(self.bin.join("createdb"));
+        createdb.args(["-h", "127.0.0.1", "-p", &port, "-U", "equipoise", &name]);
+        run(&mut createdb, "createdb");
+        format!("postgres://equipoise@127.0.0.1:{port}/{name}")
+    }
+
+    /// A shell that waits for the end of its input, then stops the server
+    /// at once and removes its directory.
+    fn watchdog(&self) -> Child {
+        let stop = self.stop_command("immediate");
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"read line; "$@" >/dev/null 2>&1; rm -rf "$EQUIPOISE_PG_DIR""#)
+            .arg("postgres-watchdog")
+            .arg(stop.get_program())
+            .args(stop.get_args())
+            .env("EQUIPOISE_PG_DIR", self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("postgres watchdog could not start: {e}"))
     }
 
     fn data(&self) -> PathBuf {
@@ -92,11 +152,16 @@ impl PostgresServer {
     }
 
     pub fn stop(&self, mode: &str) {
+        let mut stop = self.stop_command(mode);
+        let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+
+    fn stop_command(&self, mode: &str) -> Command {
         let mut stop = self.command("pg_ctl");
         stop.args(["-w", "-m", mode, "-D"])
             .arg(self.data())
             .arg("stop");
-        let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        stop
     }
 
     pub fn start_again(&self) {

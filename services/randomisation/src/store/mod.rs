@@ -4,14 +4,22 @@
 //! The store is the fencing authority (docs/architecture.md, "Allocation"): every allocation commit is
 //! a compare-and-set on its stream's version, in the same transaction as the
 //! allocation row, the cap checks and the audit record.
+//!
+//! Pools, migrations, the classification of database errors and the audit
+//! append come from `equipoise_common::store`. Here: the schema
+//! (`migrations/{sqlite,postgres}`), the SQL and rows both backends share
+//! (`sql.rs`), the decisions they share (`rules.rs`), and how each backend
+//! locks (`sqlite.rs`, `postgres.rs`).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use equipoise_common::audit::{AuditEntry, AuditRecord};
+use equipoise_common::store::DatabaseError;
 
-mod migrations;
 pub mod postgres;
+mod rules;
+mod sql;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -168,6 +176,25 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<DatabaseError> for StoreError {
+    fn from(error: DatabaseError) -> Self {
+        match error {
+            DatabaseError::Unavailable(reason) => StoreError::Unavailable(reason),
+            DatabaseError::SchemaTooNew { found, supported } => {
+                StoreError::SchemaTooNew { found, supported }
+            }
+            DatabaseError::Other(message) => StoreError::Database(message),
+        }
+    }
+}
+
+/// One classification for both backends (`equipoise_common::store::error`).
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        DatabaseError::from(error).into()
+    }
+}
 
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -331,46 +358,5 @@ impl Counts {
             *counts.by_stratum.entry(stratum).or_default() += 1;
         }
         counts
-    }
-}
-
-/// The commit's audit entry, with the position and number the store chose.
-pub(crate) fn commit_audit(request: &CommitRequest, number: &str) -> AuditEntry {
-    let mut audit = request.audit.clone();
-    if let Some(details) = audit.details.as_object_mut() {
-        details.insert("position".into(), request.expected_stream_version.into());
-        details.insert("randomisation_number".into(), number.into());
-    }
-    audit
-}
-
-/// seq, at, actor, role, action, entity, details, prev_hash, hash.
-pub(crate) type AuditRow = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-);
-
-pub(crate) fn audit_record_from_row(row: AuditRow) -> AuditRecord {
-    let (seq, at, actor, role, action, entity, details, prev_hash, hash) = row;
-    AuditRecord {
-        seq,
-        entry: AuditEntry {
-            at,
-            actor,
-            role,
-            action,
-            entity,
-            // Details that are not JSON fail verification instead of hiding.
-            details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
-        },
-        prev_hash,
-        hash,
     }
 }

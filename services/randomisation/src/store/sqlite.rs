@@ -1,22 +1,35 @@
 //! The embedded store: one SQLite file, WAL journal, `synchronous=FULL` so a
 //! commit is on disk before the reply. Writers take `BEGIN IMMEDIATE`, which
-//! serialises them and makes in-transaction cap counts exact.
+//! serialises them and makes in-transaction cap counts exact; the audit
+//! chain's last row is read under the same lock.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use equipoise_common::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use equipoise_common::audit::{AuditEntry, AuditRecord};
+use equipoise_common::store::sqlite::{self as db, WriteTransaction};
+use sqlx::SqlitePool;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnection;
 
-use super::migrations::{SQLITE, latest};
+use super::sql::{self, AllocationRow, TrialRow, allocation_columns, wide};
 use super::*;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Sites are a JSON array: SQLite has no array parameters.
+const LIST_ALLOCATIONS: &str = concat!(
+    "SELECT ",
+    allocation_columns!(),
+    " FROM allocations WHERE trial_id = $1 AND sequence > $2 AND (CAST($3 AS TEXT) IS NULL OR stratum = $3)
+      AND ($4 IS NULL OR site_id IN (SELECT value FROM json_each($4))) ORDER BY sequence LIMIT $5"
+);
+
+/// Sites as the JSON array `json_each` reads.
+fn json_array(sites: &[String]) -> String {
+    serde_json::Value::from(sites).to_string()
+}
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -25,204 +38,35 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        Self::connect(options).await
+        let pool = db::open_file(path, &MIGRATOR).await?;
+        Ok(Self { pool })
     }
 
     /// A private in-memory database, for tests.
     pub async fn in_memory() -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(database_error)?
-            .foreign_keys(true);
-        // One connection: each in-memory connection would be its own database.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(database_error)?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn connect(options: SqliteConnectOptions) -> StoreResult<Self> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(database_error)?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> StoreResult<()> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(database_error)?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-            .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
-        let current: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(database_error)?;
-        let supported = latest(SQLITE);
-        if current > supported {
-            return Err(StoreError::SchemaTooNew {
-                found: current,
-                supported,
-            });
-        }
-        for (version, sql) in SQLITE.iter().filter(|(v, _)| *v > current) {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-                .execute(&mut *tx)
-                .await
-                .map_err(database_error)?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(equipoise_common::time::now_rfc3339())
-                .execute(&mut *tx)
-                .await
-                .map_err(database_error)?;
-        }
-        tx.commit().await.map_err(database_error)
+        let pool = db::open_in_memory(&MIGRATOR).await?;
+        Ok(Self { pool })
     }
 
     async fn write(&self) -> StoreResult<WriteTransaction> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(database_error)
+        Ok(db::begin_write(&self.pool).await?)
     }
-}
-
-fn database_error(error: sqlx::Error) -> StoreError {
-    match &error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            StoreError::Unavailable(error.to_string())
-        }
-        sqlx::Error::Database(db)
-            if db.message().contains("locked") || db.message().contains("busy") =>
-        {
-            StoreError::Unavailable(db.message().to_owned())
-        }
-        _ => StoreError::Database(error.to_string()),
-    }
-}
-
-async fn append_audit_in(
-    conn: &mut SqliteConnection,
-    entry: AuditEntry,
-) -> StoreResult<AuditRecord> {
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(database_error)?;
-    let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
-    let record = AuditRecord::chain(seq, entry, &prev);
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, role, action, entity, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(record.seq)
-    .bind(&record.entry.at)
-    .bind(&record.entry.actor)
-    .bind(&record.entry.role)
-    .bind(&record.entry.action)
-    .bind(&record.entry.entity)
-    .bind(record.entry.details.to_string())
-    .bind(&record.prev_hash)
-    .bind(&record.hash)
-    .execute(&mut *conn)
-    .await
-    .map_err(database_error)?;
-    Ok(record)
-}
-
-/// Column lists as macros, so queries stay `&'static str` for sqlx.
-macro_rules! trial_columns {
-    () => {
-        "trial_id, version, state, definition_yaml, definition_sha256, algorithm_version, sealed_seed, registered_at, activated_at, closed_at"
-    };
-}
-
-fn trial_from_row(row: &SqliteRow) -> StoreResult<TrialRecord> {
-    let state: String = row.try_get("state").map_err(database_error)?;
-    Ok(TrialRecord {
-        trial_id: row.try_get("trial_id").map_err(database_error)?,
-        version: row.try_get::<i64, _>("version").map_err(database_error)? as u32,
-        state: TrialState::parse(&state)
-            .ok_or_else(|| StoreError::Database(format!("unknown trial state {state}")))?,
-        definition_yaml: row.try_get("definition_yaml").map_err(database_error)?,
-        definition_sha256: row.try_get("definition_sha256").map_err(database_error)?,
-        algorithm_version: row
-            .try_get::<Option<i64>, _>("algorithm_version")
-            .map_err(database_error)?
-            .map(|v| v as u32),
-        sealed_seed: row.try_get("sealed_seed").map_err(database_error)?,
-        registered_at: row.try_get("registered_at").map_err(database_error)?,
-        activated_at: row.try_get("activated_at").map_err(database_error)?,
-        closed_at: row.try_get("closed_at").map_err(database_error)?,
-    })
-}
-
-macro_rules! allocation_columns {
-    () => {
-        "sequence, trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number, request_sha256, covariates_json, decision_json, trial_version, randomised_at, corrected_stratum, correction_reason, in_error, error_reason"
-    };
-}
-
-fn allocation_from_row(row: &SqliteRow) -> StoreResult<AllocationRecord> {
-    let get_text = |name: &str| row.try_get::<String, _>(name).map_err(database_error);
-    let get_optional = |name: &str| {
-        row.try_get::<Option<String>, _>(name)
-            .map_err(database_error)
-    };
-    let get_int = |name: &str| row.try_get::<i64, _>(name).map_err(database_error);
-    Ok(AllocationRecord {
-        sequence: get_int("sequence")?,
-        trial_id: get_text("trial_id")?,
-        subject_id: get_text("subject_id")?,
-        site_id: get_text("site_id")?,
-        stratum: get_text("stratum")?,
-        stream_key: get_text("stream_key")?,
-        position: get_int("position")? as u64,
-        arm: get_text("arm")?,
-        randomisation_number: get_text("randomisation_number")?,
-        request_sha256: get_text("request_sha256")?,
-        covariates_json: get_text("covariates_json")?,
-        decision_json: get_text("decision_json")?,
-        trial_version: get_int("trial_version")? as u32,
-        randomised_at: get_text("randomised_at")?,
-        corrected_stratum: get_optional("corrected_stratum")?,
-        correction_reason: get_optional("correction_reason")?,
-        in_error: get_int("in_error")? != 0,
-        error_reason: get_optional("error_reason")?,
-    })
 }
 
 async fn trial_in(conn: &mut SqliteConnection, trial_id: &str) -> StoreResult<Option<TrialRecord>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        trial_columns!(),
-        " FROM trials WHERE trial_id = ?"
-    ))
-    .bind(trial_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(database_error)?;
-    row.as_ref().map(trial_from_row).transpose()
+    let row: Option<TrialRow> = sqlx::query_as(sql::TRIAL)
+        .bind(trial_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(TrialRecord::try_from).transpose()
+}
+
+/// The trial a write is about. `BEGIN IMMEDIATE` already holds the lock.
+async fn writing_trial(
+    tx: &mut WriteTransaction,
+    trial_id: &str,
+) -> StoreResult<Option<TrialRecord>> {
+    trial_in(tx, trial_id).await
 }
 
 async fn allocation_in(
@@ -230,100 +74,99 @@ async fn allocation_in(
     trial_id: &str,
     subject_id: &str,
 ) -> StoreResult<Option<AllocationRecord>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        allocation_columns!(),
-        " FROM allocations WHERE trial_id = ? AND subject_id = ?"
-    ))
-    .bind(trial_id)
-    .bind(subject_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(database_error)?;
-    row.as_ref().map(allocation_from_row).transpose()
+    let row: Option<AllocationRow> = sqlx::query_as(sql::ALLOCATION)
+        .bind(trial_id)
+        .bind(subject_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(AllocationRecord::try_from).transpose()
 }
 
-/// The trial, which must be in `state` for `doing`.
-async fn trial_in_state(
-    conn: &mut SqliteConnection,
-    trial_id: &str,
-    state: TrialState,
-    doing: &str,
-) -> StoreResult<TrialRecord> {
-    let trial = trial_in(conn, trial_id)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    if trial.state != state {
-        return Err(StoreError::Conflict(format!(
-            "trial {trial_id} is {}; {doing} needs it {}",
-            trial.state.as_str(),
-            state.as_str()
-        )));
-    }
-    Ok(trial)
-}
-
-/// Refuses the commit if any cap is already reached; returns the site's count.
-async fn check_caps(
-    conn: &mut SqliteConnection,
-    allocation: &NewAllocation,
-    caps: &CapLimits,
-) -> StoreResult<u32> {
-    let (total, at_site, in_stratum): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(site_id = ?2), 0), COALESCE(SUM(stratum = ?3), 0) FROM allocations WHERE trial_id = ?1",
-    )
-    .bind(&allocation.trial_id)
-    .bind(&allocation.site_id)
-    .bind(&allocation.stratum)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(database_error)?;
-    match cap_breach(caps, total as u32, at_site as u32, in_stratum as u32) {
-        Some(kind) => Err(StoreError::CapReached(kind)),
-        None => Ok(at_site as u32),
-    }
+async fn record_version(
+    tx: &mut WriteTransaction,
+    trial: (&str, u32),
+    definition: (&str, &str),
+    reason: &str,
+    at: &str,
+) -> StoreResult<()> {
+    sqlx::query(sql::RECORD_VERSION)
+        .bind(trial.0)
+        .bind(i64::from(trial.1))
+        .bind(definition.0)
+        .bind(definition.1)
+        .bind(reason)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Moves the stream from `expected` to `expected + 1`, or reports it fenced.
 async fn advance_stream(
-    conn: &mut SqliteConnection,
+    tx: &mut WriteTransaction,
     trial_id: &str,
     stream_key: &str,
     expected: u64,
 ) -> StoreResult<()> {
-    let current: Option<i64> = sqlx::query_scalar(
-        "SELECT version FROM allocation_streams WHERE trial_id = ? AND stream_key = ?",
-    )
-    .bind(trial_id)
-    .bind(stream_key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(database_error)?;
-    let result = match current {
-        None if expected == 0 => {
-            sqlx::query("INSERT INTO allocation_streams (trial_id, stream_key, version) VALUES (?, ?, 1)")
-                .bind(trial_id)
-                .bind(stream_key)
-                .execute(&mut *conn)
-                .await
-        }
-        Some(_) => {
-            sqlx::query("UPDATE allocation_streams SET version = version + 1 WHERE trial_id = ? AND stream_key = ? AND version = ?")
-                .bind(trial_id)
-                .bind(stream_key)
-                .bind(expected as i64)
-                .execute(&mut *conn)
-                .await
-        }
-        None => return Err(StoreError::Fenced),
+    let query = if expected == 0 {
+        sqlx::query(sql::START_STREAM)
+            .bind(trial_id)
+            .bind(stream_key)
+    } else {
+        sqlx::query(sql::ADVANCE_STREAM)
+            .bind(trial_id)
+            .bind(stream_key)
+            .bind(wide(expected)?)
     };
-    match result.map_err(database_error)?.rows_affected() {
-        1 => Ok(()),
-        _ => Err(StoreError::Fenced),
-    }
+    rules::stream_advanced(query.execute(&mut **tx).await?.rows_affected())
 }
 
-type WriteTransaction = sqlx::Transaction<'static, sqlx::Sqlite>;
+/// Refuses the commit if any cap is already reached; returns the site's count.
+async fn check_caps(
+    tx: &mut WriteTransaction,
+    allocation: &NewAllocation,
+    caps: &CapLimits,
+) -> StoreResult<u32> {
+    let counts = sqlx::query_as(sql::CAP_COUNTS)
+        .bind(&allocation.trial_id)
+        .bind(&allocation.site_id)
+        .bind(&allocation.stratum)
+        .fetch_one(&mut **tx)
+        .await?;
+    rules::within_caps(counts, caps)
+}
+
+async fn insert_allocation(
+    tx: &mut WriteTransaction,
+    request: &CommitRequest,
+    number: &str,
+) -> StoreResult<i64> {
+    let allocation = &request.allocation;
+    let sequence = sqlx::query_scalar(sql::INSERT_ALLOCATION)
+        .bind(&allocation.trial_id)
+        .bind(&allocation.subject_id)
+        .bind(&allocation.site_id)
+        .bind(&allocation.stratum)
+        .bind(&allocation.stream_key)
+        .bind(wide(request.expected_stream_version)?)
+        .bind(&allocation.arm)
+        .bind(number)
+        .bind(&allocation.request_sha256)
+        .bind(&allocation.covariates_json)
+        .bind(&allocation.decision_json)
+        .bind(i64::from(allocation.trial_version))
+        .bind(&allocation.randomised_at)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(sequence)
+}
+
+/// Appends the audit record and commits.
+async fn finish(mut tx: WriteTransaction, audit: AuditEntry) -> StoreResult<()> {
+    db::append_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
 /// Appends the audit record, reads the trial back and commits.
 async fn finish_with_trial(
@@ -331,11 +174,11 @@ async fn finish_with_trial(
     audit: AuditEntry,
     trial_id: &str,
 ) -> StoreResult<TrialRecord> {
-    append_audit_in(&mut tx, audit).await?;
+    db::append_audit(&mut tx, audit).await?;
     let updated = trial_in(&mut tx, trial_id)
         .await?
         .ok_or(StoreError::NotFound)?;
-    tx.commit().await.map_err(database_error)?;
+    tx.commit().await?;
     Ok(updated)
 }
 
@@ -346,78 +189,39 @@ async fn finish_with_allocation(
     trial_id: &str,
     subject_id: &str,
 ) -> StoreResult<AllocationRecord> {
-    append_audit_in(&mut tx, audit).await?;
+    db::append_audit(&mut tx, audit).await?;
     let updated = allocation_in(&mut tx, trial_id, subject_id)
         .await?
         .ok_or(StoreError::NotFound)?;
-    tx.commit().await.map_err(database_error)?;
+    tx.commit().await?;
     Ok(updated)
-}
-
-/// Keeps every frozen definition a trial has had.
-async fn record_version(
-    conn: &mut SqliteConnection,
-    trial_id: &str,
-    version: u32,
-    definition_yaml: &str,
-    definition_sha256: &str,
-    reason: &str,
-    at: &str,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO trial_versions (trial_id, version, definition_yaml, definition_sha256, reason, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(trial_id)
-    .bind(i64::from(version))
-    .bind(definition_yaml)
-    .bind(definition_sha256)
-    .bind(reason)
-    .bind(at)
-    .execute(&mut *conn)
-    .await
-    .map_err(database_error)?;
-    Ok(())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn register_draft(&self, record: &TrialRecord, audit: AuditEntry) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        if let Some(existing) = trial_in(&mut tx, &record.trial_id).await?
-            && existing.state != TrialState::Draft
-        {
-            return Err(StoreError::Conflict(format!(
-                "trial {} is {}; its design is frozen",
-                record.trial_id,
-                existing.state.as_str()
-            )));
-        }
+        let existing = writing_trial(&mut tx, &record.trial_id).await?;
+        rules::replaceable(existing.as_ref(), &record.trial_id)?;
         // A list was checked against the draft it was uploaded to; a new
         // draft needs its own.
-        sqlx::query("DELETE FROM allocation_lists WHERE trial_id = ?")
+        sqlx::query(sql::DELETE_LIST)
             .bind(&record.trial_id)
             .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
-        sqlx::query(
-            "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256, registered_at) VALUES (?, ?, 'draft', ?, ?, ?)
-             ON CONFLICT (trial_id) DO UPDATE SET version = excluded.version, definition_yaml = excluded.definition_yaml,
-             definition_sha256 = excluded.definition_sha256, registered_at = excluded.registered_at",
-        )
-        .bind(&record.trial_id)
-        .bind(i64::from(record.version))
-        .bind(&record.definition_yaml)
-        .bind(&record.definition_sha256)
-        .bind(&record.registered_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(database_error)?;
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await.map_err(database_error)
+            .await?;
+        sqlx::query(sql::UPSERT_DRAFT)
+            .bind(&record.trial_id)
+            .bind(i64::from(record.version))
+            .bind(&record.definition_yaml)
+            .bind(&record.definition_sha256)
+            .bind(&record.registered_at)
+            .execute(&mut *tx)
+            .await?;
+        finish(tx, audit).await
     }
 
     async fn trial(&self, trial_id: &str) -> StoreResult<Option<TrialRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(database_error)?;
+        let mut conn = self.pool.acquire().await?;
         trial_in(&mut conn, trial_id).await
     }
 
@@ -431,35 +235,23 @@ impl Store for SqliteStore {
         audit: AuditEntry,
     ) -> StoreResult<TrialRecord> {
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, trial_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if trial.state != TrialState::Draft {
-            return Err(StoreError::Conflict(format!(
-                "trial {trial_id} is already {}",
-                trial.state.as_str()
-            )));
-        }
-        if trial.definition_sha256 != expected_sha256 {
-            return Err(StoreError::Conflict(format!(
-                "trial {trial_id} definition is {}, not the {expected_sha256} that was reviewed",
-                trial.definition_sha256
-            )));
-        }
-        sqlx::query("UPDATE trials SET state = 'active', sealed_seed = ?, algorithm_version = ?, activated_at = ? WHERE trial_id = ?")
+        let trial = writing_trial(&mut tx, trial_id).await?;
+        let trial = rules::activatable(trial, trial_id, expected_sha256)?;
+        sqlx::query(sql::ACTIVATE)
             .bind(sealed_seed)
             .bind(i64::from(algorithm_version))
             .bind(at)
             .bind(trial_id)
             .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
+            .await?;
+        let definition = (
+            trial.definition_yaml.as_str(),
+            trial.definition_sha256.as_str(),
+        );
         record_version(
             &mut tx,
-            trial_id,
-            trial.version,
-            &trial.definition_yaml,
-            &trial.definition_sha256,
+            (trial_id, trial.version),
+            definition,
             "activation",
             at,
         )
@@ -476,42 +268,23 @@ impl Store for SqliteStore {
         to_version: u32,
         audit: AuditEntry,
     ) -> StoreResult<TrialRecord> {
-        if to_version <= from_version {
-            return Err(StoreError::Conflict(format!(
-                "an amendment must raise the version above {from_version}"
-            )));
-        }
+        rules::raises_version(from_version, to_version)?;
         let mut tx = self.write().await?;
-        let trial = trial_in(&mut tx, trial_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if trial.state != TrialState::Active || trial.version != from_version {
-            return Err(StoreError::Conflict(format!(
-                "trial {trial_id} is {} at version {}, not active at version {from_version}",
-                trial.state.as_str(),
-                trial.version
-            )));
-        }
-        let reason = audit
-            .details
-            .get("reason")
-            .and_then(|r| r.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        sqlx::query("UPDATE trials SET version = ?, definition_yaml = ?, definition_sha256 = ? WHERE trial_id = ?")
+        let trial = writing_trial(&mut tx, trial_id).await?;
+        rules::amendable(trial, trial_id, from_version)?;
+        sqlx::query(sql::AMEND)
             .bind(i64::from(to_version))
             .bind(definition_yaml)
             .bind(definition_sha256)
             .bind(trial_id)
             .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
+            .await?;
+        let reason = rules::amendment_reason(&audit);
+        let definition = (definition_yaml, definition_sha256);
         record_version(
             &mut tx,
-            trial_id,
-            to_version,
-            definition_yaml,
-            definition_sha256,
+            (trial_id, to_version),
+            definition,
             &reason,
             &audit.at,
         )
@@ -521,13 +294,13 @@ impl Store for SqliteStore {
 
     async fn close(&self, trial_id: &str, at: &str, audit: AuditEntry) -> StoreResult<TrialRecord> {
         let mut tx = self.write().await?;
-        trial_in_state(&mut tx, trial_id, TrialState::Active, "closing").await?;
-        sqlx::query("UPDATE trials SET state = 'closed', closed_at = ? WHERE trial_id = ?")
+        let trial = writing_trial(&mut tx, trial_id).await?;
+        rules::in_state(trial, trial_id, TrialState::Active, "closing")?;
+        sqlx::query(sql::CLOSE)
             .bind(at)
             .bind(trial_id)
             .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
+            .await?;
         finish_with_trial(tx, audit, trial_id).await
     }
 
@@ -538,27 +311,22 @@ impl Store for SqliteStore {
         audit: AuditEntry,
     ) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        trial_in_state(&mut tx, trial_id, TrialState::Draft, "uploading a list").await?;
-        sqlx::query("DELETE FROM allocation_lists WHERE trial_id = ?")
+        let trial = writing_trial(&mut tx, trial_id).await?;
+        rules::in_state(trial, trial_id, TrialState::Draft, "uploading a list")?;
+        sqlx::query(sql::DELETE_LIST)
             .bind(trial_id)
             .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
-        let mut positions: BTreeMap<&str, i64> = BTreeMap::new();
-        for (stratum, arm) in entries {
-            let position = positions.entry(stratum.as_str()).or_insert(0);
-            sqlx::query("INSERT INTO allocation_lists (trial_id, stratum, position, arm) VALUES (?, ?, ?, ?)")
+            .await?;
+        for (stratum, position, arm) in rules::list_rows(entries) {
+            sqlx::query(sql::INSERT_LIST_ENTRY)
                 .bind(trial_id)
                 .bind(stratum)
-                .bind(*position)
+                .bind(position)
                 .bind(arm)
                 .execute(&mut *tx)
-                .await
-                .map_err(database_error)?;
-            *position += 1;
+                .await?;
         }
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await.map_err(database_error)
+        finish(tx, audit).await
     }
 
     async fn list_slot(
@@ -567,26 +335,23 @@ impl Store for SqliteStore {
         stratum: &str,
         position: u64,
     ) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT arm FROM allocation_lists WHERE trial_id = ? AND stratum = ? AND position = ?",
-        )
-        .bind(trial_id)
-        .bind(stratum)
-        .bind(position as i64)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(database_error)
+        let arm = sqlx::query_scalar(sql::LIST_SLOT)
+            .bind(trial_id)
+            .bind(stratum)
+            .bind(wide(position)?)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(arm)
     }
 
     async fn list_lengths(&self, trial_id: &str) -> StoreResult<BTreeMap<String, u32>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT stratum, COUNT(*) FROM allocation_lists WHERE trial_id = ? GROUP BY stratum",
-        )
-        .bind(trial_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(database_error)?;
-        Ok(rows.into_iter().map(|(s, n)| (s, n as u32)).collect())
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql::LIST_LENGTHS)
+            .bind(trial_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(stratum, n)| Ok((stratum, sql::narrow(n, "list length")?)))
+            .collect()
     }
 
     async fn allocation(
@@ -594,72 +359,38 @@ impl Store for SqliteStore {
         trial_id: &str,
         subject_id: &str,
     ) -> StoreResult<Option<AllocationRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(database_error)?;
+        let mut conn = self.pool.acquire().await?;
         allocation_in(&mut conn, trial_id, subject_id).await
     }
 
     async fn stream_version(&self, trial_id: &str, stream_key: &str) -> StoreResult<u64> {
-        let version: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM allocation_streams WHERE trial_id = ? AND stream_key = ?",
-        )
-        .bind(trial_id)
-        .bind(stream_key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(database_error)?;
-        Ok(version.unwrap_or(0) as u64)
+        let version: Option<i64> = sqlx::query_scalar(sql::STREAM_VERSION)
+            .bind(trial_id)
+            .bind(stream_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        sql::narrow(version.unwrap_or(0), "allocation_streams.version")
     }
 
     async fn commit_allocation(&self, request: &CommitRequest) -> StoreResult<AllocationRecord> {
         let allocation = &request.allocation;
+        let (trial_id, subject_id) = (&allocation.trial_id, &allocation.subject_id);
         let mut tx = self.write().await?;
-        trial_in_state(
-            &mut tx,
-            &allocation.trial_id,
-            TrialState::Active,
-            "allocation",
-        )
-        .await?;
-        if allocation_in(&mut tx, &allocation.trial_id, &allocation.subject_id)
+        let trial = writing_trial(&mut tx, trial_id).await?;
+        rules::in_state(trial, trial_id, TrialState::Active, "allocation")?;
+        if allocation_in(&mut tx, trial_id, subject_id)
             .await?
             .is_some()
         {
             return Err(StoreError::SubjectExists);
         }
         let at_site = check_caps(&mut tx, allocation, &request.caps).await?;
-        advance_stream(
-            &mut tx,
-            &allocation.trial_id,
-            &allocation.stream_key,
-            request.expected_stream_version,
-        )
-        .await?;
+        let (stream, expected) = (&allocation.stream_key, request.expected_stream_version);
+        advance_stream(&mut tx, trial_id, stream, expected).await?;
         let number = randomisation_number(&allocation.site_id, at_site + 1);
-        let sequence = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO allocations (trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number,
-             request_sha256, covariates_json, decision_json, trial_version, randomised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             RETURNING sequence",
-        )
-        .bind(&allocation.trial_id)
-        .bind(&allocation.subject_id)
-        .bind(&allocation.site_id)
-        .bind(&allocation.stratum)
-        .bind(&allocation.stream_key)
-        .bind(request.expected_stream_version as i64)
-        .bind(&allocation.arm)
-        .bind(&number)
-        .bind(&allocation.request_sha256)
-        .bind(&allocation.covariates_json)
-        .bind(&allocation.decision_json)
-        .bind(i64::from(allocation.trial_version))
-        .bind(&allocation.randomised_at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(database_error)?;
-        let audit = commit_audit(request, &number);
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await.map_err(database_error)?;
-        Ok(allocation.committed(request.expected_stream_version, number, sequence))
+        let sequence = insert_allocation(&mut tx, request, &number).await?;
+        finish(tx, rules::commit_audit(request, &number)).await?;
+        Ok(allocation.committed(expected, number, sequence))
     }
 
     async fn stream_allocations(
@@ -667,62 +398,36 @@ impl Store for SqliteStore {
         trial_id: &str,
         stream_key: &str,
     ) -> StoreResult<Vec<AllocationRecord>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            allocation_columns!(),
-            " FROM allocations WHERE trial_id = ? AND stream_key = ? ORDER BY position"
-        ))
-        .bind(trial_id)
-        .bind(stream_key)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(database_error)?;
-        rows.iter().map(allocation_from_row).collect()
+        let rows = sqlx::query_as(sql::STREAM_ALLOCATIONS)
+            .bind(trial_id)
+            .bind(stream_key)
+            .fetch_all(&self.pool)
+            .await?;
+        sql::allocation_records(rows)
     }
 
     async fn counts(&self, trial_id: &str) -> StoreResult<Counts> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT site_id, stratum, in_error FROM allocations WHERE trial_id = ?")
-                .bind(trial_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(database_error)?;
-        Ok(Counts::tally(rows.into_iter().map(
-            |(site, stratum, in_error)| (site, stratum, in_error != 0),
-        )))
+        let rows: Vec<(String, String, bool)> = sqlx::query_as(sql::COUNT_ROWS)
+            .bind(trial_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Counts::tally(rows))
     }
 
     async fn list_allocations(
         &self,
         query: &AllocationQuery,
     ) -> StoreResult<Vec<AllocationRecord>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            allocation_columns!(),
-            " FROM allocations WHERE trial_id = ? AND sequence > ? AND (? IS NULL OR stratum = ?) ORDER BY sequence"
-        ))
-        .bind(&query.trial_id)
-        .bind(query.after_sequence)
-        .bind(&query.stratum)
-        .bind(&query.stratum)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(database_error)?;
-        let mut records = Vec::new();
-        for row in &rows {
-            if records.len() >= query.limit as usize {
-                break;
-            }
-            let record = allocation_from_row(row)?;
-            if query
-                .sites
-                .as_ref()
-                .is_none_or(|sites| sites.contains(&record.site_id))
-            {
-                records.push(record);
-            }
-        }
-        Ok(records)
+        let sites = query.sites.as_deref().map(json_array);
+        let rows = sqlx::query_as(LIST_ALLOCATIONS)
+            .bind(&query.trial_id)
+            .bind(query.after_sequence)
+            .bind(&query.stratum)
+            .bind(sites)
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        sql::allocation_records(rows)
     }
 
     async fn correct_stratum(
@@ -737,14 +442,13 @@ impl Store for SqliteStore {
         allocation_in(&mut tx, trial_id, subject_id)
             .await?
             .ok_or(StoreError::NotFound)?;
-        sqlx::query("UPDATE allocations SET corrected_stratum = ?, correction_reason = ? WHERE trial_id = ? AND subject_id = ?")
+        sqlx::query(sql::CORRECT_STRATUM)
             .bind(corrected_stratum)
             .bind(reason)
             .bind(trial_id)
             .bind(subject_id)
             .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
+            .await?;
         finish_with_allocation(tx, audit, trial_id, subject_id).await
     }
 
@@ -756,40 +460,24 @@ impl Store for SqliteStore {
         audit: AuditEntry,
     ) -> StoreResult<AllocationRecord> {
         let mut tx = self.write().await?;
-        let existing = allocation_in(&mut tx, trial_id, subject_id)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if existing.in_error {
-            return Err(StoreError::Conflict(format!(
-                "subject {subject_id} is already marked randomised in error"
-            )));
-        }
-        sqlx::query("UPDATE allocations SET in_error = 1, error_reason = ? WHERE trial_id = ? AND subject_id = ?")
+        let existing = allocation_in(&mut tx, trial_id, subject_id).await?;
+        rules::not_in_error(existing, subject_id)?;
+        sqlx::query(sql::MARK_IN_ERROR)
             .bind(reason)
             .bind(trial_id)
             .bind(subject_id)
             .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
+            .await?;
         finish_with_allocation(tx, audit, trial_id, subject_id).await
     }
 
     async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        append_audit_in(&mut tx, audit).await?;
-        tx.commit().await.map_err(database_error)
+        let tx = self.write().await?;
+        finish(tx, audit).await
     }
 
     async fn audit_records(&self, from_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = sqlx::query_as(
-            "SELECT seq, at, actor, role, action, entity, details, prev_hash, hash FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?",
-        )
-        .bind(from_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(database_error)?;
-        Ok(rows.into_iter().map(audit_record_from_row).collect())
+        Ok(db::audit_records(&self.pool, from_seq, limit).await?)
     }
 }
 
@@ -797,6 +485,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use equipoise_common::audit::verify_chain;
+    use sqlx::sqlite::SqliteConnectOptions;
 
     fn entry(action: &str) -> AuditEntry {
         AuditEntry {
@@ -897,6 +586,116 @@ mod tests {
         assert!(unmark.is_err_and(|e| e.contains("final")));
     }
 
+    /// A database as the binary before sqlx's migrator left it: its own
+    /// version table, at version 1.
+    async fn legacy_database(path: &Path, version: i64) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.expect("create");
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("version table");
+        sqlx::raw_sql(include_str!("../../migrations/sqlite/0001_initial.sql"))
+            .execute(&mut *tx)
+            .await
+            .expect("version 1");
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 'then')")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .expect("record the version");
+        tx.commit().await.expect("commit");
+        pool
+    }
+
+    #[tokio::test]
+    async fn a_database_from_the_previous_binary_is_adopted_and_keeps_its_trail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.db");
+        let legacy = legacy_database(&path, 1).await;
+        let mut conn = legacy.acquire().await.expect("connection");
+        let first = db::append_audit(&mut conn, entry("before"))
+            .await
+            .expect("append");
+        drop(conn);
+        legacy.close().await;
+
+        let store = SqliteStore::open(&path).await.expect("adopt");
+        store.append_audit(entry("after")).await.expect("append");
+        let records = store.audit_records(1, 10).await.expect("records");
+        assert_eq!(records.first(), Some(&first));
+        assert_eq!(verify_chain(&records), Ok(2));
+        let applied: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&store.pool)
+                .await
+                .expect("sqlx's table");
+        let known: Vec<(i64, Vec<u8>)> = MIGRATOR
+            .iter()
+            .map(|m| (m.version, m.checksum.to_vec()))
+            .collect();
+        assert_eq!(applied, known, "every known migration, with its checksum");
+        let legacy_left = execute(&store, "SELECT * FROM schema_migrations").await;
+        assert!(legacy_left.is_err_and(|e| e.contains("no such table")));
+        drop(store);
+        SqliteStore::open(&path)
+            .await
+            .expect("reopen an adopted database");
+    }
+
+    /// What the previous binary's migrator did on start-up.
+    async fn previous_binary_migrates(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *tx)
+                .await?;
+        if current < 1 {
+            sqlx::raw_sql(include_str!("../../migrations/sqlite/0001_initial.sql"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    #[tokio::test]
+    async fn the_previous_binary_cannot_start_on_an_adopted_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.db");
+        legacy_database(&path, 1).await.close().await;
+        let store = SqliteStore::open(&path).await.expect("adopt");
+        let refused = previous_binary_migrates(&store.pool).await;
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("already exists")),
+            "it tries version 1 again, and fails without changing anything"
+        );
+        assert_eq!(store.audit_records(1, 10).await, Ok(vec![]));
+        drop(store);
+        SqliteStore::open(&path)
+            .await
+            .expect("this binary still opens it");
+    }
+
+    #[tokio::test]
+    async fn a_previous_binarys_database_newer_than_this_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.db");
+        legacy_database(&path, 999).await.close().await;
+        let refused = SqliteStore::open(&path).await;
+        assert!(matches!(
+            refused,
+            Err(StoreError::SchemaTooNew { found: 999, .. })
+        ));
+    }
+
     #[tokio::test]
     async fn a_schema_newer_than_the_binary_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -904,7 +703,8 @@ mod tests {
         let store = SqliteStore::open(&path).await.expect("create");
         execute(
             &store,
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 'future')",
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (999, 'future', TRUE, x'00', 0)",
         )
         .await
         .expect("pretend a newer binary migrated");
@@ -914,5 +714,25 @@ mod tests {
             reopened,
             Err(StoreError::SchemaTooNew { found: 999, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_migration_edited_after_it_was_applied_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.db");
+        let store = SqliteStore::open(&path).await.expect("create");
+        execute(
+            &store,
+            "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1",
+        )
+        .await
+        .expect("pretend 0001 was edited");
+        drop(store);
+        let reopened = SqliteStore::open(&path).await;
+        assert!(
+            matches!(&reopened, Err(StoreError::Database(m)) if m.contains("checksum")),
+            "{:?}",
+            reopened.err()
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Plumbing shared by the Equipoise services. Nothing here knows a trial's
-//! arms: it authenticates callers, chains audit records and serves gRPC.
+//! arms: it authenticates callers, chains and stores audit records, opens
+//! and migrates databases, and serves gRPC.
 
 pub mod audit;
 pub mod auth;
@@ -8,4 +9,5 @@ pub mod grpc;
 pub mod logging;
 pub mod serve;
 pub mod settings;
+pub mod store;
 pub mod time;

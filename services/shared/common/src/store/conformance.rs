@@ -1,0 +1,126 @@
+//! One named test per conformance check per backend.
+//!
+//! A service writes its checks as `async fn name(store: &dyn TheStore)` in
+//! modules grouped by concern, then instantiates the suite once per
+//! backend. A failing check fails its own test, named after the backend
+//! and the check, e.g. `store::conformance::postgres::commit_is_fenced`.
+
+/// Emits `mod $backend` with one `#[tokio::test]` per check.
+///
+/// - `store`: awaited once per test for a fresh store. It is evaluated
+///   inside the generated module, which sees the caller's items through
+///   `use super::*`. Checks get `&*store`, so it may be anything that
+///   dereferences to what they take, e.g. a fixture that also holds a
+///   temporary directory.
+/// - `after_each` (optional): an async function run on the store after every
+///   check, for invariants every check must keep.
+/// - `checks`: `group::check`, where `group` is a module beside the
+///   invocation.
+///
+/// The calling crate depends on `tokio`.
+///
+/// ```text
+/// equipoise_common::conformance_suite! {
+///     backend: sqlite_memory,
+///     store: sqlite_in_memory(),
+///     after_each: audit_chain_verifies,
+///     checks: [lifecycle::drafts_are_replaced, commit::commit_is_fenced],
+/// }
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    (
+        backend: $backend:ident,
+        store: $store:expr,
+        after_each: $after:path,
+        checks: [$($group:ident :: $check:ident),+ $(,)?] $(,)?
+    ) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let store = $store.await;
+                    super::$group::$check(&*store).await;
+                    $after(&*store).await;
+                }
+            )+
+        }
+    };
+    (
+        backend: $backend:ident,
+        store: $store:expr,
+        checks: [$($group:ident :: $check:ident),+ $(,)?] $(,)?
+    ) => {
+        $crate::conformance_suite! {
+            backend: $backend,
+            store: $store,
+            after_each: $crate::store::conformance::nothing_after,
+            checks: [$($group :: $check),+],
+        }
+    };
+}
+
+/// The `after_each` of a suite that gives none.
+#[doc(hidden)]
+pub async fn nothing_after<T: ?Sized>(_store: &T) {}
+
+#[cfg(test)]
+mod tests {
+    //! The macro on a toy store: it must compile outside the services and
+    //! give each backend its own store.
+
+    use std::sync::Mutex;
+
+    trait Counter: Send + Sync {
+        fn add(&self) -> u32;
+    }
+
+    #[derive(Default)]
+    struct MemoryCounter(Mutex<u32>);
+
+    impl Counter for MemoryCounter {
+        fn add(&self) -> u32 {
+            let mut count = self.0.lock().expect("counter lock");
+            *count += 1;
+            *count
+        }
+    }
+
+    async fn memory_counter() -> Box<dyn Counter> {
+        Box::new(MemoryCounter::default())
+    }
+
+    /// Fails a check that left the count anywhere but where it ended.
+    async fn counts_once_more(counter: &dyn Counter) {
+        let before = counter.add();
+        assert_eq!(counter.add(), before + 1);
+    }
+
+    mod counting {
+        use super::Counter;
+
+        pub async fn a_fresh_store_counts_from_one(counter: &dyn Counter) {
+            assert_eq!(counter.add(), 1);
+        }
+
+        pub async fn counts_accumulate(counter: &dyn Counter) {
+            counter.add();
+            assert_eq!(counter.add(), 2);
+        }
+    }
+
+    crate::conformance_suite! {
+        backend: memory,
+        store: memory_counter(),
+        checks: [counting::a_fresh_store_counts_from_one, counting::counts_accumulate],
+    }
+
+    crate::conformance_suite! {
+        backend: memory_checked_after,
+        store: memory_counter(),
+        after_each: counts_once_more,
+        checks: [counting::a_fresh_store_counts_from_one],
+    }
+}

@@ -1,0 +1,120 @@
+//! The multi-replica backend: PostgreSQL with `synchronous_commit = on`, so
+//! a commit is durable before the reply. Every audit append locks the single
+//! `audit_head` row, which keeps the hash chain linear across replicas; a
+//! service that also locks its own rows takes those first, then the head.
+
+use std::time::Duration;
+
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection, PgPool};
+
+use super::audit::{self, AuditRow, bind_record};
+use super::error::{DatabaseError, describe};
+use super::migrate::{
+    DROP_LEGACY, LEGACY_TABLE, LEGACY_VERSION, migrate_error, record_legacy, run_pending,
+};
+use crate::audit::{AuditEntry, AuditRecord};
+
+/// Fail fast while the database is down: the caller gets UNAVAILABLE.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects, checks the server answers, and migrates. A wrong or
+/// unreachable URL fails here with an error naming `database_url`, never
+/// the URL itself (it may hold a password).
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    migrator: &Migrator,
+) -> Result<PgPool, DatabaseError> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e: sqlx::Error| DatabaseError::Unavailable(format!("database_url: {e}")))?;
+    let options = options.options([("synchronous_commit", "on")]);
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(true)
+        .connect_with(options)
+        .await
+        .map_err(|e| DatabaseError::Unavailable(format!("database_url: {}", describe(&e))))?;
+    migrate(&pool, migrator).await?;
+    Ok(pool)
+}
+
+/// Adopts a legacy database, then runs the pending migrations, holding the
+/// migrator's advisory lock throughout so replicas starting together take
+/// turns.
+pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DatabaseError> {
+    let mut conn = pool.acquire().await?;
+    let result = migrate_locked(&mut conn, migrator).await;
+    if result.is_err() {
+        // A failed run leaves the session's advisory lock held.
+        conn.close_on_drop();
+    }
+    result
+}
+
+async fn migrate_locked(conn: &mut PgConnection, migrator: &Migrator) -> Result<(), DatabaseError> {
+    let failed = |e| migrate_error(e, migrator);
+    conn.lock().await.map_err(failed)?;
+    adopt_legacy(conn, migrator).await?;
+    // The session lock is re-entrant: the run takes and releases it once more.
+    run_pending(migrator, conn).await?;
+    conn.unlock().await.map_err(failed)?;
+    Ok(())
+}
+
+async fn adopt_legacy(conn: &mut PgConnection, migrator: &Migrator) -> Result<(), DatabaseError> {
+    let mut tx = conn.begin().await?;
+    let legacy: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(LEGACY_TABLE)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !legacy {
+        return Ok(());
+    }
+    let version: i64 = sqlx::query_scalar(LEGACY_VERSION)
+        .fetch_one(&mut *tx)
+        .await?;
+    record_legacy(&mut *tx, migrator, version).await?;
+    sqlx::query(DROP_LEGACY).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Chains `entry` after the head, which it locks until the transaction
+/// ends. Call inside a transaction.
+pub async fn append_audit(
+    conn: &mut PgConnection,
+    entry: AuditEntry,
+) -> Result<AuditRecord, DatabaseError> {
+    let (last_seq, last_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *conn)
+            .await?;
+    let record = AuditRecord::chain(last_seq + 1, entry, &last_hash);
+    bind_record!(sqlx::query(audit::INSERT), record)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(record.seq)
+        .bind(&record.hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(record)
+}
+
+/// Audit records from `from_seq` on, in order.
+pub async fn audit_records(
+    pool: &PgPool,
+    from_seq: i64,
+    limit: u32,
+) -> Result<Vec<AuditRecord>, DatabaseError> {
+    let rows: Vec<AuditRow> = sqlx::query_as(audit::FROM_SEQ)
+        .bind(from_seq)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(AuditRecord::from).collect())
+}

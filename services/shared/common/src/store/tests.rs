@@ -1,0 +1,238 @@
+//! The toolkit against real databases: SQLite files and the test binary's
+//! shared PostgreSQL, one database per test.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use equipoise_testkit::PostgresServer;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Connection, SqlitePool};
+
+use super::error::DatabaseError;
+use super::{postgres, sqlite};
+use crate::audit::{AuditEntry, verify_chain};
+
+static SQLITE: Migrator = sqlx::migrate!("src/store/test_migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("src/store/test_migrations/postgres");
+
+const WRITERS: usize = 8;
+
+fn entry(n: usize) -> AuditEntry {
+    AuditEntry {
+        at: "2026-11-21T10:00:00Z".into(),
+        actor: format!("writer-{n}"),
+        role: "trial_admin".into(),
+        action: "test.appended".into(),
+        entity: "trial/T".into(),
+        details: serde_json::json!({ "n": n }),
+    }
+}
+
+async fn sqlite_append(pool: &SqlitePool, n: usize) -> Result<(), DatabaseError> {
+    let mut tx = sqlite::begin_write(pool).await?;
+    sqlite::append_audit(&mut tx, entry(n)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn postgres_append(pool: &sqlx::PgPool, n: usize) -> Result<(), DatabaseError> {
+    let mut tx = pool.begin().await?;
+    postgres::append_audit(&mut tx, entry(n)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_appends_from_many_writers_form_one_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = sqlite::open_file(&dir.path().join("t.db"), &SQLITE)
+        .await
+        .expect("open");
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|n| {
+            let pool = pool.clone();
+            tokio::spawn(async move { sqlite_append(&pool, n).await })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer").expect("append");
+    }
+    let records = sqlite::audit_records(&pool, 1, 100).await.expect("read");
+    assert_eq!(verify_chain(&records), Ok(WRITERS as u64));
+    let tail = sqlite::audit_records(&pool, 3, 2).await.expect("read");
+    assert_eq!(tail, records[2..4], "from a seq, up to a limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_appends_from_many_writers_form_one_chain() {
+    let url = PostgresServer::shared().create_database();
+    let pool = postgres::connect(&url, 4, &POSTGRES)
+        .await
+        .expect("connect");
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|n| {
+            let pool = pool.clone();
+            tokio::spawn(async move { postgres_append(&pool, n).await })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer").expect("append");
+    }
+    let records = postgres::audit_records(&pool, 1, 100).await.expect("read");
+    assert_eq!(verify_chain(&records), Ok(WRITERS as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_one_database_together_all_start() {
+    let url = PostgresServer::shared().create_database();
+    let replicas: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { postgres::connect(&url, 2, &POSTGRES).await })
+        })
+        .collect();
+    for replica in replicas {
+        replica.await.expect("replica").expect("migrated");
+    }
+}
+
+/// The shape the services' own migrator left: its table at `version`, and
+/// that version's schema.
+async fn sqlite_legacy(path: &std::path::Path, version: i64) {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("create");
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("legacy table");
+    sqlx::raw_sql(include_str!("test_migrations/sqlite/0001_audit.sql"))
+        .execute(&mut conn)
+        .await
+        .expect("version 1");
+    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 'then')")
+        .bind(version)
+        .execute(&mut conn)
+        .await
+        .expect("record");
+    conn.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_legacy_database_is_adopted_then_migrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.db");
+    sqlite_legacy(&path, 1).await;
+    // Running 0001 again would fail: its table exists.
+    let pool = sqlite::open_file(&path, &SQLITE).await.expect("adopt");
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .expect("sqlx's table");
+    assert_eq!(applied, [1, 2]);
+    sqlx::query("INSERT INTO notes (id, text) VALUES (1, 'migration 2 ran')")
+        .execute(&pool)
+        .await
+        .expect("0002's table");
+    let legacy = sqlx::query("SELECT * FROM schema_migrations")
+        .execute(&pool)
+        .await;
+    assert!(legacy.is_err(), "the legacy table is dropped");
+}
+
+#[tokio::test]
+async fn a_legacy_database_newer_than_the_binary_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.db");
+    sqlite_legacy(&path, 7).await;
+    let refused = sqlite::open_file(&path, &SQLITE).await;
+    assert_eq!(
+        refused.err(),
+        Some(DatabaseError::SchemaTooNew {
+            found: 7,
+            supported: 2
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_busy_sqlite_database_is_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.db");
+    let pool = sqlite::open_file(&path, &SQLITE).await.expect("open");
+    let holder = sqlite::begin_write(&pool)
+        .await
+        .expect("take the write lock");
+    let impatient = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .expect("options")
+        .busy_timeout(Duration::ZERO);
+    let other = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(impatient)
+        .await
+        .expect("second pool");
+    let busy = sqlite::begin_write(&other).await.err();
+    assert_eq!(
+        busy,
+        Some(DatabaseError::Unavailable("the database is busy".into()))
+    );
+    drop(holder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_postgres_connection_is_unavailable() {
+    let url = PostgresServer::shared().create_database();
+    let pool = postgres::connect(&url, 2, &POSTGRES)
+        .await
+        .expect("connect");
+    let mut victim = pool.acquire().await.expect("a connection");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *victim)
+        .await
+        .expect("pid");
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&pool)
+        .await
+        .expect("terminate");
+    let lost = sqlx::query("SELECT 1").execute(&mut *victim).await;
+    let error = DatabaseError::from(lost.expect_err("the connection is gone"));
+    assert!(matches!(error, DatabaseError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_constraint_violation_is_a_database_error_on_both_backends() {
+    let insert = "INSERT INTO notes (id, text) VALUES ($1, 'same')";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = sqlite::open_file(&dir.path().join("t.db"), &SQLITE)
+        .await
+        .expect("open");
+    sqlx::query(insert)
+        .bind(1_i64)
+        .execute(&sqlite)
+        .await
+        .expect("first");
+    let duplicate = sqlx::query(insert).bind(2_i64).execute(&sqlite).await;
+    let error = DatabaseError::from(duplicate.expect_err("unique"));
+    assert!(matches!(error, DatabaseError::Other(_)), "{error:?}");
+
+    let url = PostgresServer::shared().create_database();
+    let postgres = postgres::connect(&url, 2, &POSTGRES)
+        .await
+        .expect("connect");
+    sqlx::query(insert)
+        .bind(1_i64)
+        .execute(&postgres)
+        .await
+        .expect("first");
+    let duplicate = sqlx::query(insert).bind(2_i64).execute(&postgres).await;
+    let error = DatabaseError::from(duplicate.expect_err("unique"));
+    assert!(matches!(error, DatabaseError::Other(_)), "{error:?}");
+}
