@@ -8,8 +8,9 @@
 //! Pools, migrations, the classification of database errors and the audit
 //! append come from `equipoise_common::store`. Here: the schema
 //! (`migrations/{sqlite,postgres}`), the SQL and rows both backends share
-//! (`sql.rs`), the decisions they share (`rules.rs`), and how each backend
-//! locks (`sqlite.rs`, `postgres.rs`).
+//! (`sql.rs`), the decisions they share (`rules.rs`), the transactions and
+//! `impl Store` they share (`shared.rs`, a macro each backend expands), and
+//! how each backend locks (`sqlite.rs`, `postgres.rs`).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use equipoise_common::store::DatabaseError;
 
 pub mod postgres;
 mod rules;
+mod shared;
 mod sql;
 pub mod sqlite;
 

@@ -1,0 +1,512 @@
+//! The Rust both randomisation stores run, written once as [`impl_store!`]:
+//! `impl_store!(SqliteStore, Sqlite)` in `sqlite.rs` expands the helpers
+//! and `impl Store for SqliteStore` into a module `sqlite::shared`, with the
+//! store's pool in its field `pool` and `sqlx::Sqlite` as the database.
+//!
+//! A macro rather than code generic over `sqlx::Database`: generic sqlx code
+//! needs `Encode`/`Type`/`Executor` bounds, with higher-ranked lifetimes,
+//! for every bind. Expanded per backend, every type is concrete.
+//!
+//! The expansion takes what the backends share from `store` and, from the
+//! backend's module, these hooks: all the backends do differently.
+//! - `begin_write(&pool) -> StoreResult<transaction>`: how a write begins.
+//!   SQLite takes `BEGIN IMMEDIATE`, the database's write lock, at once;
+//!   PostgreSQL begins a plain transaction and locks rows as it reads them.
+//! - `TRIAL_FOR_WRITE`: the SQL that reads the trial a write is about, `$1`
+//!   its id. SQLite reads it plainly (`BEGIN IMMEDIATE` holds the lock
+//!   already); PostgreSQL locks the row (`FOR UPDATE`). Every write to a
+//!   trial reads it before anything else and appends its audit record last
+//!   (`finish*`), so on PostgreSQL the trial row is the first lock and the
+//!   audit head the last: writers cannot deadlock.
+//! - `LIST_ALLOCATIONS` and `sites_argument(Option<&[String]>)`: the
+//!   listing query and the value bound as its `$4`, the site filter.
+//!   SQLite has no array parameters and reads a JSON array with
+//!   `json_each`; PostgreSQL binds a `TEXT[]` and uses `= ANY`.
+//! - `db`: the backend's module of `equipoise_common::store`, whose
+//!   `append_audit` holds the audit chain's head its own way (the write
+//!   lock on SQLite, the `audit_head` row on PostgreSQL), and
+//!   `audit_records`.
+
+/// Writes the shared helpers and `impl Store for $store` into a module
+/// `shared` of the calling backend module.
+macro_rules! impl_store {
+    ($store:ident, $database:ident) => {
+        mod shared {
+            use std::collections::BTreeMap;
+
+            use async_trait::async_trait;
+            use equipoise_common::audit::{AuditEntry, AuditRecord};
+
+            use $crate::store::sql::{self, AllocationRow, TrialRow, wide};
+            use $crate::store::{
+                AllocationQuery, AllocationRecord, CapLimits, CommitRequest, Counts, NewAllocation,
+                Store, StoreError, StoreResult, TrialRecord, TrialState, randomisation_number,
+                rules,
+            };
+
+            // The backend's hooks (module doc of `store/shared.rs`).
+            use super::{
+                LIST_ALLOCATIONS, TRIAL_FOR_WRITE, begin_write, db, sites_argument, $store,
+            };
+
+            type WriteTransaction = sqlx::Transaction<'static, sqlx::$database>;
+            type Connection = <sqlx::$database as sqlx::Database>::Connection;
+
+            async fn trial_in(
+                conn: &mut Connection,
+                query: &'static str,
+                trial_id: &str,
+            ) -> StoreResult<Option<TrialRecord>> {
+                let row: Option<TrialRow> = sqlx::query_as(query)
+                    .bind(trial_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                row.map(TrialRecord::try_from).transpose()
+            }
+
+            /// The trial a write is about, read so that it cannot change
+            /// before the commit: the write's first lock.
+            async fn writing_trial(
+                tx: &mut WriteTransaction,
+                trial_id: &str,
+            ) -> StoreResult<Option<TrialRecord>> {
+                trial_in(tx, TRIAL_FOR_WRITE, trial_id).await
+            }
+
+            async fn allocation_in(
+                conn: &mut Connection,
+                trial_id: &str,
+                subject_id: &str,
+            ) -> StoreResult<Option<AllocationRecord>> {
+                let row: Option<AllocationRow> = sqlx::query_as(sql::ALLOCATION)
+                    .bind(trial_id)
+                    .bind(subject_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                row.map(AllocationRecord::try_from).transpose()
+            }
+
+            async fn record_version(
+                tx: &mut WriteTransaction,
+                trial: (&str, u32),
+                definition: (&str, &str),
+                reason: &str,
+                at: &str,
+            ) -> StoreResult<()> {
+                sqlx::query(sql::RECORD_VERSION)
+                    .bind(trial.0)
+                    .bind(i64::from(trial.1))
+                    .bind(definition.0)
+                    .bind(definition.1)
+                    .bind(reason)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// Moves the stream from `expected` to `expected + 1`, or reports it fenced.
+            async fn advance_stream(
+                tx: &mut WriteTransaction,
+                trial_id: &str,
+                stream_key: &str,
+                expected: u64,
+            ) -> StoreResult<()> {
+                let query = if expected == 0 {
+                    sqlx::query(sql::START_STREAM)
+                        .bind(trial_id)
+                        .bind(stream_key)
+                } else {
+                    sqlx::query(sql::ADVANCE_STREAM)
+                        .bind(trial_id)
+                        .bind(stream_key)
+                        .bind(wide(expected)?)
+                };
+                rules::stream_advanced(query.execute(&mut **tx).await?.rows_affected())
+            }
+
+            /// Refuses the commit if any cap is already reached; returns the site's count.
+            async fn check_caps(
+                tx: &mut WriteTransaction,
+                allocation: &NewAllocation,
+                caps: &CapLimits,
+            ) -> StoreResult<u32> {
+                let counts = sqlx::query_as(sql::CAP_COUNTS)
+                    .bind(&allocation.trial_id)
+                    .bind(&allocation.site_id)
+                    .bind(&allocation.stratum)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                rules::within_caps(counts, caps)
+            }
+
+            async fn insert_allocation(
+                tx: &mut WriteTransaction,
+                request: &CommitRequest,
+                number: &str,
+            ) -> StoreResult<i64> {
+                let allocation = &request.allocation;
+                let sequence = sqlx::query_scalar(sql::INSERT_ALLOCATION)
+                    .bind(&allocation.trial_id)
+                    .bind(&allocation.subject_id)
+                    .bind(&allocation.site_id)
+                    .bind(&allocation.stratum)
+                    .bind(&allocation.stream_key)
+                    .bind(wide(request.expected_stream_version)?)
+                    .bind(&allocation.arm)
+                    .bind(number)
+                    .bind(&allocation.request_sha256)
+                    .bind(&allocation.covariates_json)
+                    .bind(&allocation.decision_json)
+                    .bind(i64::from(allocation.trial_version))
+                    .bind(&allocation.randomised_at)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                Ok(sequence)
+            }
+
+            /// Appends the audit record and commits. The append comes last: on
+            /// PostgreSQL it locks the audit head, after the rows the write locked.
+            async fn finish(mut tx: WriteTransaction, audit: AuditEntry) -> StoreResult<()> {
+                db::append_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// Appends the audit record, reads the trial back and commits.
+            async fn finish_with_trial(
+                mut tx: WriteTransaction,
+                audit: AuditEntry,
+                trial_id: &str,
+            ) -> StoreResult<TrialRecord> {
+                db::append_audit(&mut tx, audit).await?;
+                let updated = trial_in(&mut tx, sql::TRIAL, trial_id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                tx.commit().await?;
+                Ok(updated)
+            }
+
+            /// Appends the audit record, reads the allocation back and commits.
+            async fn finish_with_allocation(
+                mut tx: WriteTransaction,
+                audit: AuditEntry,
+                trial_id: &str,
+                subject_id: &str,
+            ) -> StoreResult<AllocationRecord> {
+                db::append_audit(&mut tx, audit).await?;
+                let updated = allocation_in(&mut tx, trial_id, subject_id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                tx.commit().await?;
+                Ok(updated)
+            }
+
+            #[async_trait]
+            impl Store for $store {
+                async fn register_draft(
+                    &self,
+                    record: &TrialRecord,
+                    audit: AuditEntry,
+                ) -> StoreResult<()> {
+                    let mut tx = begin_write(&self.pool).await?;
+                    let existing = writing_trial(&mut tx, &record.trial_id).await?;
+                    rules::replaceable(existing.as_ref(), &record.trial_id)?;
+                    // A list was checked against the draft it was uploaded to; a new
+                    // draft needs its own.
+                    sqlx::query(sql::DELETE_LIST)
+                        .bind(&record.trial_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(sql::UPSERT_DRAFT)
+                        .bind(&record.trial_id)
+                        .bind(i64::from(record.version))
+                        .bind(&record.definition_yaml)
+                        .bind(&record.definition_sha256)
+                        .bind(&record.registered_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    finish(tx, audit).await
+                }
+
+                async fn trial(&self, trial_id: &str) -> StoreResult<Option<TrialRecord>> {
+                    let mut conn = self.pool.acquire().await?;
+                    trial_in(&mut conn, sql::TRIAL, trial_id).await
+                }
+
+                async fn activate(
+                    &self,
+                    trial_id: &str,
+                    expected_sha256: &str,
+                    sealed_seed: &[u8],
+                    algorithm_version: u32,
+                    at: &str,
+                    audit: AuditEntry,
+                ) -> StoreResult<TrialRecord> {
+                    let mut tx = begin_write(&self.pool).await?;
+                    let trial = writing_trial(&mut tx, trial_id).await?;
+                    let trial = rules::activatable(trial, trial_id, expected_sha256)?;
+                    sqlx::query(sql::ACTIVATE)
+                        .bind(sealed_seed)
+                        .bind(i64::from(algorithm_version))
+                        .bind(at)
+                        .bind(trial_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let definition = (
+                        trial.definition_yaml.as_str(),
+                        trial.definition_sha256.as_str(),
+                    );
+                    record_version(
+                        &mut tx,
+                        (trial_id, trial.version),
+                        definition,
+                        "activation",
+                        at,
+                    )
+                    .await?;
+                    finish_with_trial(tx, audit, trial_id).await
+                }
+
+                async fn amend(
+                    &self,
+                    trial_id: &str,
+                    from_version: u32,
+                    definition_yaml: &str,
+                    definition_sha256: &str,
+                    to_version: u32,
+                    audit: AuditEntry,
+                ) -> StoreResult<TrialRecord> {
+                    rules::raises_version(from_version, to_version)?;
+                    let mut tx = begin_write(&self.pool).await?;
+                    let trial = writing_trial(&mut tx, trial_id).await?;
+                    rules::amendable(trial, trial_id, from_version)?;
+                    sqlx::query(sql::AMEND)
+                        .bind(i64::from(to_version))
+                        .bind(definition_yaml)
+                        .bind(definition_sha256)
+                        .bind(trial_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let reason = rules::amendment_reason(&audit);
+                    let definition = (definition_yaml, definition_sha256);
+                    record_version(
+                        &mut tx,
+                        (trial_id, to_version),
+                        definition,
+                        &reason,
+                        &audit.at,
+                    )
+                    .await?;
+                    finish_with_trial(tx, audit, trial_id).await
+                }
+
+                async fn close(
+                    &self,
+                    trial_id: &str,
+                    at: &str,
+                    audit: AuditEntry,
+                ) -> StoreResult<TrialRecord> {
+                    let mut tx = begin_write(&self.pool).await?;
+                    let trial = writing_trial(&mut tx, trial_id).await?;
+                    rules::in_state(trial, trial_id, TrialState::Active, "closing")?;
+                    sqlx::query(sql::CLOSE)
+                        .bind(at)
+                        .bind(trial_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    finish_with_trial(tx, audit, trial_id).await
+                }
+
+                async fn put_allocation_list(
+                    &self,
+                    trial_id: &str,
+                    entries: &[(String, String)],
+                    audit: AuditEntry,
+                ) -> StoreResult<()> {
+                    let mut tx = begin_write(&self.pool).await?;
+                    let trial = writing_trial(&mut tx, trial_id).await?;
+                    rules::in_state(trial, trial_id, TrialState::Draft, "uploading a list")?;
+                    sqlx::query(sql::DELETE_LIST)
+                        .bind(trial_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    for (stratum, position, arm) in rules::list_rows(entries) {
+                        sqlx::query(sql::INSERT_LIST_ENTRY)
+                            .bind(trial_id)
+                            .bind(stratum)
+                            .bind(position)
+                            .bind(arm)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    finish(tx, audit).await
+                }
+
+                async fn list_slot(
+                    &self,
+                    trial_id: &str,
+                    stratum: &str,
+                    position: u64,
+                ) -> StoreResult<Option<String>> {
+                    let arm = sqlx::query_scalar(sql::LIST_SLOT)
+                        .bind(trial_id)
+                        .bind(stratum)
+                        .bind(wide(position)?)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    Ok(arm)
+                }
+
+                async fn list_lengths(&self, trial_id: &str) -> StoreResult<BTreeMap<String, u32>> {
+                    let rows: Vec<(String, i64)> = sqlx::query_as(sql::LIST_LENGTHS)
+                        .bind(trial_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.into_iter()
+                        .map(|(stratum, n)| Ok((stratum, sql::narrow(n, "list length")?)))
+                        .collect()
+                }
+
+                async fn allocation(
+                    &self,
+                    trial_id: &str,
+                    subject_id: &str,
+                ) -> StoreResult<Option<AllocationRecord>> {
+                    let mut conn = self.pool.acquire().await?;
+                    allocation_in(&mut conn, trial_id, subject_id).await
+                }
+
+                async fn stream_version(
+                    &self,
+                    trial_id: &str,
+                    stream_key: &str,
+                ) -> StoreResult<u64> {
+                    let version: Option<i64> = sqlx::query_scalar(sql::STREAM_VERSION)
+                        .bind(trial_id)
+                        .bind(stream_key)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    sql::narrow(version.unwrap_or(0), "allocation_streams.version")
+                }
+
+                async fn commit_allocation(
+                    &self,
+                    request: &CommitRequest,
+                ) -> StoreResult<AllocationRecord> {
+                    let allocation = &request.allocation;
+                    let (trial_id, subject_id) = (&allocation.trial_id, &allocation.subject_id);
+                    let mut tx = begin_write(&self.pool).await?;
+                    let trial = writing_trial(&mut tx, trial_id).await?;
+                    rules::in_state(trial, trial_id, TrialState::Active, "allocation")?;
+                    if allocation_in(&mut tx, trial_id, subject_id)
+                        .await?
+                        .is_some()
+                    {
+                        return Err(StoreError::SubjectExists);
+                    }
+                    let at_site = check_caps(&mut tx, allocation, &request.caps).await?;
+                    let (stream, expected) =
+                        (&allocation.stream_key, request.expected_stream_version);
+                    advance_stream(&mut tx, trial_id, stream, expected).await?;
+                    let number = randomisation_number(&allocation.site_id, at_site + 1);
+                    let sequence = insert_allocation(&mut tx, request, &number).await?;
+                    finish(tx, rules::commit_audit(request, &number)).await?;
+                    Ok(allocation.committed(expected, number, sequence))
+                }
+
+                async fn stream_allocations(
+                    &self,
+                    trial_id: &str,
+                    stream_key: &str,
+                ) -> StoreResult<Vec<AllocationRecord>> {
+                    let rows = sqlx::query_as(sql::STREAM_ALLOCATIONS)
+                        .bind(trial_id)
+                        .bind(stream_key)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    sql::allocation_records(rows)
+                }
+
+                async fn counts(&self, trial_id: &str) -> StoreResult<Counts> {
+                    let rows: Vec<(String, String, bool)> = sqlx::query_as(sql::COUNT_ROWS)
+                        .bind(trial_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    Ok(Counts::tally(rows))
+                }
+
+                async fn list_allocations(
+                    &self,
+                    query: &AllocationQuery,
+                ) -> StoreResult<Vec<AllocationRecord>> {
+                    let sites = sites_argument(query.sites.as_deref());
+                    let rows = sqlx::query_as(LIST_ALLOCATIONS)
+                        .bind(&query.trial_id)
+                        .bind(query.after_sequence)
+                        .bind(&query.stratum)
+                        .bind(sites)
+                        .bind(i64::from(query.limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    sql::allocation_records(rows)
+                }
+
+                async fn correct_stratum(
+                    &self,
+                    trial_id: &str,
+                    subject_id: &str,
+                    corrected_stratum: &str,
+                    reason: &str,
+                    audit: AuditEntry,
+                ) -> StoreResult<AllocationRecord> {
+                    let mut tx = begin_write(&self.pool).await?;
+                    allocation_in(&mut tx, trial_id, subject_id)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    sqlx::query(sql::CORRECT_STRATUM)
+                        .bind(corrected_stratum)
+                        .bind(reason)
+                        .bind(trial_id)
+                        .bind(subject_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    finish_with_allocation(tx, audit, trial_id, subject_id).await
+                }
+
+                async fn mark_in_error(
+                    &self,
+                    trial_id: &str,
+                    subject_id: &str,
+                    reason: &str,
+                    audit: AuditEntry,
+                ) -> StoreResult<AllocationRecord> {
+                    let mut tx = begin_write(&self.pool).await?;
+                    let existing = allocation_in(&mut tx, trial_id, subject_id).await?;
+                    rules::not_in_error(existing, subject_id)?;
+                    sqlx::query(sql::MARK_IN_ERROR)
+                        .bind(reason)
+                        .bind(trial_id)
+                        .bind(subject_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    finish_with_allocation(tx, audit, trial_id, subject_id).await
+                }
+
+                async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()> {
+                    let tx = begin_write(&self.pool).await?;
+                    finish(tx, audit).await
+                }
+
+                async fn audit_records(
+                    &self,
+                    from_seq: i64,
+                    limit: u32,
+                ) -> StoreResult<Vec<AuditRecord>> {
+                    Ok(db::audit_records(&self.pool, from_seq, limit).await?)
+                }
+            }
+        }
+    };
+}
+pub(super) use impl_store;
