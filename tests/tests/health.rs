@@ -3,6 +3,7 @@
 //! drain delay do the watchers end and the listener close. The tests assert
 //! the order of events, never how long anything took.
 
+use equipoise::settings::MAX_DRAIN_DELAY_MS;
 use equipoise_common::grpc::client;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_tests::{TIMEOUTS, TestServer, client_on};
@@ -42,7 +43,7 @@ async fn next(watcher: &mut Streaming<HealthCheckResponse>) -> Seen {
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_reports_not_serving_while_calls_are_still_answered() {
     // Far longer than the test: the drain cannot end while it looks.
-    let mut server = TestServer::start_with(|s| s.drain_delay_ms = 600_000).await;
+    let mut server = TestServer::start_with(|s| s.drain_delay_ms = MAX_DRAIN_DELAY_MS).await;
     let mut overall = watch(&server, "").await;
     let mut randomisation = watch(&server, RANDOMISATION).await;
     assert_eq!(

@@ -6,6 +6,7 @@
 //! ([`PostgresServer::shared`]) and take a fresh database each
 //! ([`PostgresServer::create_database`]).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -97,16 +98,20 @@ impl PostgresServer {
     }
 
     /// A shell that waits for the end of its input, then stops the server
-    /// at once and removes its directory.
+    /// at once and removes its directory. It runs in a process group of its
+    /// own and ignores the usual signals, so a Ctrl-C or a runner killing
+    /// the test's group cannot kill it before the server it guards, which
+    /// `pg_ctl` started in a session of its own.
     fn watchdog(&self) -> Child {
         let stop = self.stop_command("immediate");
         Command::new("sh")
             .arg("-c")
-            .arg(r#"read line; "$@" >/dev/null 2>&1; rm -rf "$EQUIPOISE_PG_DIR""#)
+            .arg(r#"trap '' INT TERM HUP; read line; "$@" >/dev/null 2>&1; rm -rf "$EQUIPOISE_PG_DIR""#)
             .arg("postgres-watchdog")
             .arg(stop.get_program())
             .args(stop.get_args())
             .env("EQUIPOISE_PG_DIR", self.dir.path())
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -20,8 +20,8 @@ pub const MIN_MESSAGE_BYTES: usize = 16 * 1024;
 /// Above this, one request could hold a large share of a replica's memory
 /// while it is buffered for decoding.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// Kubernetes kills a pod 30 s after SIGTERM by default; a longer delay
-/// would only be cut short.
+/// The delay must fit inside the pod's termination grace period (30 s by
+/// default on Kubernetes, raised by operators who want longer drains).
 pub const MAX_DRAIN_DELAY_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -171,7 +171,9 @@ pub enum StoreError {
     CapReached(CapKind),
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    #[error("the database schema is version {found}, newer than this binary's {supported}")]
+    #[error(
+        "the database has migration {found}, newer than this binary's newest ({supported}); run a newer binary"
+    )]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("database error: {0}")]
     Database(String),

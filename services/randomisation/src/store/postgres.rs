@@ -164,7 +164,7 @@ mod tests {
 
         let store = PostgresStore::connect(&url, 2).await.expect("adopt");
         let trial = store.trial("T").await.expect("read").expect("the trial");
-        assert_eq!(trial.version, 3, "read as BIGINT after 0002");
+        assert_eq!(trial.version, 3, "the INTEGER column read as i64");
         store.append_audit(entry("after")).await.expect("append");
         let records = store.audit_records(1, 10).await.expect("records");
         assert_eq!(records.first(), Some(&first));

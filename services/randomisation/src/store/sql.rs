@@ -4,17 +4,20 @@
 
 use super::{AllocationRecord, StoreError, StoreResult, TrialRecord, TrialState};
 
-/// Column lists as macros, so queries stay `&'static str` for sqlx.
+/// Column lists as macros, so queries stay `&'static str` for sqlx. The
+/// version columns are INTEGER (INT4 on PostgreSQL) and read through a CAST,
+/// so both backends decode `i64` without a schema change that replicas still
+/// running the previous binary could not read.
 macro_rules! trial_columns {
     () => {
-        "trial_id, version, state, definition_yaml, definition_sha256, algorithm_version, sealed_seed, registered_at, activated_at, closed_at"
+        "trial_id, CAST(version AS BIGINT) AS version, state, definition_yaml, definition_sha256, CAST(algorithm_version AS BIGINT) AS algorithm_version, sealed_seed, registered_at, activated_at, closed_at"
     };
 }
 pub(super) use trial_columns;
 
 macro_rules! allocation_columns {
     () => {
-        "sequence, trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number, request_sha256, covariates_json, decision_json, trial_version, randomised_at, corrected_stratum, correction_reason, in_error, error_reason"
+        "sequence, trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number, request_sha256, covariates_json, decision_json, CAST(trial_version AS BIGINT) AS trial_version, randomised_at, corrected_stratum, correction_reason, in_error, error_reason"
     };
 }
 pub(super) use allocation_columns;

@@ -145,8 +145,9 @@ pub enum RemoteError {
     /// Any other deliberate refusal; `code` says which.
     #[error("refused ({code:?}): {message}")]
     Refused { code: ErrorCode, message: String },
-    /// The callee failed, or answered with a code no Equipoise service sends
-    /// (INTERNAL, UNKNOWN, DATA_LOSS, UNIMPLEMENTED…); `code` names it.
+    /// The callee failed (INTERNAL, UNKNOWN, DATA_LOSS), or the answer came
+    /// from below the services: UNIMPLEMENTED, or OUT_OF_RANGE, which tonic
+    /// sends for an oversized message. `code` names it.
     #[error("failed ({code}): {message}")]
     Failed { code: &'static str, message: String },
 }

@@ -59,51 +59,71 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let method = request.uri().path().to_owned();
+        // Created before the handler runs: if the client goes away first and
+        // the future is dropped, the line's own drop logs CANCELLED.
+        let mut line = CallLine::new(request.uri().path().to_owned());
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await?;
-            let line = CallLine {
-                method,
-                started,
-                header_code: grpc_status(response.headers()),
+            let response = match response.await {
+                Ok(response) => response,
+                Err(error) => {
+                    line.write(Code::Unknown);
+                    return Err(error);
+                }
             };
-            Ok(response.map(|body| {
-                ResponseBody::new(LoggedBody {
-                    inner: body,
-                    line: Some(line),
-                })
-            }))
+            line.header_code = grpc_status(response.headers());
+            Ok(response.map(|body| ResponseBody::new(LoggedBody { inner: body, line })))
         })
     }
 }
 
-/// What the line will say, written once the call's outcome is known.
+/// The line for one call, written exactly once: when its outcome is known,
+/// or, if it is dropped before then, as abandoned.
 struct CallLine {
     method: String,
     started: Instant,
     /// Set for trailers-only responses.
     header_code: Option<Code>,
+    written: bool,
 }
 
 impl CallLine {
-    fn write(self, code: Code) {
-        log_call(&self.method, code, self.started.elapsed());
+    fn new(method: String) -> Self {
+        Self {
+            method,
+            started: Instant::now(),
+            header_code: None,
+            written: false,
+        }
+    }
+
+    fn write(&mut self, code: Code) {
+        if !self.written {
+            self.written = true;
+            log_call(&self.method, code, self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for CallLine {
+    /// A trailers-only response is dropped unread: its code is in the
+    /// headers. Anything else dropped before its end was abandoned: the
+    /// handler's future before it answered, or a body before its trailers.
+    fn drop(&mut self) {
+        let code = self.header_code.unwrap_or(Code::Cancelled);
+        self.write(code);
     }
 }
 
 struct LoggedBody {
     inner: ResponseBody,
-    line: Option<CallLine>,
+    line: CallLine,
 }
 
 impl LoggedBody {
     fn finish(&mut self, code: impl FnOnce(Option<Code>) -> Code) {
-        if let Some(line) = self.line.take() {
-            let code = code(line.header_code);
-            line.write(code);
-        }
+        let code = code(self.line.header_code);
+        self.line.write(code);
     }
 }
 
@@ -139,14 +159,6 @@ impl Body for LoggedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    /// A trailers-only response is dropped unread: its code is in the
-    /// headers. Any other body dropped before its end was abandoned.
-    fn drop(&mut self) {
-        self.finish(|header| header.unwrap_or(Code::Cancelled));
     }
 }
 
@@ -325,6 +337,40 @@ mod tests {
     #[test]
     fn abandoned_calls_are_logged_as_cancelled() {
         let log = log_of(streamed(Code::Ok), 1);
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("CANCELLED"), "{log}");
+    }
+
+    #[test]
+    fn a_call_dropped_before_its_handler_answers_is_logged_as_cancelled() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            // A handler still waiting, e.g. on a lock, when the client leaves.
+            let inner = tower::service_fn(|_: http::Request<()>| {
+                std::future::pending::<Result<http::Response<ResponseBody>, std::convert::Infallible>>(
+                )
+            });
+            let mut service = CallLogLayer.layer(inner);
+            let request = http::Request::builder()
+                .uri("/equipoise.test.v1.Lookup/Find")
+                .body(())
+                .expect("request");
+            let mut call = service.call(request);
+            let waker = std::task::Waker::noop();
+            assert!(
+                call.as_mut()
+                    .poll(&mut Context::from_waker(waker))
+                    .is_pending()
+            );
+            drop(call);
+        });
+        let log =
+            String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8 log");
         assert_eq!(log.lines().count(), 1, "{log}");
         assert!(log.contains("CANCELLED"), "{log}");
     }

@@ -4,7 +4,7 @@
 //! shared HMAC secret); trace-context injection belongs here too, so every
 //! client gets it at once.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
@@ -46,6 +46,8 @@ pub enum ClientError {
     ServiceName(String),
     #[error("service token: {0}")]
     Mint(#[from] AuthError),
+    #[error("a service token must live at least a minute, not {0:?}")]
+    TokenLifetime(Duration),
 }
 
 /// The endpoint at `uri` with `timeouts` applied.
@@ -127,10 +129,13 @@ impl ClientInterceptor {
         if role.parse::<Role>().is_err() {
             return Err(ClientError::ServiceName(identity.service));
         }
-        let mut tokens = ServiceTokens {
+        if identity.lifetime < MIN_SERVICE_TOKEN_LIFETIME {
+            return Err(ClientError::TokenLifetime(identity.lifetime));
+        }
+        let tokens = ServiceTokens {
             identity: Arc::new(identity),
             secret: Arc::from(secret),
-            current: None,
+            current: Arc::default(),
         };
         tokens.current_value(now())?;
         Ok(Self {
@@ -144,7 +149,7 @@ impl Interceptor for ClientInterceptor {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        let authorization = match &mut self.credentials {
+        let authorization = match &self.credentials {
             Credentials::Bearer(value) => value.clone(),
             Credentials::Service(tokens) => tokens.current_value(now()).map_err(|e| {
                 tonic::Status::unauthenticated(format!("no service token to send: {e}"))
@@ -157,18 +162,27 @@ impl Interceptor for ClientInterceptor {
     }
 }
 
-/// Service tokens, minted on demand and reused until close to expiry.
+/// Shortest lifetime a service token may have: tokens carry whole seconds,
+/// and one that expires as it is minted would fail every call.
+pub const MIN_SERVICE_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Service tokens, minted on demand and reused until close to expiry. Every
+/// clone of a client shares the current token (clients are cloned per task).
 #[derive(Clone)]
 struct ServiceTokens {
     identity: Arc<ServiceIdentity>,
     secret: Arc<[u8]>,
     /// The header value and the second from which it is renewed.
-    current: Option<(MetadataValue<Ascii>, i64)>,
+    current: Arc<Mutex<Option<(MetadataValue<Ascii>, i64)>>>,
 }
 
 impl ServiceTokens {
-    fn current_value(&mut self, now: i64) -> Result<MetadataValue<Ascii>, ClientError> {
-        if let Some((value, renew_at)) = &self.current
+    fn current_value(&self, now: i64) -> Result<MetadataValue<Ascii>, ClientError> {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((value, renew_at)) = current.as_ref()
             && now < *renew_at
         {
             return Ok(value.clone());
@@ -176,7 +190,7 @@ impl ServiceTokens {
         let lifetime = i64::try_from(self.identity.lifetime.as_secs()).unwrap_or(i64::MAX);
         let claims = service_claims(&self.identity, now, lifetime);
         let value = bearer_value(&mint_hmac_token(&self.secret, &claims)?)?;
-        self.current = Some((value.clone(), now.saturating_add(lifetime - lifetime / 4)));
+        *current = Some((value.clone(), now.saturating_add(lifetime - lifetime / 4)));
         Ok(value)
     }
 }
@@ -281,16 +295,31 @@ mod tests {
 
     #[test]
     fn service_tokens_are_reused_then_renewed_before_expiry() {
-        let mut tokens = ServiceTokens {
+        let tokens = ServiceTokens {
             identity: Arc::new(identity("safety")),
             secret: Arc::from(SECRET),
-            current: None,
+            current: Arc::default(),
         };
         let first = tokens.current_value(1_000).expect("minted");
         assert_eq!(tokens.current_value(1_001).expect("reused"), first);
-        // Three quarters of the hour later, a new token is minted.
+        // Three quarters of the hour later, a new token is minted, and a
+        // clone (a client per task) sees the renewed one.
+        let clone = tokens.clone();
         let renewed = tokens.current_value(1_000 + 2_700).expect("renewed");
         assert_ne!(renewed, first);
+        assert_eq!(clone.current_value(1_000 + 2_701).expect("shared"), renewed);
+    }
+
+    #[test]
+    fn service_tokens_that_would_expire_at_once_are_refused() {
+        let short = ServiceIdentity {
+            lifetime: Duration::from_millis(500),
+            ..identity("safety")
+        };
+        assert!(matches!(
+            ClientInterceptor::service(short, SECRET),
+            Err(ClientError::TokenLifetime(_))
+        ));
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub enum DatabaseError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// The database has a migration this binary does not know.
-    #[error("the database schema is version {found}, newer than this binary's {supported}")]
+    #[error(
+        "the database has migration {found}, newer than this binary's newest ({supported}); run a newer binary"
+    )]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("database error: {0}")]
     Other(String),
