@@ -172,9 +172,11 @@ pub const MIN_SERVICE_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 struct ServiceTokens {
     identity: Arc<ServiceIdentity>,
     secret: Arc<[u8]>,
-    /// The header value and the second from which it is renewed.
-    current: Arc<Mutex<Option<(MetadataValue<Ascii>, i64)>>>,
+    current: Arc<Mutex<Option<CurrentToken>>>,
 }
+
+/// The header value, and the second from which it is renewed.
+type CurrentToken = (MetadataValue<Ascii>, i64);
 
 impl ServiceTokens {
     fn current_value(&self, now: i64) -> Result<MetadataValue<Ascii>, ClientError> {
