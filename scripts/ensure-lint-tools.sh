@@ -9,7 +9,7 @@ CARGO_DENY_VERSION=0.20.2
 CARGO_MACHETE_VERSION=0.9.2
 BUF_VERSION=1.75.0
 
-installed_version() { "$@" --version 2>/dev/null | awk '{print $2}'; }
+installed_version() { "$@" --version 2>/dev/null | awk '{print $NF}'; }
 
 if [ "$(installed_version cargo-deny)" != "$CARGO_DENY_VERSION" ]; then
   cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION"
