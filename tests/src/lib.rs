@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use equipoise_randomisation::methods::regenerate_list;
 use equipoise_randomisation::store::Store;
-use equipoise_randomisation::stream::{ALGORITHM_VERSION, MasterSeed};
+use equipoise_stream::{ALGORITHM_VERSION, MasterSeed};
 use equipoise_trial::TrialDefinition;
 
 use equipoise::serve::{Target, bind, run};

@@ -11,4 +11,3 @@ pub mod service;
 pub mod settings;
 pub mod simulation;
 pub mod store;
-pub mod stream;

@@ -5,7 +5,7 @@
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 
-use crate::stream::MasterSeed;
+use equipoise_stream::MasterSeed;
 
 const NONCE_LENGTH: usize = 12;
 

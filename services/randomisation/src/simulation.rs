@@ -7,11 +7,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rand_chacha::ChaCha20Rng;
+use equipoise_stream::ChaCha20Rng;
 use serde::Serialize;
 
 use crate::methods::{Margins, SequenceMethod, Slot, StratumSequence, minimise};
-use crate::stream::{pick, simulation_stream, unit_interval};
+use equipoise_stream::{pick, simulation_stream, unit_interval};
 use equipoise_trial::ImbalanceMeasure;
 use equipoise_trial::{FactorSource, MethodSpec, StratumLevels, TrialDefinition};
 

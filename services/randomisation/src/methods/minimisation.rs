@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use super::proportional;
-use crate::stream::pick;
+use equipoise_stream::pick;
 use equipoise_trial::ImbalanceMeasure;
 
 /// Counts of allocations per factor, level and arm.

@@ -1,9 +1,9 @@
 //! Methods whose stratum list depends only on the stratum's own stream.
 
-use rand_chacha::ChaCha20Rng;
-
 use super::{Slot, proportional};
-use crate::stream::{MasterSeed, derive_stream, pick, shuffle, uniform_below, unit_interval};
+use equipoise_stream::{
+    ChaCha20Rng, MasterSeed, derive_stream, pick, shuffle, uniform_below, unit_interval,
+};
 use equipoise_trial::MethodSpec;
 
 /// The methods whose stratum lists depend only on their own stream.
@@ -273,7 +273,7 @@ fn completion_counts(ratios: &[u32], bound: i64, length: usize) -> Vec<Vec<f64>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::simulation_stream;
+    use equipoise_stream::simulation_stream;
 
     fn sequence(method: MethodSpec, ratios: &[u32], key: &str) -> StratumSequence {
         let method = SequenceMethod::from_spec(&method).expect("sequence method");

@@ -22,7 +22,7 @@ use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
 use crate::store::{
     AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState,
 };
-use crate::stream::{MasterSeed, derive_stream, nth_unit_draw};
+use equipoise_stream::{MasterSeed, derive_stream, nth_unit_draw};
 use equipoise_trial::{CovariateInput, MethodSpec, StratumLevels, TrialDefinition};
 
 /// Stream key of a minimisation trial: one stream for the whole trial.
@@ -284,7 +284,7 @@ fn algorithm_version(trial: &LoadedTrial) -> u32 {
     trial
         .record
         .algorithm_version
-        .unwrap_or(crate::stream::ALGORITHM_VERSION)
+        .unwrap_or(equipoise_stream::ALGORITHM_VERSION)
 }
 
 /// Checks state, site, covariates, eligibility and stratum: everything that

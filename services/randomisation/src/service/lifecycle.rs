@@ -11,7 +11,7 @@ use super::access::{Operation, authorise, sees_design};
 use super::{RandomisationService, audit_entry, parse_submitted_definition};
 use crate::error::RandomisationError;
 use crate::store::{TrialRecord, TrialState};
-use crate::stream::{ALGORITHM_VERSION, MasterSeed};
+use equipoise_stream::{ALGORITHM_VERSION, MasterSeed};
 use equipoise_trial::{FactorSource, MethodSpec, Problem, TrialDefinition};
 
 /// A trial as a caller may see it. `definition_yaml` is empty unless the

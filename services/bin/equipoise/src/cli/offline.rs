@@ -9,7 +9,7 @@ use equipoise_randomisation::methods::regenerate_list;
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::postgres::PostgresStore;
 use equipoise_randomisation::store::sqlite::SqliteStore;
-use equipoise_randomisation::stream::{ALGORITHM_VERSION, MasterSeed};
+use equipoise_stream::{ALGORITHM_VERSION, MasterSeed};
 use equipoise_trial::{TrialDefinition, parse_definition};
 
 use crate::CliError;

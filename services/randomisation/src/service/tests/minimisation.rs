@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::methods::{Margins, minimise};
 use crate::service::allocate::MINIMISATION_STREAM;
-use crate::stream::{derive_stream, nth_unit_draw};
+use equipoise_stream::{derive_stream, nth_unit_draw};
 
 use super::*;
 

@@ -30,7 +30,7 @@ use crate::methods::regenerate_list;
 use crate::seal::Sealer;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{AllocationRecord, Store, TrialState};
-use crate::stream::{ALGORITHM_VERSION, MasterSeed};
+use equipoise_stream::{ALGORITHM_VERSION, MasterSeed};
 
 const RESPINE_SITES: [&str; 5] = ["FR-MTP", "FR-PAR", "ES-VLL", "IT-MIL", "DE-ULM"];
 const MODERATE_PAIN: f64 = 55.0;

@@ -6,11 +6,12 @@
 //! versions: a statistician must be able to regenerate a list bit for bit
 //! years later.
 
-use rand_chacha::ChaCha20Rng;
+pub use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-/// Bumped whenever any algorithm here or in `methods` changes its output.
+/// Bumped whenever any algorithm here, in the randomisation methods or in
+/// the blinding service's code generation changes its output.
 /// Recorded with each trial at activation.
 pub const ALGORITHM_VERSION: u32 = 1;
 
