@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use equipoise_common::audit::{AuditEntry, AuditRecord};
-use equipoise_common::store::DatabaseError;
 
 pub mod postgres;
 mod rules;
@@ -181,24 +180,8 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-impl From<DatabaseError> for StoreError {
-    fn from(error: DatabaseError) -> Self {
-        match error {
-            DatabaseError::Unavailable(reason) => StoreError::Unavailable(reason),
-            DatabaseError::SchemaTooNew { found, supported } => {
-                StoreError::SchemaTooNew { found, supported }
-            }
-            DatabaseError::Other(message) => StoreError::Database(message),
-        }
-    }
-}
-
-/// One classification for both backends (`equipoise_common::store::error`).
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        DatabaseError::from(error).into()
-    }
-}
+// One classification of database failures for both backends.
+equipoise_common::store_error_from_database!(StoreError);
 
 #[async_trait]
 pub trait Store: Send + Sync {

@@ -10,9 +10,9 @@
 //! After every check the whole audit trail must still verify.
 
 use std::collections::BTreeMap;
-use std::ops::Deref;
 
 use equipoise_common::audit::{AuditEntry, AuditRecord, verify_chain};
+use equipoise_common::store::conformance;
 use equipoise_common::time::now_rfc3339;
 use equipoise_testkit::PostgresServer;
 use serde_json::json;
@@ -73,28 +73,14 @@ randomisation_store_suite!(postgres, open_postgres());
 
 // --------------------------------------------------------------- backends
 
-/// A store under test and whatever must outlive it.
-struct Fixture {
-    store: Box<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Deref for Fixture {
-    type Target = dyn Store;
-
-    fn deref(&self) -> &Self::Target {
-        self.store.as_ref()
-    }
-}
+/// A store under test and, for a file, its temporary directory.
+type Fixture = conformance::Fixture<dyn Store>;
 
 async fn open_sqlite_in_memory() -> Fixture {
     let store = SqliteStore::in_memory()
         .await
         .expect("open an in-memory store");
-    Fixture {
-        store: Box::new(store),
-        _dir: None,
-    }
+    Fixture::new(Box::new(store))
 }
 
 async fn open_sqlite_file() -> Fixture {
@@ -102,10 +88,7 @@ async fn open_sqlite_file() -> Fixture {
     let store = SqliteStore::open(&dir.path().join("r.db"))
         .await
         .expect("open a file store");
-    Fixture {
-        store: Box::new(store),
-        _dir: Some(dir),
-    }
+    Fixture::keeping(Box::new(store), dir)
 }
 
 async fn open_postgres() -> Fixture {
@@ -113,10 +96,7 @@ async fn open_postgres() -> Fixture {
     let store = PostgresStore::connect(&url, 8)
         .await
         .expect("connect to the test database");
-    Fixture {
-        store: Box::new(store),
-        _dir: None,
-    }
+    Fixture::new(Box::new(store))
 }
 
 /// Whatever a check did, the trail is still one chain.

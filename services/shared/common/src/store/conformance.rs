@@ -62,6 +62,37 @@ macro_rules! conformance_suite {
     };
 }
 
+/// A store under test and whatever must outlive it, such as the temporary
+/// directory holding its file. Dereferences to the store, so a suite's
+/// `store:` may open one: `Fixture<dyn TheStore>`.
+pub struct Fixture<S: ?Sized> {
+    // Dropped in this order: the store before what it lives in.
+    store: Box<S>,
+    _keep: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl<S: ?Sized> Fixture<S> {
+    pub fn new(store: Box<S>) -> Self {
+        Self { store, _keep: None }
+    }
+
+    /// Keeps `keep` until the store is dropped.
+    pub fn keeping(store: Box<S>, keep: impl std::any::Any + Send + Sync) -> Self {
+        Self {
+            store,
+            _keep: Some(Box::new(keep)),
+        }
+    }
+}
+
+impl<S: ?Sized> std::ops::Deref for Fixture<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.store
+    }
+}
+
 /// The `after_each` of a suite that gives none.
 #[doc(hidden)]
 pub async fn nothing_after<T: ?Sized>(_store: &T) {}
@@ -88,8 +119,8 @@ mod tests {
         }
     }
 
-    async fn memory_counter() -> Box<dyn Counter> {
-        Box::new(MemoryCounter::default())
+    async fn memory_counter() -> super::Fixture<dyn Counter> {
+        super::Fixture::new(Box::new(MemoryCounter::default()))
     }
 
     /// Fails a check that left the count anywhere but where it ended.
@@ -109,6 +140,19 @@ mod tests {
             counter.add();
             assert_eq!(counter.add(), 2);
         }
+    }
+
+    #[test]
+    fn a_fixture_keeps_what_it_holds_until_dropped() {
+        let kept = std::sync::Arc::new(());
+        let fixture: super::Fixture<dyn Counter> = super::Fixture::keeping(
+            Box::new(MemoryCounter::default()),
+            std::sync::Arc::clone(&kept),
+        );
+        assert_eq!(fixture.add(), 1, "dereferences to the store");
+        assert_eq!(std::sync::Arc::strong_count(&kept), 2);
+        drop(fixture);
+        assert_eq!(std::sync::Arc::strong_count(&kept), 1);
     }
 
     crate::conformance_suite! {

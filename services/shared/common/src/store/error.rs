@@ -30,6 +30,39 @@ impl From<sqlx::Error> for DatabaseError {
     }
 }
 
+/// Gives a service's store error `From<DatabaseError>` and
+/// `From<sqlx::Error>`, so both its backends classify failures the one way
+/// [`DatabaseError`] does and convert with `?`. The error needs the variants
+/// `Unavailable(String)`, `SchemaTooNew { found: i64, supported: i64 }` and
+/// `Database(String)`; the calling crate depends on `sqlx`.
+///
+/// ```text
+/// equipoise_common::store_error_from_database!(StoreError);
+/// ```
+#[macro_export]
+macro_rules! store_error_from_database {
+    ($error:ty) => {
+        impl From<$crate::store::DatabaseError> for $error {
+            fn from(error: $crate::store::DatabaseError) -> Self {
+                match error {
+                    $crate::store::DatabaseError::Unavailable(reason) => Self::Unavailable(reason),
+                    $crate::store::DatabaseError::SchemaTooNew { found, supported } => {
+                        Self::SchemaTooNew { found, supported }
+                    }
+                    $crate::store::DatabaseError::Other(message) => Self::Database(message),
+                }
+            }
+        }
+
+        /// One classification for both backends (`equipoise_common::store::error`).
+        impl From<sqlx::Error> for $error {
+            fn from(error: sqlx::Error) -> Self {
+                $crate::store::DatabaseError::from(error).into()
+            }
+        }
+    };
+}
+
 /// Why the database cannot serve now, if that is what `error` means.
 pub fn unavailable_reason(error: &sqlx::Error) -> Option<String> {
     let reason = match error {
@@ -111,6 +144,39 @@ mod tests {
                 DatabaseError::Unavailable(_)
             ));
         }
+    }
+
+    /// A service's store error, as the macro expects it.
+    #[derive(Debug, PartialEq, Eq)]
+    enum ServiceError {
+        Unavailable(String),
+        SchemaTooNew { found: i64, supported: i64 },
+        Database(String),
+    }
+
+    crate::store_error_from_database!(ServiceError);
+
+    #[test]
+    fn a_service_error_takes_the_one_classification() {
+        assert_eq!(
+            ServiceError::from(sqlx::Error::PoolTimedOut),
+            ServiceError::Unavailable("no connection available in time".into())
+        );
+        assert!(matches!(
+            ServiceError::from(sqlx::Error::RowNotFound),
+            ServiceError::Database(_)
+        ));
+        let too_new = DatabaseError::SchemaTooNew {
+            found: 9,
+            supported: 1,
+        };
+        assert_eq!(
+            ServiceError::from(too_new),
+            ServiceError::SchemaTooNew {
+                found: 9,
+                supported: 1
+            }
+        );
     }
 
     #[test]

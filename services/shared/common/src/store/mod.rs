@@ -6,7 +6,10 @@
 //! A service's store keeps its own schema (`migrations/{sqlite,postgres}`
 //! read by `sqlx::migrate!`), its SQL and rows, and its transactions'
 //! locking; it takes everything here. Errors convert with `?` through
-//! [`DatabaseError`].
+//! [`DatabaseError`], and into a service's own store error through
+//! [`store_error_from_database!`](crate::store_error_from_database); its
+//! conformance suite is [`conformance_suite!`](crate::conformance_suite) over
+//! [`conformance::Fixture`]s.
 
 pub mod audit;
 pub mod conformance;

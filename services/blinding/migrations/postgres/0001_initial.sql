@@ -1,0 +1,102 @@
+-- Blinding service schema, version 1 (PostgreSQL): treatment codes, their
+-- assignment to allocations, and the audit trail.
+
+-- A trial whose pools are stored. Every write about a trial locks this row
+-- first (`FOR UPDATE`), and the audit head last.
+CREATE TABLE code_trials (
+    trial_id        TEXT PRIMARY KEY,
+    pools_stored_at TEXT NOT NULL
+);
+
+-- One pool per trial and arm; codes are issued in position order, so the
+-- next code is at `issued`.
+CREATE TABLE code_pools (
+    trial_id TEXT NOT NULL REFERENCES code_trials (trial_id),
+    arm_id   TEXT NOT NULL,
+    issued   BIGINT NOT NULL DEFAULT 0 CHECK (issued >= 0),
+    PRIMARY KEY (trial_id, arm_id)
+);
+
+-- Which code belongs to which arm is the blind.
+CREATE TABLE treatment_codes (
+    trial_id TEXT NOT NULL,
+    arm_id   TEXT NOT NULL,
+    position BIGINT NOT NULL CHECK (position >= 0),
+    code     TEXT NOT NULL,
+    source   TEXT NOT NULL CHECK (source IN ('generated', 'uploaded')),
+    PRIMARY KEY (trial_id, code),
+    UNIQUE (trial_id, arm_id, position),
+    UNIQUE (trial_id, code, arm_id),
+    FOREIGN KEY (trial_id, arm_id) REFERENCES code_pools (trial_id, arm_id)
+);
+
+-- One code per allocation, an allocation being (trial, subject).
+CREATE TABLE code_assignments (
+    trial_id    TEXT NOT NULL,
+    subject_id  TEXT NOT NULL,
+    arm_id      TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    assigned_at TEXT NOT NULL,
+    PRIMARY KEY (trial_id, subject_id),
+    UNIQUE (trial_id, code),
+    FOREIGN KEY (trial_id, code, arm_id) REFERENCES treatment_codes (trial_id, code, arm_id)
+);
+
+-- Details are kept as the exact text that was hashed, not jsonb.
+CREATE TABLE audit_log (
+    seq       BIGINT PRIMARY KEY,
+    at        TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    role      TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    entity    TEXT NOT NULL,
+    details   TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+
+-- One row: the chain's head. Appenders lock it, so the chain stays linear
+-- across replicas.
+CREATE TABLE audit_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash)
+VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+
+CREATE FUNCTION equipoise_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', TG_ARGV[0];
+END
+$$;
+
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+FOR EACH ROW EXECUTE FUNCTION equipoise_refuse('audit_log is append-only');
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+FOR EACH STATEMENT EXECUTE FUNCTION equipoise_refuse('audit_log is append-only');
+
+CREATE TRIGGER code_trials_frozen BEFORE UPDATE OR DELETE ON code_trials
+FOR EACH ROW EXECUTE FUNCTION equipoise_refuse('a trial''s pools are never replaced');
+CREATE TRIGGER code_pools_no_delete BEFORE DELETE ON code_pools
+FOR EACH ROW EXECUTE FUNCTION equipoise_refuse('code pools are never deleted');
+CREATE TRIGGER code_pools_frozen BEFORE UPDATE OF trial_id, arm_id ON code_pools
+FOR EACH ROW EXECUTE FUNCTION equipoise_refuse('a code pool''s arm is immutable');
+CREATE TRIGGER code_pools_issue_forward BEFORE UPDATE OF issued ON code_pools
+FOR EACH ROW WHEN (NEW.issued <> OLD.issued + 1)
+EXECUTE FUNCTION equipoise_refuse('codes are issued one at a time, never returned');
+CREATE TRIGGER treatment_codes_frozen BEFORE UPDATE ON treatment_codes
+FOR EACH ROW EXECUTE FUNCTION equipoise_refuse('a treatment code''s arm is immutable');
+CREATE TRIGGER treatment_codes_no_delete BEFORE DELETE ON treatment_codes
+FOR EACH ROW EXECUTE FUNCTION equipoise_refuse('treatment codes are never deleted');
+CREATE TRIGGER code_assignments_frozen BEFORE UPDATE OR DELETE ON code_assignments
+FOR EACH ROW EXECUTE FUNCTION equipoise_refuse('a code assignment is immutable');
+-- Truncation skips row triggers: refuse it on every table holding the blind.
+CREATE TRIGGER code_trials_no_truncate BEFORE TRUNCATE ON code_trials
+FOR EACH STATEMENT EXECUTE FUNCTION equipoise_refuse('a trial''s pools are never replaced');
+CREATE TRIGGER code_pools_no_truncate BEFORE TRUNCATE ON code_pools
+FOR EACH STATEMENT EXECUTE FUNCTION equipoise_refuse('code pools are never deleted');
+CREATE TRIGGER treatment_codes_no_truncate BEFORE TRUNCATE ON treatment_codes
+FOR EACH STATEMENT EXECUTE FUNCTION equipoise_refuse('treatment codes are never deleted');
+CREATE TRIGGER code_assignments_no_truncate BEFORE TRUNCATE ON code_assignments
+FOR EACH STATEMENT EXECUTE FUNCTION equipoise_refuse('a code assignment is immutable');

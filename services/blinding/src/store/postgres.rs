@@ -1,0 +1,155 @@
+//! The multi-replica store: PostgreSQL with `synchronous_commit = on`, so a
+//! commit is durable before the reply (`equipoise_common::store::postgres`).
+//!
+//! Concurrency across replicas, in one fixed lock order:
+//! 1. the trial's `code_trials` row: `put_pools` inserts it (a concurrent
+//!    insert of the same trial waits, then inserts nothing and is refused),
+//!    `assign_code` locks it `FOR UPDATE` before reading anything else, so
+//!    a trial's assignments run one at a time and the pool count read is
+//!    the count moved on: two assignments never take the same code;
+//! 2. the pool and code rows the write changes;
+//! 3. the single `audit_head` row, last, which keeps the chain linear.
+//!
+//! Writers take locks in that order only, so they cannot deadlock.
+//! Serialising per trial rather than per pool is deliberate: it also orders
+//! two first requests for one allocation naming different arms, which lock
+//! different pools, so the second sees the first's assignment.
+//!
+//! The transactions themselves are shared with SQLite (`shared.rs`); here
+//! are the hooks where PostgreSQL differs.
+
+use equipoise_common::store::postgres as db;
+use sqlx::migrate::Migrator;
+use sqlx::{PgPool, Postgres};
+
+use super::*;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The trial a write is about, locked until the transaction ends.
+const TRIAL_FOR_WRITE: &str = "SELECT trial_id FROM code_trials WHERE trial_id = $1 FOR UPDATE";
+
+/// A plain transaction: its rows are locked as it reads them.
+async fn begin_write(pool: &PgPool) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+    Ok(pool.begin().await?)
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects, checks the server answers, and migrates. A wrong or
+    /// unreachable URL fails here, naming the database URL.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let pool = db::connect(url, max_connections, &MIGRATOR).await?;
+        Ok(Self { pool })
+    }
+}
+
+super::shared::impl_store!(PostgresStore, Postgres);
+
+#[cfg(test)]
+mod tests {
+    //! What the trait cannot reach: the triggers that guard the blind and
+    //! the trail against direct SQL, and migration refusals.
+
+    use super::*;
+    use crate::store::conformance::{entry, two_arm_pools};
+    use equipoise_testkit::PostgresServer;
+
+    async fn execute(pool: &PgPool, sql: &'static str) -> Result<(), String> {
+        sqlx::query(sql)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn triggers_guard_the_blind_and_the_trail_and_newer_schemas_are_refused() {
+        let url = PostgresServer::shared().create_database();
+        let store = PostgresStore::connect(&url, 2).await.expect("connect");
+        store
+            .put_pools("T", &two_arm_pools(), CodeSource::Generated, entry("pools"))
+            .await
+            .expect("pools");
+        store
+            .assign_code("T", "S1", "A", entry("assign"))
+            .await
+            .expect("assign");
+        let refusals = [
+            (
+                "UPDATE treatment_codes SET arm_id = 'B' WHERE code = 'A-0'",
+                "immutable",
+            ),
+            (
+                "DELETE FROM treatment_codes WHERE code = 'A-1'",
+                "never deleted",
+            ),
+            (
+                "UPDATE code_assignments SET code = 'A-1' WHERE subject_id = 'S1'",
+                "immutable",
+            ),
+            (
+                "UPDATE code_assignments SET arm_id = 'B' WHERE subject_id = 'S1'",
+                "immutable",
+            ),
+            (
+                "DELETE FROM code_assignments WHERE subject_id = 'S1'",
+                "immutable",
+            ),
+            ("TRUNCATE code_assignments", "immutable"),
+            (
+                "UPDATE code_pools SET issued = 0 WHERE arm_id = 'A'",
+                "never returned",
+            ),
+            (
+                "UPDATE code_pools SET arm_id = 'C' WHERE arm_id = 'A'",
+                "immutable",
+            ),
+            ("DELETE FROM code_trials", "never replaced"),
+            (
+                "UPDATE audit_log SET actor = 'mallory' WHERE seq = 1",
+                "append-only",
+            ),
+            ("DELETE FROM audit_log", "append-only"),
+            ("TRUNCATE audit_log", "append-only"),
+        ];
+        for (sql, message) in refusals {
+            let refused = execute(&store.pool, sql).await;
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains(message)),
+                "{sql}: {refused:?}"
+            );
+        }
+        let crossed = execute(
+            &store.pool,
+            "INSERT INTO code_assignments (trial_id, subject_id, arm_id, code, assigned_at)
+             VALUES ('T', 'S2', 'A', 'B-0', 'now')",
+        )
+        .await;
+        assert!(
+            crossed.is_err_and(|e| e.contains("foreign key")),
+            "a code of another arm"
+        );
+        let assignment = store.assignment("T", "S1").await.expect("read");
+        assert_eq!(
+            assignment.map(|a| (a.arm_id, a.code)),
+            Some(("A".into(), "A-0".into()))
+        );
+
+        execute(
+            &store.pool,
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (999, 'future', TRUE, '\\x00', 0)",
+        )
+        .await
+        .expect("pretend a newer binary migrated");
+        let refused = PostgresStore::connect(&url, 2).await;
+        assert!(matches!(
+            refused,
+            Err(StoreError::SchemaTooNew { found: 999, .. })
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! Decisions both stores take the same way on what they read inside a
+//! write transaction, so the backends differ only in how they lock.
+
+use std::collections::{BTreeMap, HashSet};
+
+use equipoise_common::audit::AuditEntry;
+
+use super::sql::from_column;
+use super::{Assignment, StoreError, StoreResult};
+use crate::codes::{CodePool, PoolCounts};
+
+/// Pools the store can keep: at least one, none empty, each arm once and
+/// each code once across the trial. The domain's generation and upload
+/// checks give more; these are what the schema relies on.
+pub fn storable(pools: &[CodePool]) -> StoreResult<()> {
+    if pools.is_empty() {
+        return Err(StoreError::Invalid("no code pools given".into()));
+    }
+    let mut arms = HashSet::new();
+    let mut codes = HashSet::new();
+    for pool in pools {
+        if !arms.insert(pool.arm_id.as_str()) {
+            return Err(StoreError::Invalid(format!(
+                "arm '{}' has more than one pool",
+                pool.arm_id
+            )));
+        }
+        if pool.codes.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "arm '{}' has an empty pool",
+                pool.arm_id
+            )));
+        }
+        if let Some(code) = pool.codes.iter().find(|c| !codes.insert(c.as_str())) {
+            // Names the code, not the arms it is in.
+            return Err(StoreError::Invalid(format!(
+                "code '{code}' appears more than once"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The trial's row was inserted only if its pools were not stored yet.
+pub fn first_pools(rows_inserted: u64, trial_id: &str) -> StoreResult<()> {
+    match rows_inserted {
+        1 => Ok(()),
+        _ => Err(StoreError::Conflict(format!(
+            "trial {trial_id} already has code pools; they are never replaced"
+        ))),
+    }
+}
+
+/// A repeat for an allocation that has a code: the same arm gets the same
+/// assignment back, another arm is a Conflict.
+pub fn repeat(existing: Assignment, arm_id: &str) -> StoreResult<Assignment> {
+    if existing.arm_id != arm_id {
+        return Err(StoreError::Conflict(format!(
+            "subject {} of trial {} already has a code, for another arm",
+            existing.subject_id, existing.trial_id
+        )));
+    }
+    Ok(existing)
+}
+
+/// The arm's pool must exist; returns how many of its codes were issued.
+pub fn pool_issued(issued: Option<i64>, arm_id: &str) -> StoreResult<i64> {
+    issued.ok_or_else(|| StoreError::UnknownArm {
+        arm_id: arm_id.to_owned(),
+    })
+}
+
+/// The code at the next position, or the pool is empty.
+pub fn next_code(code: Option<String>, trial_id: &str) -> StoreResult<String> {
+    code.ok_or_else(|| StoreError::PoolEmpty {
+        trial_id: trial_id.to_owned(),
+    })
+}
+
+/// The count moved on only if one row changed; under the write's lock it
+/// always does, so anything else is a broken invariant, not a race to retry.
+pub fn issued_once(rows_affected: u64) -> StoreResult<()> {
+    match rows_affected {
+        1 => Ok(()),
+        n => Err(StoreError::Database(format!(
+            "issuing a code changed {n} pool rows"
+        ))),
+    }
+}
+
+/// The assignment's audit entry, with the code the store chose (never the arm).
+pub fn assignment_audit(audit: AuditEntry, code: &str) -> AuditEntry {
+    let mut audit = audit;
+    if let Some(details) = audit.details.as_object_mut() {
+        details.insert("code".into(), code.into());
+    }
+    audit
+}
+
+/// (arm, pool size, issued) rows as each arm's counts. Nothing is withdrawn
+/// yet, so what remains is what was not issued.
+pub fn pool_counts(rows: Vec<(String, i64, i64)>) -> StoreResult<BTreeMap<String, PoolCounts>> {
+    rows.into_iter()
+        .map(|(arm_id, size, issued)| {
+            let pool_size: u32 = from_column(size, "pool size")?;
+            let issued: u32 = from_column(issued, "code_pools.issued")?;
+            let counts = PoolCounts {
+                pool_size,
+                issued,
+                remaining: pool_size.saturating_sub(issued),
+            };
+            Ok((arm_id, counts))
+        })
+        .collect()
+}
