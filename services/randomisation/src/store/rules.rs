@@ -135,11 +135,23 @@ pub fn not_in_error(
 ) -> StoreResult<AllocationRecord> {
     let existing = existing.ok_or(StoreError::NotFound)?;
     if existing.in_error {
-        return Err(StoreError::Conflict(format!(
-            "subject {subject_id} is already marked randomised in error"
-        )));
+        return Err(already_in_error(subject_id));
     }
     Ok(existing)
+}
+
+/// The in-error UPDATE matched no row: a racing mark committed first.
+pub fn marked_in_error(rows_affected: u64, subject_id: &str) -> StoreResult<()> {
+    match rows_affected {
+        1 => Ok(()),
+        _ => Err(already_in_error(subject_id)),
+    }
+}
+
+fn already_in_error(subject_id: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "subject {subject_id} is already marked randomised in error"
+    ))
 }
 
 /// The commit's audit entry, with the position and number the store chose.

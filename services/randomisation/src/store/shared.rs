@@ -484,12 +484,17 @@ macro_rules! impl_store {
                     let mut tx = begin_write(&self.pool).await?;
                     let existing = allocation_in(&mut tx, trial_id, subject_id).await?;
                     rules::not_in_error(existing, subject_id)?;
-                    sqlx::query(sql::MARK_IN_ERROR)
+                    // The read above takes no row lock on PostgreSQL: a racing
+                    // mark may commit after it. The UPDATE waits for that one
+                    // and then matches nothing, which makes this the loser.
+                    let marked = sqlx::query(sql::MARK_IN_ERROR)
                         .bind(reason)
                         .bind(trial_id)
                         .bind(subject_id)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    rules::marked_in_error(marked, subject_id)?;
                     finish_with_allocation(tx, audit, trial_id, subject_id).await
                 }
 

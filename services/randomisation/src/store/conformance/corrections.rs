@@ -93,3 +93,34 @@ pub(super) async fn in_error_mark_is_set_once(store: &dyn Store) {
     );
     assert_appended(store, before, 0, "refused marks").await;
 }
+
+/// Two racing in-error marks: one wins, the other is a conflict, and the
+/// winner's reason is the one kept, with one audit record.
+pub(super) async fn racing_in_error_marks_have_one_winner(store: &dyn Store) {
+    const TRIAL: &str = "CONF-IN-ERROR-RACE";
+    active_trial(store, TRIAL).await;
+    allocate(store, TRIAL, "CONF-E-RACE", "FR-MTP", "S1").await;
+
+    let before = audit_len(store).await;
+    let mark = |reason: &'static str| {
+        store.mark_in_error(
+            TRIAL,
+            "CONF-E-RACE",
+            reason,
+            entry("allocation.in_error", TRIAL),
+        )
+    };
+    let (first, second) = tokio::join!(mark("first reason"), mark("second reason"));
+    let winner = match (&first, &second) {
+        (Ok(winner), Err(StoreError::Conflict(_))) | (Err(StoreError::Conflict(_)), Ok(winner)) => {
+            winner.clone()
+        }
+        _ => panic!("exactly one mark wins, the other conflicts: {first:?} / {second:?}"),
+    };
+    assert_eq!(
+        store.allocation(TRIAL, "CONF-E-RACE").await,
+        Ok(Some(winner)),
+        "the winner's reason is the one kept"
+    );
+    assert_appended(store, before, 1, "racing in-error marks").await;
+}

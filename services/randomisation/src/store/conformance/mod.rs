@@ -60,6 +60,7 @@ macro_rules! randomisation_store_suite {
                 listing::stream_allocations_are_in_position_order,
                 corrections::stratum_correction_keeps_the_assignment,
                 corrections::in_error_mark_is_set_once,
+                corrections::racing_in_error_marks_have_one_winner,
                 lists::uploaded_lists_are_numbered_per_stratum,
                 audit::audit_trail_is_one_verifiable_chain,
             ],
