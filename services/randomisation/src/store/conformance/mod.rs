@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use equipoise_common::audit::{AuditEntry, AuditRecord, verify_chain};
-use equipoise_common::store::conformance;
 use equipoise_common::time::now_rfc3339;
 use equipoise_testkit::PostgresServer;
 use serde_json::json;
@@ -74,30 +73,10 @@ randomisation_store_suite!(postgres, open_postgres());
 
 // --------------------------------------------------------------- backends
 
-/// A store under test and, for a file, its temporary directory.
-type Fixture = conformance::Fixture<dyn Store>;
-
-async fn open_sqlite_in_memory() -> Fixture {
-    let store = SqliteStore::in_memory()
-        .await
-        .expect("open an in-memory store");
-    Fixture::new(Box::new(store))
-}
-
-async fn open_sqlite_file() -> Fixture {
-    let dir = tempfile::tempdir().expect("create a temporary directory");
-    let store = SqliteStore::open(&dir.path().join("r.db"))
-        .await
-        .expect("open a file store");
-    Fixture::keeping(Box::new(store), dir)
-}
-
-async fn open_postgres() -> Fixture {
-    let url = PostgresServer::shared().create_database();
-    let store = PostgresStore::connect(&url, 8)
-        .await
-        .expect("connect to the test database");
-    Fixture::new(Box::new(store))
+equipoise_common::conformance_backends! {
+    store: Store,
+    sqlite: SqliteStore,
+    postgres: PostgresStore,
 }
 
 /// Whatever a check did, the trail is still one chain.

@@ -62,6 +62,43 @@ macro_rules! conformance_suite {
     };
 }
 
+/// The three backends every service's suite runs on: emits the async
+/// openers `open_sqlite_in_memory`, `open_sqlite_file` and `open_postgres`,
+/// each giving a fresh `Fixture<dyn $store>` for a suite's `store:`. The
+/// SQLite store must have `in_memory()` and `open(path)`, the PostgreSQL
+/// store `connect(url, max_connections)`; PostgreSQL is the test kit's shared
+/// server, with a database of the test's own.
+///
+/// The calling crate has `tempfile` and `equipoise-testkit` among its
+/// dev-dependencies.
+#[macro_export]
+macro_rules! conformance_backends {
+    (store: $store:path, sqlite: $sqlite:ty, postgres: $postgres:ty $(,)?) => {
+        async fn open_sqlite_in_memory() -> $crate::store::conformance::Fixture<dyn $store> {
+            let store = <$sqlite>::in_memory()
+                .await
+                .expect("open an in-memory store");
+            $crate::store::conformance::Fixture::new(Box::new(store))
+        }
+
+        async fn open_sqlite_file() -> $crate::store::conformance::Fixture<dyn $store> {
+            let dir = ::tempfile::tempdir().expect("create a temporary directory");
+            let store = <$sqlite>::open(&dir.path().join("store.db"))
+                .await
+                .expect("open a file store");
+            $crate::store::conformance::Fixture::keeping(Box::new(store), dir)
+        }
+
+        async fn open_postgres() -> $crate::store::conformance::Fixture<dyn $store> {
+            let url = ::equipoise_testkit::PostgresServer::shared().create_database();
+            let store = <$postgres>::connect(&url, 8)
+                .await
+                .expect("connect to the test database");
+            $crate::store::conformance::Fixture::new(Box::new(store))
+        }
+    };
+}
+
 /// A store under test and whatever must outlive it, such as the temporary
 /// directory holding its file. Dereferences to the store, so a suite's
 /// `store:` may open one: `Fixture<dyn TheStore>`.
