@@ -2,7 +2,10 @@
 //! the vendored protoc so that no system protoc is needed.
 use std::{env, path::PathBuf};
 
-const PROTOS: &[&str] = &["equipoise/randomisation/v1/randomisation.proto"];
+const PROTOS: &[&str] = &[
+    "equipoise/randomisation/v1/randomisation.proto",
+    "equipoise/blinding/v1/blinding.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
