@@ -163,6 +163,32 @@ pub struct Period {
     pub months: u32,
     pub crossover: Option<Crossover>,
     pub planned_unblinding_at_start: bool,
+    /// Who may take the planned reveal at the start of this period; site
+    /// roles only for subjects at their own sites. Left out of the canonical
+    /// form when it is the default, so definitions written before the key
+    /// existed keep their hash.
+    #[serde(skip_serializing_if = "Period::has_default_planned_unblinding_roles")]
+    pub planned_unblinding_roles: Vec<String>,
+}
+
+impl Period {
+    /// The roles of a period that does not name its own.
+    pub const DEFAULT_PLANNED_UNBLINDING_ROLES: &'static [&'static str] =
+        &["site_investigator", "medical_monitor"];
+
+    pub fn default_planned_unblinding_roles() -> Vec<String> {
+        Self::DEFAULT_PLANNED_UNBLINDING_ROLES
+            .iter()
+            .map(|r| (*r).to_owned())
+            .collect()
+    }
+
+    fn has_default_planned_unblinding_roles(roles: &[String]) -> bool {
+        roles
+            .iter()
+            .map(String::as_str)
+            .eq(Self::DEFAULT_PLANNED_UNBLINDING_ROLES.iter().copied())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -234,3 +234,54 @@ fn classification_uses_site_and_levels() {
         "site=IT-MIL,baseline_pain=moderate"
     );
 }
+
+const FACET_PLANNED_PERIOD: &str = "{ id: crossover, months: 6, crossover: { from: DMSO, to: MSC }, planned_unblinding_at_start: true }";
+
+fn facet_with_planned_roles(roles: &str) -> String {
+    let period = FACET_PLANNED_PERIOD.replace(
+        "planned_unblinding_at_start: true }",
+        &format!("planned_unblinding_at_start: true, planned_unblinding_roles: {roles} }}"),
+    );
+    assert!(FACET.contains(FACET_PLANNED_PERIOD), "the example's period");
+    FACET.replace(FACET_PLANNED_PERIOD, &period)
+}
+
+#[test]
+fn planned_unblinding_roles_default_to_the_investigator_and_medical_monitor() {
+    let facet = parse_definition(FACET).expect("facet parses");
+    for period in &facet.periods {
+        assert_eq!(
+            period.planned_unblinding_roles,
+            vec!["site_investigator".to_owned(), "medical_monitor".to_owned()]
+        );
+    }
+}
+
+#[test]
+fn planned_unblinding_roles_can_be_named_and_are_checked() {
+    let named = parse_definition(&facet_with_planned_roles(
+        "[emergency_desk, site_coordinator]",
+    ))
+    .expect("named roles parse");
+    assert_eq!(
+        named.periods[1].planned_unblinding_roles,
+        vec!["emergency_desk".to_owned(), "site_coordinator".to_owned()]
+    );
+    let problems = problems_of(&facet_with_planned_roles("[statistician]"));
+    assert_problem(&problems, "periods[1].planned_unblinding_roles");
+    assert_problem(&problems, "'statistician' may not take a planned reveal");
+    let problems = problems_of(&facet_with_planned_roles("[]"));
+    assert_problem(&problems, "someone must be able to take the planned reveal");
+}
+
+#[test]
+fn the_default_planned_unblinding_roles_leave_the_canonical_hash_unchanged() {
+    let implicit = parse_definition(FACET).expect("facet parses");
+    let explicit = parse_definition(&facet_with_planned_roles(
+        "[site_investigator, medical_monitor]",
+    ))
+    .expect("explicit default parses");
+    assert_eq!(implicit.canonical_sha256(), explicit.canonical_sha256());
+    let other = parse_definition(&facet_with_planned_roles("[medical_monitor]")).expect("parses");
+    assert_ne!(implicit.canonical_sha256(), other.canonical_sha256());
+}

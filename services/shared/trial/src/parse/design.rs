@@ -104,7 +104,13 @@ pub(super) fn read_periods(top: &Object<'_>, arms: &[Arm], problems: &mut Proble
     let mut periods = Vec::new();
     let mut paths = Vec::new();
     for (path, value) in top.list("periods", false, problems) {
-        let keys = &["id", "months", "crossover", "planned_unblinding_at_start"];
+        let keys = &[
+            "id",
+            "months",
+            "crossover",
+            "planned_unblinding_at_start",
+            "planned_unblinding_roles",
+        ];
         let Some(object) = Object::new(value, &path, keys, problems) else {
             continue;
         };
@@ -115,6 +121,7 @@ pub(super) fn read_periods(top: &Object<'_>, arms: &[Arm], problems: &mut Proble
             .and_then(|v| read_crossover(v, &object.field_path("crossover"), arms, problems));
         let planned_unblinding_at_start =
             object.bool_or("planned_unblinding_at_start", false, problems);
+        let planned_unblinding_roles = read_planned_unblinding_roles(&object, problems);
         if let (Some(id), Some(months)) = (id, months) {
             positive(months, &object.field_path("months"), problems);
             periods.push(Period {
@@ -122,6 +129,7 @@ pub(super) fn read_periods(top: &Object<'_>, arms: &[Arm], problems: &mut Proble
                 months,
                 crossover,
                 planned_unblinding_at_start,
+                planned_unblinding_roles,
             });
             paths.push(path);
         }
@@ -135,6 +143,32 @@ pub(super) fn read_periods(top: &Object<'_>, arms: &[Arm], problems: &mut Proble
         problems,
     );
     periods
+}
+
+/// A period's `planned_unblinding_roles`, checked like
+/// `unblinding.emergency_roles`; missing gives the default.
+fn read_planned_unblinding_roles(object: &Object<'_>, problems: &mut Problems) -> Vec<String> {
+    if object.get("planned_unblinding_roles").is_none() {
+        return Period::default_planned_unblinding_roles();
+    }
+    let path = object.field_path("planned_unblinding_roles");
+    let roles = object.string_list("planned_unblinding_roles", problems);
+    for role in roles
+        .iter()
+        .filter(|r| !PLANNED_UNBLINDING_ROLES.contains(&r.as_str()))
+    {
+        problems.add(
+            &path,
+            format!(
+                "'{role}' may not take a planned reveal; expected some of {}",
+                PLANNED_UNBLINDING_ROLES.join(", ")
+            ),
+        );
+    }
+    if roles.is_empty() {
+        problems.add(&path, "someone must be able to take the planned reveal");
+    }
+    roles
 }
 
 fn read_crossover(

@@ -27,6 +27,14 @@ pub const MAX_STRATA: usize = 10_000;
 const MAX_BLOCK_SIZE: u32 = 1_000;
 const MAX_SEQUENCE_LENGTH: u32 = 1_000;
 const EMERGENCY_ROLES: &[&str] = &["site_investigator", "emergency_desk", "medical_monitor"];
+/// Roles that may take a period's planned reveal: those who treat the
+/// subject or oversee their safety, never a role that sees the design.
+const PLANNED_UNBLINDING_ROLES: &[&str] = &[
+    "site_investigator",
+    "site_coordinator",
+    "emergency_desk",
+    "medical_monitor",
+];
 
 pub fn parse_definition(yaml: &str) -> Result<TrialDefinition, Problems> {
     let mut problems = Problems::default();
