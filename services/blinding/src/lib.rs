@@ -1,13 +1,23 @@
 //! The blinding service (docs/architecture.md, "Services").
 //!
-//! It will own the treatment-code pools (which code belongs to which arm is
-//! the blind), the assignment of one code per allocation, and every reveal of
-//! an arm, each with its own store and audit chain, reached only over
-//! `equipoise.blinding.v1`. So far this crate holds the treatment-code domain
-//! as plain Rust: generating pools from a trial's sealed seed, checking
-//! uploaded pools, and the rule that warns before a pool runs out; and its
-//! store: pools kept once per trial, one code per allocation, and the
-//! service's audit chain, on SQLite or PostgreSQL.
+//! It owns the treatment-code pools (which code belongs to which arm is
+//! the blind), the assignment of one code per allocation, every reveal of
+//! an arm (preparation, emergency, safety, planned end-of-period), each
+//! subject's blinding state and the unblinding notifications, with its own
+//! store and audit chain, reached only over `equipoise.blinding.v1`.
+//!
+//! Layers: `codes` (the treatment-code domain as plain Rust), `store`
+//! (SQLite or PostgreSQL), `service` (the application, authorising every
+//! caller), `grpc` (the thin tonic layer), `randomisation_client` (the
+//! port to randomisation over gRPC), `settings` and `server`.
 
 pub mod codes;
+pub mod error;
+pub mod grpc;
+pub mod randomisation_client;
+pub mod server;
+pub mod service;
+pub mod settings;
 pub mod store;
+
+pub use service::{BlindingService, RandomisationLookup};

@@ -57,11 +57,20 @@ impl CodeSource {
     }
 }
 
+/// The trial definition the service last fetched, kept beside the pools so
+/// reveals work while the randomisation service is unreachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionSnapshot {
+    pub version: u32,
+    pub definition_yaml: String,
+}
+
 /// The code given to one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     pub trial_id: String,
     pub subject_id: String,
+    pub site_id: String,
     /// Never leaves the service except in a reveal.
     pub arm_id: String,
     pub code: String,
@@ -78,6 +87,134 @@ pub struct CodeEntry {
     pub source: CodeSource,
     /// The subject it was assigned to, if it was.
     pub subject_id: Option<String>,
+}
+
+/// What a reveal was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RevealKind {
+    Emergency,
+    SafetyReview,
+    PlannedPeriod,
+    Preparation,
+}
+
+impl RevealKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevealKind::Emergency => "emergency",
+            RevealKind::SafetyReview => "safety",
+            RevealKind::PlannedPeriod => "planned_period",
+            RevealKind::Preparation => "preparation",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "emergency" => Some(RevealKind::Emergency),
+            "safety" => Some(RevealKind::SafetyReview),
+            "planned_period" => Some(RevealKind::PlannedPeriod),
+            "preparation" => Some(RevealKind::Preparation),
+            _ => None,
+        }
+    }
+
+    /// Reveals the sponsor and the site are told of. A preparation reveal
+    /// is routine and notifies no one.
+    pub fn notifies(self) -> bool {
+        !matches!(self, RevealKind::Preparation)
+    }
+}
+
+/// A reveal to record. `at`, `actor` and `role` come from its audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReveal {
+    pub kind: RevealKind,
+    pub trial_id: String,
+    pub subject_id: String,
+    pub site_id: String,
+    /// The unblinded side record: never in the chained details.
+    pub arm_id: String,
+    pub reason_category: Option<String>,
+    pub reason: Option<String>,
+    pub case_id: Option<String>,
+    pub period_id: Option<String>,
+    /// An emergency reveal that ends the subject's participation.
+    pub withdraws: bool,
+}
+
+/// A recorded reveal: the unblinded side record of its audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevealRecord {
+    pub audit_seq: u64,
+    pub kind: RevealKind,
+    pub trial_id: String,
+    pub subject_id: String,
+    pub site_id: String,
+    pub arm_id: String,
+    pub actor: String,
+    pub role: String,
+    pub reason_category: Option<String>,
+    pub reason: Option<String>,
+    pub case_id: Option<String>,
+    pub period_id: Option<String>,
+    pub withdraws: bool,
+    pub at: String,
+}
+
+/// An unblinding notification: who, where, when and why, never the arm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The seq of the reveal's audit record: increasing in commit order.
+    pub cursor: u64,
+    pub trial_id: String,
+    pub site_id: String,
+    pub subject_id: String,
+    pub kind: RevealKind,
+    pub at: String,
+    pub actor: String,
+    pub role: String,
+    pub reason_category: Option<String>,
+}
+
+/// The treatment given in one period, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPeriodRecord {
+    pub trial_id: String,
+    pub subject_id: String,
+    pub period_id: String,
+    pub assigned_arm_id: String,
+    pub given_arm_id: String,
+    pub note: String,
+}
+
+impl NewPeriodRecord {
+    pub fn deviation(&self) -> bool {
+        self.assigned_arm_id != self.given_arm_id
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodRecord {
+    pub trial_id: String,
+    pub subject_id: String,
+    pub period_id: String,
+    pub assigned_arm_id: String,
+    pub given_arm_id: String,
+    pub deviation: bool,
+    pub note: String,
+    pub actor: String,
+    pub recorded_at: String,
+    pub audit_seq: u64,
+}
+
+/// A trial's reveals by kind and its deviations: counts only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevealCounts {
+    pub emergency: u32,
+    pub safety_reviews: u32,
+    pub planned: u32,
+    pub preparation: u32,
+    pub deviations: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,13 +254,27 @@ equipoise_common::store_error_from_database!(StoreError);
 pub trait Store: Send + Sync {
     /// Stores a trial's pools, each in issue order, with its audit record.
     /// Once per trial: a second call is a Conflict and changes nothing.
+    /// With them, the definition snapshot they were made from.
     async fn put_pools(
         &self,
         trial_id: &str,
         pools: &[CodePool],
         source: CodeSource,
+        definition: &DefinitionSnapshot,
         audit: AuditEntry,
     ) -> StoreResult<()>;
+
+    /// Replaces the trial's definition snapshot by a higher version, with its
+    /// audit record. Not higher: nothing is written and `false` returned.
+    /// No pools stored: NotFound.
+    async fn refresh_definition(
+        &self,
+        trial_id: &str,
+        definition: &DefinitionSnapshot,
+        audit: AuditEntry,
+    ) -> StoreResult<bool>;
+
+    async fn definition(&self, trial_id: &str) -> StoreResult<Option<DefinitionSnapshot>>;
 
     /// Gives the allocation (trial, subject) the next unissued code of
     /// `arm_id`'s pool, with its audit record (the store adds the code to its
@@ -134,6 +285,7 @@ pub trait Store: Send + Sync {
         &self,
         trial_id: &str,
         subject_id: &str,
+        site_id: &str,
         arm_id: &str,
         audit: AuditEntry,
     ) -> StoreResult<Assignment>;
@@ -147,6 +299,43 @@ pub trait Store: Send + Sync {
 
     async fn assignment(&self, trial_id: &str, subject_id: &str)
     -> StoreResult<Option<Assignment>>;
+
+    /// Records a reveal, its audit record (the store adds the reveal row's
+    /// sha256 to the details, which must not name the arm) and, for the
+    /// kinds that notify, its notification, in one transaction.
+    async fn record_reveal(
+        &self,
+        reveal: NewReveal,
+        audit: AuditEntry,
+    ) -> StoreResult<RevealRecord>;
+
+    /// A subject's reveals, oldest first.
+    async fn reveals(&self, trial_id: &str, subject_id: &str) -> StoreResult<Vec<RevealRecord>>;
+
+    /// Notifications of the trial after `after_cursor`, in cursor order.
+    async fn notifications(
+        &self,
+        trial_id: &str,
+        after_cursor: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Notification>>;
+
+    /// Records the treatment given in a period, with its audit record. Once
+    /// per (trial, subject, period): an identical repeat returns the first
+    /// record and writes nothing; a different one is a Conflict.
+    async fn record_period(
+        &self,
+        record: NewPeriodRecord,
+        audit: AuditEntry,
+    ) -> StoreResult<PeriodRecord>;
+
+    async fn period_records(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+    ) -> StoreResult<Vec<PeriodRecord>>;
+
+    async fn reveal_counts(&self, trial_id: &str) -> StoreResult<RevealCounts>;
 
     /// Appends an audit record on its own, e.g. for a refused request.
     async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()>;

@@ -55,7 +55,7 @@ mod tests {
     //! the trail against direct SQL, and migration refusals.
 
     use super::*;
-    use crate::store::conformance::{entry, two_arm_pools};
+    use crate::store::conformance::{entry, snapshot, two_arm_pools};
     use equipoise_testkit::PostgresServer;
 
     async fn execute(pool: &PgPool, sql: &'static str) -> Result<(), String> {
@@ -71,14 +71,44 @@ mod tests {
         let url = PostgresServer::shared().create_database();
         let store = PostgresStore::connect(&url, 2).await.expect("connect");
         store
-            .put_pools("T", &two_arm_pools(), CodeSource::Generated, entry("pools"))
+            .put_pools(
+                "T",
+                &two_arm_pools(),
+                CodeSource::Generated,
+                &snapshot(1),
+                entry("pools"),
+            )
             .await
             .expect("pools");
         store
-            .assign_code("T", "S1", "A", entry("assign"))
+            .assign_code("T", "S1", "SITE-1", "A", entry("assign"))
             .await
             .expect("assign");
+        crate::store::conformance::write_side_records(&store).await;
         let refusals = [
+            ("UPDATE reveals SET arm_id = 'B'", "append-only"),
+            ("DELETE FROM reveals", "append-only"),
+            ("TRUNCATE reveals CASCADE", "append-only"),
+            (
+                "UPDATE unblinding_notifications SET site_id = 'X'",
+                "append-only",
+            ),
+            ("DELETE FROM unblinding_notifications", "append-only"),
+            ("TRUNCATE unblinding_notifications", "append-only"),
+            (
+                "UPDATE period_records SET given_arm_id = 'B'",
+                "append-only",
+            ),
+            ("DELETE FROM period_records", "append-only"),
+            ("TRUNCATE period_records", "append-only"),
+            (
+                "UPDATE code_trials SET definition_yaml = 'x' WHERE trial_id = 'T'",
+                "higher version",
+            ),
+            (
+                "UPDATE code_trials SET pools_stored_at = 'x', definition_version = 9 WHERE trial_id = 'T'",
+                "never replaced",
+            ),
             (
                 "UPDATE treatment_codes SET arm_id = 'B' WHERE code = 'A-0'",
                 "immutable",
@@ -125,8 +155,8 @@ mod tests {
         }
         let crossed = execute(
             &store.pool,
-            "INSERT INTO code_assignments (trial_id, subject_id, arm_id, code, assigned_at)
-             VALUES ('T', 'S2', 'A', 'B-0', 'now')",
+            "INSERT INTO code_assignments (trial_id, subject_id, site_id, arm_id, code, assigned_at)
+             VALUES ('T', 'S2', 'SITE-1', 'A', 'B-0', 'now')",
         )
         .await;
         assert!(

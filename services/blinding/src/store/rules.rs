@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use equipoise_common::audit::AuditEntry;
 
 use super::sql::from_column;
-use super::{Assignment, StoreError, StoreResult};
+use super::{
+    Assignment, NewPeriodRecord, NewReveal, PeriodRecord, RevealCounts, RevealKind, StoreError,
+    StoreResult,
+};
 use crate::codes::{CodePool, PoolCounts};
 
 /// Pools the store can keep: at least one, none empty, each arm once and
@@ -53,7 +56,13 @@ pub fn first_pools(rows_inserted: u64, trial_id: &str) -> StoreResult<()> {
 
 /// A repeat for an allocation that has a code: the same arm gets the same
 /// assignment back, another arm is a Conflict.
-pub fn repeat(existing: Assignment, arm_id: &str) -> StoreResult<Assignment> {
+pub fn repeat(existing: Assignment, site_id: &str, arm_id: &str) -> StoreResult<Assignment> {
+    if existing.site_id != site_id {
+        return Err(StoreError::Conflict(format!(
+            "subject {} of trial {} already has a code, at another site",
+            existing.subject_id, existing.trial_id
+        )));
+    }
     if existing.arm_id != arm_id {
         return Err(StoreError::Conflict(format!(
             "subject {} of trial {} already has a code, for another arm",
@@ -112,4 +121,88 @@ pub fn pool_counts(rows: Vec<(String, i64, i64)>) -> StoreResult<BTreeMap<String
             Ok((arm_id, counts))
         })
         .collect()
+}
+
+/// The sha256 of a reveal row's content: what its audit record chains in
+/// place of the arm, so a blinded export still verifies against the row.
+pub fn reveal_sha256(reveal: &NewReveal, at: &str, actor: &str, role: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let row = serde_json::json!({
+        "kind": reveal.kind.as_str(),
+        "trial_id": reveal.trial_id,
+        "subject_id": reveal.subject_id,
+        "site_id": reveal.site_id,
+        "arm_id": reveal.arm_id,
+        "actor": actor,
+        "role": role,
+        "reason_category": reveal.reason_category,
+        "reason": reveal.reason,
+        "case_id": reveal.case_id,
+        "period_id": reveal.period_id,
+        "withdraws": reveal.withdraws,
+        "at": at,
+    });
+    hex::encode(Sha256::digest(row.to_string().as_bytes()))
+}
+
+/// The sha256 of a period record's content, chained in place of its arms.
+pub fn period_sha256(record: &NewPeriodRecord, at: &str, actor: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let row = serde_json::json!({
+        "trial_id": record.trial_id,
+        "subject_id": record.subject_id,
+        "period_id": record.period_id,
+        "assigned_arm_id": record.assigned_arm_id,
+        "given_arm_id": record.given_arm_id,
+        "deviation": record.deviation(),
+        "note": record.note,
+        "actor": actor,
+        "recorded_at": at,
+    });
+    hex::encode(Sha256::digest(row.to_string().as_bytes()))
+}
+
+/// Adds `key: value` to an audit entry's details.
+pub fn with_detail(audit: AuditEntry, key: &str, value: &str) -> AuditEntry {
+    let mut audit = audit;
+    if let Some(details) = audit.details.as_object_mut() {
+        details.insert(key.into(), value.into());
+    }
+    audit
+}
+
+/// A period already recorded: the same record again is a repeat, another
+/// is a Conflict. Names no arm: the caller is unblinded, the log may not be.
+pub fn period_repeat(
+    existing: PeriodRecord,
+    record: &NewPeriodRecord,
+) -> StoreResult<PeriodRecord> {
+    let same = existing.assigned_arm_id == record.assigned_arm_id
+        && existing.given_arm_id == record.given_arm_id
+        && existing.note == record.note;
+    if !same {
+        return Err(StoreError::Conflict(format!(
+            "period {} of subject {} in trial {} already has a different record of the treatment given",
+            record.period_id, record.subject_id, record.trial_id
+        )));
+    }
+    Ok(existing)
+}
+
+/// (kind, count) rows and the deviation count as the trial's counts.
+pub fn reveal_counts(rows: Vec<(String, i64)>, deviations: i64) -> StoreResult<RevealCounts> {
+    let mut counts = RevealCounts {
+        deviations: from_column(deviations, "deviation count")?,
+        ..RevealCounts::default()
+    };
+    for (kind, count) in rows {
+        let count: u32 = from_column(count, "reveal count")?;
+        match super::sql::kind_of(&kind)? {
+            RevealKind::Emergency => counts.emergency = count,
+            RevealKind::SafetyReview => counts.safety_reviews = count,
+            RevealKind::PlannedPeriod => counts.planned = count,
+            RevealKind::Preparation => counts.preparation = count,
+        }
+    }
+    Ok(counts)
 }

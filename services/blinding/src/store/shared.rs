@@ -31,9 +31,13 @@ macro_rules! impl_store {
             use equipoise_common::audit::{AuditEntry, AuditRecord};
 
             use $crate::codes::{CodePool, PoolCounts};
-            use $crate::store::sql::{self, AssignmentRow, CodeRow};
+            use $crate::store::sql::{
+                self, AssignmentRow, CodeRow, DefinitionRow, NotificationRow, PeriodRow, RevealRow,
+            };
             use $crate::store::{
-                Assignment, CodeEntry, CodeSource, Store, StoreError, StoreResult, rules,
+                Assignment, CodeEntry, CodeSource, DefinitionSnapshot, NewPeriodRecord, NewReveal,
+                Notification, PeriodRecord, RevealCounts, RevealRecord, Store, StoreError,
+                StoreResult, rules,
             };
 
             // The backend's hooks (module doc of `store/shared.rs`).
@@ -85,6 +89,7 @@ macro_rules! impl_store {
                 tx: &mut WriteTransaction,
                 trial_id: &str,
                 subject_id: &str,
+                site_id: &str,
                 arm_id: &str,
                 at: &str,
             ) -> StoreResult<Assignment> {
@@ -111,6 +116,7 @@ macro_rules! impl_store {
                 sqlx::query(sql::INSERT_ASSIGNMENT)
                     .bind(trial_id)
                     .bind(subject_id)
+                    .bind(site_id)
                     .bind(arm_id)
                     .bind(&code)
                     .bind(at)
@@ -119,6 +125,7 @@ macro_rules! impl_store {
                 Ok(Assignment {
                     trial_id: trial_id.to_owned(),
                     subject_id: subject_id.to_owned(),
+                    site_id: site_id.to_owned(),
                     arm_id: arm_id.to_owned(),
                     code,
                     assigned_at: at.to_owned(),
@@ -133,6 +140,33 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Appends the audit record now and returns its seq, for a side
+            /// record keyed by it. Every row such a write adds comes after
+            /// this, so on PostgreSQL the audit head is held while they are
+            /// inserted: side records and notification cursors follow the
+            /// chain's order, which is commit order.
+            async fn append_first(
+                tx: &mut WriteTransaction,
+                audit: AuditEntry,
+            ) -> StoreResult<i64> {
+                Ok(db::append_audit(tx, audit).await?.seq)
+            }
+
+            async fn period_in(
+                conn: &mut Connection,
+                trial_id: &str,
+                subject_id: &str,
+                period_id: &str,
+            ) -> StoreResult<Option<PeriodRecord>> {
+                let row: Option<PeriodRow> = sqlx::query_as(sql::PERIOD_RECORD)
+                    .bind(trial_id)
+                    .bind(subject_id)
+                    .bind(period_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                row.map(PeriodRecord::try_from).transpose()
+            }
+
             #[async_trait]
             impl Store for $store {
                 async fn put_pools(
@@ -140,6 +174,7 @@ macro_rules! impl_store {
                     trial_id: &str,
                     pools: &[CodePool],
                     source: CodeSource,
+                    definition: &DefinitionSnapshot,
                     audit: AuditEntry,
                 ) -> StoreResult<()> {
                     rules::storable(pools)?;
@@ -147,6 +182,8 @@ macro_rules! impl_store {
                     let inserted = sqlx::query(sql::INSERT_TRIAL)
                         .bind(trial_id)
                         .bind(&audit.at)
+                        .bind(i64::from(definition.version))
+                        .bind(&definition.definition_yaml)
                         .execute(&mut *tx)
                         .await?;
                     rules::first_pools(inserted.rows_affected(), trial_id)?;
@@ -156,10 +193,47 @@ macro_rules! impl_store {
                     finish(tx, audit).await
                 }
 
+                async fn refresh_definition(
+                    &self,
+                    trial_id: &str,
+                    definition: &DefinitionSnapshot,
+                    audit: AuditEntry,
+                ) -> StoreResult<bool> {
+                    let mut tx = begin_write(&self.pool).await?;
+                    let trial: Option<String> = sqlx::query_scalar(TRIAL_FOR_WRITE)
+                        .bind(trial_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    trial.ok_or(StoreError::NotFound)?;
+                    let moved = sqlx::query(sql::REFRESH_DEFINITION)
+                        .bind(trial_id)
+                        .bind(i64::from(definition.version))
+                        .bind(&definition.definition_yaml)
+                        .execute(&mut *tx)
+                        .await?;
+                    if moved.rows_affected() == 0 {
+                        return Ok(false);
+                    }
+                    finish(tx, audit).await?;
+                    Ok(true)
+                }
+
+                async fn definition(
+                    &self,
+                    trial_id: &str,
+                ) -> StoreResult<Option<DefinitionSnapshot>> {
+                    let row: Option<DefinitionRow> = sqlx::query_as(sql::DEFINITION)
+                        .bind(trial_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    row.map(DefinitionSnapshot::try_from).transpose()
+                }
+
                 async fn assign_code(
                     &self,
                     trial_id: &str,
                     subject_id: &str,
+                    site_id: &str,
                     arm_id: &str,
                     audit: AuditEntry,
                 ) -> StoreResult<Assignment> {
@@ -171,10 +245,11 @@ macro_rules! impl_store {
                     trial.ok_or(StoreError::NotFound)?;
                     // A repeat ends here, writing nothing; the transaction rolls back.
                     if let Some(existing) = assignment_in(&mut tx, trial_id, subject_id).await? {
-                        return rules::repeat(existing, arm_id);
+                        return rules::repeat(existing, site_id, arm_id);
                     }
                     let assignment =
-                        issue_next(&mut tx, trial_id, subject_id, arm_id, &audit.at).await?;
+                        issue_next(&mut tx, trial_id, subject_id, site_id, arm_id, &audit.at)
+                            .await?;
                     finish(tx, rules::assignment_audit(audit, &assignment.code)).await?;
                     Ok(assignment)
                 }
@@ -206,6 +281,191 @@ macro_rules! impl_store {
                 ) -> StoreResult<Option<Assignment>> {
                     let mut conn = self.pool.acquire().await?;
                     assignment_in(&mut conn, trial_id, subject_id).await
+                }
+
+                async fn record_reveal(
+                    &self,
+                    reveal: NewReveal,
+                    audit: AuditEntry,
+                ) -> StoreResult<RevealRecord> {
+                    let digest =
+                        rules::reveal_sha256(&reveal, &audit.at, &audit.actor, &audit.role);
+                    let (at, actor, role) =
+                        (audit.at.clone(), audit.actor.clone(), audit.role.clone());
+                    let mut tx = begin_write(&self.pool).await?;
+                    let seq =
+                        append_first(&mut tx, rules::with_detail(audit, "reveal_sha256", &digest))
+                            .await?;
+                    sqlx::query(sql::INSERT_REVEAL)
+                        .bind(seq)
+                        .bind(reveal.kind.as_str())
+                        .bind(&reveal.trial_id)
+                        .bind(&reveal.subject_id)
+                        .bind(&reveal.site_id)
+                        .bind(&reveal.arm_id)
+                        .bind(&actor)
+                        .bind(&role)
+                        .bind(&reveal.reason_category)
+                        .bind(&reveal.reason)
+                        .bind(&reveal.case_id)
+                        .bind(&reveal.period_id)
+                        .bind(reveal.withdraws)
+                        .bind(&at)
+                        .execute(&mut *tx)
+                        .await?;
+                    if reveal.kind.notifies() {
+                        sqlx::query(sql::INSERT_NOTIFICATION)
+                            .bind(seq)
+                            .bind(&reveal.trial_id)
+                            .bind(&reveal.site_id)
+                            .bind(&reveal.subject_id)
+                            .bind(reveal.kind.as_str())
+                            .bind(&at)
+                            .bind(&actor)
+                            .bind(&role)
+                            .bind(&reveal.reason_category)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(RevealRecord {
+                        audit_seq: sql::from_column(seq, "audit seq")?,
+                        kind: reveal.kind,
+                        trial_id: reveal.trial_id,
+                        subject_id: reveal.subject_id,
+                        site_id: reveal.site_id,
+                        arm_id: reveal.arm_id,
+                        actor,
+                        role,
+                        reason_category: reveal.reason_category,
+                        reason: reveal.reason,
+                        case_id: reveal.case_id,
+                        period_id: reveal.period_id,
+                        withdraws: reveal.withdraws,
+                        at,
+                    })
+                }
+
+                async fn reveals(
+                    &self,
+                    trial_id: &str,
+                    subject_id: &str,
+                ) -> StoreResult<Vec<RevealRecord>> {
+                    let rows: Vec<RevealRow> = sqlx::query_as(sql::REVEALS)
+                        .bind(trial_id)
+                        .bind(subject_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.into_iter().map(RevealRecord::try_from).collect()
+                }
+
+                async fn notifications(
+                    &self,
+                    trial_id: &str,
+                    after_cursor: u64,
+                    limit: u32,
+                ) -> StoreResult<Vec<Notification>> {
+                    let after = i64::try_from(after_cursor).unwrap_or(i64::MAX);
+                    let rows: Vec<NotificationRow> = sqlx::query_as(sql::NOTIFICATIONS)
+                        .bind(trial_id)
+                        .bind(after)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.into_iter().map(Notification::try_from).collect()
+                }
+
+                async fn record_period(
+                    &self,
+                    record: NewPeriodRecord,
+                    audit: AuditEntry,
+                ) -> StoreResult<PeriodRecord> {
+                    let mut tx = begin_write(&self.pool).await?;
+                    let existing = period_in(
+                        &mut tx,
+                        &record.trial_id,
+                        &record.subject_id,
+                        &record.period_id,
+                    )
+                    .await?;
+                    // A repeat ends here, writing nothing.
+                    if let Some(existing) = existing {
+                        return rules::period_repeat(existing, &record);
+                    }
+                    let digest = rules::period_sha256(&record, &audit.at, &audit.actor);
+                    let (at, actor) = (audit.at.clone(), audit.actor.clone());
+                    let seq =
+                        append_first(&mut tx, rules::with_detail(audit, "record_sha256", &digest))
+                            .await?;
+                    let deviation = record.deviation();
+                    let inserted = sqlx::query(sql::INSERT_PERIOD_RECORD)
+                        .bind(&record.trial_id)
+                        .bind(&record.subject_id)
+                        .bind(&record.period_id)
+                        .bind(&record.assigned_arm_id)
+                        .bind(&record.given_arm_id)
+                        .bind(deviation)
+                        .bind(&record.note)
+                        .bind(&actor)
+                        .bind(&at)
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await;
+                    if let Err(error) = inserted {
+                        // A concurrent first record won (PostgreSQL): compare with it.
+                        drop(tx);
+                        let mut conn = self.pool.acquire().await?;
+                        if let Some(existing) = period_in(
+                            &mut conn,
+                            &record.trial_id,
+                            &record.subject_id,
+                            &record.period_id,
+                        )
+                        .await?
+                        {
+                            return rules::period_repeat(existing, &record);
+                        }
+                        return Err(error.into());
+                    }
+                    tx.commit().await?;
+                    Ok(PeriodRecord {
+                        trial_id: record.trial_id,
+                        subject_id: record.subject_id,
+                        period_id: record.period_id,
+                        assigned_arm_id: record.assigned_arm_id,
+                        given_arm_id: record.given_arm_id,
+                        deviation,
+                        note: record.note,
+                        actor,
+                        recorded_at: at,
+                        audit_seq: sql::from_column(seq, "audit seq")?,
+                    })
+                }
+
+                async fn period_records(
+                    &self,
+                    trial_id: &str,
+                    subject_id: &str,
+                ) -> StoreResult<Vec<PeriodRecord>> {
+                    let rows: Vec<PeriodRow> = sqlx::query_as(sql::PERIOD_RECORDS)
+                        .bind(trial_id)
+                        .bind(subject_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.into_iter().map(PeriodRecord::try_from).collect()
+                }
+
+                async fn reveal_counts(&self, trial_id: &str) -> StoreResult<RevealCounts> {
+                    let rows: Vec<(String, i64)> = sqlx::query_as(sql::REVEAL_COUNTS)
+                        .bind(trial_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let deviations: i64 = sqlx::query_scalar(sql::DEVIATIONS)
+                        .bind(trial_id)
+                        .bind(true)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    rules::reveal_counts(rows, deviations)
                 }
 
                 async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()> {

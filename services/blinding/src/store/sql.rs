@@ -2,7 +2,10 @@
 //! number), and the rows both decode. Only locking lives in `sqlite.rs` and
 //! `postgres.rs`.
 
-use super::{Assignment, CodeEntry, CodeSource, StoreError, StoreResult};
+use super::{
+    Assignment, CodeEntry, CodeSource, DefinitionSnapshot, Notification, PeriodRecord, RevealKind,
+    RevealRecord, StoreError, StoreResult,
+};
 
 // ---------------------------------------------------------------- trials
 
@@ -13,8 +16,18 @@ pub const TRIAL: &str = "SELECT trial_id FROM code_trials WHERE trial_id = $1";
 /// Records a trial's pools as stored, unless they already are: no row
 /// inserted means a Conflict. On PostgreSQL a concurrent insert of the same
 /// trial waits for the first to end, then inserts nothing.
-pub const INSERT_TRIAL: &str = "INSERT INTO code_trials (trial_id, pools_stored_at) VALUES ($1, $2)
+pub const INSERT_TRIAL: &str =
+    "INSERT INTO code_trials (trial_id, pools_stored_at, definition_version, definition_yaml)
+     VALUES ($1, $2, $3, $4)
      ON CONFLICT (trial_id) DO NOTHING";
+
+pub const DEFINITION: &str =
+    "SELECT definition_version, definition_yaml FROM code_trials WHERE trial_id = $1";
+
+/// Moves the snapshot on, only to a higher version.
+pub const REFRESH_DEFINITION: &str =
+    "UPDATE code_trials SET definition_version = $2, definition_yaml = $3
+     WHERE trial_id = $1 AND definition_version < $2";
 
 // ----------------------------------------------------------------- pools
 
@@ -44,12 +57,56 @@ pub const CODE: &str = "SELECT c.arm_id, c.position, c.source, a.subject_id FROM
 // ----------------------------------------------------------- assignments
 
 pub const ASSIGNMENT: &str =
-    "SELECT trial_id, subject_id, arm_id, code, assigned_at FROM code_assignments
+    "SELECT trial_id, subject_id, site_id, arm_id, code, assigned_at FROM code_assignments
      WHERE trial_id = $1 AND subject_id = $2";
 
 pub const INSERT_ASSIGNMENT: &str =
-    "INSERT INTO code_assignments (trial_id, subject_id, arm_id, code, assigned_at)
-     VALUES ($1, $2, $3, $4, $5)";
+    "INSERT INTO code_assignments (trial_id, subject_id, site_id, arm_id, code, assigned_at)
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+// --------------------------------------------------------------- reveals
+
+pub const INSERT_REVEAL: &str =
+    "INSERT INTO reveals (audit_seq, kind, trial_id, subject_id, site_id, arm_id, actor, role,
+     reason_category, reason, case_id, period_id, withdraws, at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+pub const REVEALS: &str =
+    "SELECT audit_seq, kind, trial_id, subject_id, site_id, arm_id, actor, role,
+     reason_category, reason, case_id, period_id, withdraws, at FROM reveals
+     WHERE trial_id = $1 AND subject_id = $2 ORDER BY audit_seq";
+
+pub const REVEAL_COUNTS: &str =
+    "SELECT kind, COUNT(*) FROM reveals WHERE trial_id = $1 GROUP BY kind";
+
+pub const INSERT_NOTIFICATION: &str =
+    "INSERT INTO unblinding_notifications (cursor, trial_id, site_id, subject_id, kind, at,
+     actor, role, reason_category) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+pub const NOTIFICATIONS: &str =
+    "SELECT cursor, trial_id, site_id, subject_id, kind, at, actor, role, reason_category
+     FROM unblinding_notifications WHERE trial_id = $1 AND cursor > $2
+     ORDER BY cursor LIMIT $3";
+
+// ---------------------------------------------------------------- periods
+
+pub const PERIOD_RECORD: &str =
+    "SELECT trial_id, subject_id, period_id, assigned_arm_id, given_arm_id, deviation, note,
+     actor, recorded_at, audit_seq FROM period_records
+     WHERE trial_id = $1 AND subject_id = $2 AND period_id = $3";
+
+pub const PERIOD_RECORDS: &str =
+    "SELECT trial_id, subject_id, period_id, assigned_arm_id, given_arm_id, deviation, note,
+     actor, recorded_at, audit_seq FROM period_records
+     WHERE trial_id = $1 AND subject_id = $2 ORDER BY audit_seq";
+
+pub const INSERT_PERIOD_RECORD: &str =
+    "INSERT INTO period_records (trial_id, subject_id, period_id, assigned_arm_id, given_arm_id,
+     deviation, note, actor, recorded_at, audit_seq)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+pub const DEVIATIONS: &str =
+    "SELECT COUNT(*) FROM period_records WHERE trial_id = $1 AND deviation = $2";
 
 // ------------------------------------------------------------------ rows
 
@@ -57,6 +114,7 @@ pub const INSERT_ASSIGNMENT: &str =
 pub struct AssignmentRow {
     trial_id: String,
     subject_id: String,
+    site_id: String,
     arm_id: String,
     code: String,
     assigned_at: String,
@@ -67,6 +125,7 @@ impl From<AssignmentRow> for Assignment {
         Assignment {
             trial_id: row.trial_id,
             subject_id: row.subject_id,
+            site_id: row.site_id,
             arm_id: row.arm_id,
             code: row.code,
             assigned_at: row.assigned_at,
@@ -93,6 +152,133 @@ impl TryFrom<CodeRow> for CodeEntry {
             })?,
             arm_id: row.arm_id,
             subject_id: row.subject_id,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct DefinitionRow {
+    definition_version: i64,
+    definition_yaml: String,
+}
+
+impl TryFrom<DefinitionRow> for DefinitionSnapshot {
+    type Error = StoreError;
+
+    fn try_from(row: DefinitionRow) -> StoreResult<Self> {
+        Ok(DefinitionSnapshot {
+            version: from_column(row.definition_version, "code_trials.definition_version")?,
+            definition_yaml: row.definition_yaml,
+        })
+    }
+}
+
+pub fn kind_of(text: &str) -> StoreResult<RevealKind> {
+    RevealKind::parse(text)
+        .ok_or_else(|| StoreError::Database(format!("unknown reveal kind {text}")))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct RevealRow {
+    audit_seq: i64,
+    kind: String,
+    trial_id: String,
+    subject_id: String,
+    site_id: String,
+    arm_id: String,
+    actor: String,
+    role: String,
+    reason_category: Option<String>,
+    reason: Option<String>,
+    case_id: Option<String>,
+    period_id: Option<String>,
+    withdraws: bool,
+    at: String,
+}
+
+impl TryFrom<RevealRow> for RevealRecord {
+    type Error = StoreError;
+
+    fn try_from(row: RevealRow) -> StoreResult<Self> {
+        Ok(RevealRecord {
+            audit_seq: from_column(row.audit_seq, "reveals.audit_seq")?,
+            kind: kind_of(&row.kind)?,
+            trial_id: row.trial_id,
+            subject_id: row.subject_id,
+            site_id: row.site_id,
+            arm_id: row.arm_id,
+            actor: row.actor,
+            role: row.role,
+            reason_category: row.reason_category,
+            reason: row.reason,
+            case_id: row.case_id,
+            period_id: row.period_id,
+            withdraws: row.withdraws,
+            at: row.at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct NotificationRow {
+    cursor: i64,
+    trial_id: String,
+    site_id: String,
+    subject_id: String,
+    kind: String,
+    at: String,
+    actor: String,
+    role: String,
+    reason_category: Option<String>,
+}
+
+impl TryFrom<NotificationRow> for Notification {
+    type Error = StoreError;
+
+    fn try_from(row: NotificationRow) -> StoreResult<Self> {
+        Ok(Notification {
+            cursor: from_column(row.cursor, "unblinding_notifications.cursor")?,
+            kind: kind_of(&row.kind)?,
+            trial_id: row.trial_id,
+            site_id: row.site_id,
+            subject_id: row.subject_id,
+            at: row.at,
+            actor: row.actor,
+            role: row.role,
+            reason_category: row.reason_category,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct PeriodRow {
+    trial_id: String,
+    subject_id: String,
+    period_id: String,
+    assigned_arm_id: String,
+    given_arm_id: String,
+    deviation: bool,
+    note: String,
+    actor: String,
+    recorded_at: String,
+    audit_seq: i64,
+}
+
+impl TryFrom<PeriodRow> for PeriodRecord {
+    type Error = StoreError;
+
+    fn try_from(row: PeriodRow) -> StoreResult<Self> {
+        Ok(PeriodRecord {
+            audit_seq: from_column(row.audit_seq, "period_records.audit_seq")?,
+            trial_id: row.trial_id,
+            subject_id: row.subject_id,
+            period_id: row.period_id,
+            assigned_arm_id: row.assigned_arm_id,
+            given_arm_id: row.given_arm_id,
+            deviation: row.deviation,
+            note: row.note,
+            actor: row.actor,
+            recorded_at: row.recorded_at,
         })
     }
 }

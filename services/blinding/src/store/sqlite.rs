@@ -52,16 +52,22 @@ mod tests {
     //! the trail against direct SQL, and migration refusals.
 
     use super::*;
-    use crate::store::conformance::{entry, two_arm_pools};
+    use crate::store::conformance::{entry, snapshot, two_arm_pools};
 
     async fn store_with_an_assignment() -> SqliteStore {
         let store = SqliteStore::in_memory().await.expect("store");
         store
-            .put_pools("T", &two_arm_pools(), CodeSource::Generated, entry("pools"))
+            .put_pools(
+                "T",
+                &two_arm_pools(),
+                CodeSource::Generated,
+                &snapshot(1),
+                entry("pools"),
+            )
             .await
             .expect("pools");
         store
-            .assign_code("T", "S1", "A", entry("assign"))
+            .assign_code("T", "S1", "SITE-1", "A", entry("assign"))
             .await
             .expect("assign");
         store
@@ -129,13 +135,63 @@ mod tests {
         );
     }
 
+    async fn store_with_reveals_and_periods() -> SqliteStore {
+        let store = store_with_an_assignment().await;
+        crate::store::conformance::write_side_records(&store).await;
+        store
+    }
+
+    #[tokio::test]
+    async fn triggers_keep_reveals_notifications_periods_and_snapshots() {
+        let store = store_with_reveals_and_periods().await;
+        let refusals = [
+            ("UPDATE reveals SET arm_id = 'B'", "append-only"),
+            ("DELETE FROM reveals", "append-only"),
+            (
+                "UPDATE unblinding_notifications SET site_id = 'X'",
+                "append-only",
+            ),
+            ("DELETE FROM unblinding_notifications", "append-only"),
+            (
+                "UPDATE period_records SET given_arm_id = 'B'",
+                "append-only",
+            ),
+            ("DELETE FROM period_records", "append-only"),
+            (
+                "UPDATE code_trials SET definition_yaml = 'x' WHERE trial_id = 'T'",
+                "higher version",
+            ),
+            (
+                "UPDATE code_trials SET definition_version = 0 WHERE trial_id = 'T'",
+                "higher version",
+            ),
+            (
+                "UPDATE code_trials SET pools_stored_at = 'x', definition_version = 9 WHERE trial_id = 'T'",
+                "never replaced",
+            ),
+        ];
+        for (sql, message) in refusals {
+            let refused = execute(&store, sql).await;
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains(message)),
+                "{sql}: {refused:?}"
+            );
+        }
+        execute(
+            &store,
+            "UPDATE code_trials SET definition_version = 5, definition_yaml = 'v5' WHERE trial_id = 'T'",
+        )
+        .await
+        .expect("a higher version is allowed");
+    }
+
     #[tokio::test]
     async fn an_assignment_cannot_name_a_code_of_another_arm() {
         let store = store_with_an_assignment().await;
         let crossed = execute(
             &store,
-            "INSERT INTO code_assignments (trial_id, subject_id, arm_id, code, assigned_at)
-             VALUES ('T', 'S2', 'A', 'B-0', 'now')",
+            "INSERT INTO code_assignments (trial_id, subject_id, site_id, arm_id, code, assigned_at)
+             VALUES ('T', 'S2', 'SITE-1', 'A', 'B-0', 'now')",
         )
         .await;
         assert!(crossed.is_err_and(|e| e.contains("FOREIGN KEY")));

@@ -21,12 +21,13 @@ pub(super) async fn assignment_takes_the_next_code_of_its_arm_in_issue_order(sto
         let before = audit_len(store).await;
         let audit = assign_entry(subject);
         let assignment = store
-            .assign_code(TRIAL, subject, arm, audit.clone())
+            .assign_code(TRIAL, subject, SITE, arm, audit.clone())
             .await
             .expect("assign");
         let expected = Assignment {
             trial_id: TRIAL.into(),
             subject_id: subject.into(),
+            site_id: SITE.into(),
             arm_id: arm.into(),
             code: code.into(),
             assigned_at: audit.at.clone(),

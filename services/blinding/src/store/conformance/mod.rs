@@ -17,12 +17,16 @@ use serde_json::json;
 
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
-use super::{Assignment, CodeEntry, CodeSource, Store, StoreError, StoreResult};
+use super::{
+    Assignment, CodeEntry, CodeSource, DefinitionSnapshot, NewPeriodRecord, NewReveal, RevealKind,
+    Store, StoreError, StoreResult,
+};
 use crate::codes::{CodePool, PoolCounts};
 
 mod assignment;
 mod audit;
 mod pools;
+mod reveals;
 
 /// Every check, once per backend.
 macro_rules! blinding_store_suite {
@@ -45,6 +49,11 @@ macro_rules! blinding_store_suite {
                 assignment::racing_assignments_never_share_a_code,
                 assignment::racing_repeats_of_one_allocation_get_one_code,
                 audit::audit_trail_is_one_verifiable_chain,
+                reveals::the_definition_snapshot_moves_only_to_higher_versions,
+                reveals::an_assignment_keeps_its_site,
+                reveals::a_reveal_is_recorded_with_its_audit_and_notification,
+                reveals::notifications_resume_after_a_cursor,
+                reveals::period_records_are_kept_once,
             ],
         }
     };
@@ -119,6 +128,8 @@ mod reopening {
 }
 
 const UNKNOWN_TRIAL: &str = "CONF-NO-SUCH-TRIAL";
+/// The site every conformance allocation is at.
+const SITE: &str = "SITE-1";
 
 // ---------------------------------------------------------------- helpers
 
@@ -131,6 +142,47 @@ pub(crate) fn entry(action: &str) -> AuditEntry {
         entity: "trial/T".into(),
         details: json!({}),
     }
+}
+
+/// A definition snapshot of the given version (its text is not parsed here).
+pub(crate) fn snapshot(version: u32) -> DefinitionSnapshot {
+    DefinitionSnapshot {
+        version,
+        definition_yaml: format!("id: T\nversion: {version}\n"),
+    }
+}
+
+/// One reveal (with its notification) and one period record for trial
+/// `T`, for the backends' trigger tests.
+pub(crate) async fn write_side_records(store: &dyn Store) {
+    let reveal = NewReveal {
+        kind: RevealKind::Emergency,
+        trial_id: "T".into(),
+        subject_id: "S1".into(),
+        site_id: SITE.into(),
+        arm_id: "A".into(),
+        reason_category: Some("pregnancy".into()),
+        reason: Some("r".into()),
+        case_id: None,
+        period_id: None,
+        withdraws: false,
+    };
+    store
+        .record_reveal(reveal, entry("reveal.emergency"))
+        .await
+        .expect("reveal");
+    let period = NewPeriodRecord {
+        trial_id: "T".into(),
+        subject_id: "S1".into(),
+        period_id: "p1".into(),
+        assigned_arm_id: "A".into(),
+        given_arm_id: "A".into(),
+        note: String::new(),
+    };
+    store
+        .record_period(period, entry("period.recorded"))
+        .await
+        .expect("period");
 }
 
 fn pool(arm_id: &str, codes: &[&str]) -> CodePool {
@@ -171,7 +223,7 @@ async fn put(
     source: CodeSource,
 ) -> StoreResult<()> {
     store
-        .put_pools(trial_id, pools, source, entry("pools.stored"))
+        .put_pools(trial_id, pools, source, &snapshot(1), entry("pools.stored"))
         .await
 }
 
@@ -189,7 +241,7 @@ async fn try_assign(
     arm_id: &str,
 ) -> StoreResult<Assignment> {
     store
-        .assign_code(trial_id, subject_id, arm_id, assign_entry(subject_id))
+        .assign_code(trial_id, subject_id, SITE, arm_id, assign_entry(subject_id))
         .await
 }
 

@@ -1,0 +1,292 @@
+//! Treatment codes: generating or uploading a trial's pools, assigning one
+//! code per allocation, and the pool status (never by arm).
+
+use equipoise_common::auth::{Caller, Role};
+use equipoise_stream::MasterSeed;
+use equipoise_trial::TrialDefinition;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::access::{require_any, require_service, require_trial};
+use super::{BlindingService, LookupError, Result, invalid_if_any, required, unknown_trial};
+use crate::codes::{MAX_POOL_SIZE, PoolLevel, UploadedCode, generate_pools, validate_upload};
+use crate::error::BlindingError;
+use crate::store::{CodeSource, DefinitionSnapshot, StoreError};
+
+/// The code an allocation got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignedCode {
+    pub code: String,
+    /// The allocation already had this code.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSummary {
+    pub arms: u32,
+    pub codes: u32,
+    pub codes_sha256: String,
+}
+
+/// Pool warnings and counts, never by arm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlindingStatus {
+    pub trial_id: String,
+    /// The lowest level over the pools; `None` when no pool is stored.
+    pub pool_level: Option<PoolLevel>,
+    pub codes_assigned: u32,
+    pub emergency_unblindings: u32,
+    pub safety_reviews: u32,
+    pub planned_reveals: u32,
+    pub deviations: u32,
+}
+
+fn rank(level: PoolLevel) -> u8 {
+    match level {
+        PoolLevel::Empty => 0,
+        PoolLevel::Low => 1,
+        PoolLevel::Sufficient => 2,
+    }
+}
+
+fn check_mode(trial: &TrialDefinition) -> Result<()> {
+    if trial.blinding.mode == "treatment_codes" {
+        Ok(())
+    } else {
+        Err(BlindingError::FailedPrecondition(format!(
+            "trial {} is not blinded with treatment codes",
+            trial.id
+        )))
+    }
+}
+
+impl BlindingService {
+    /// Gives an allocation its code; `service:randomisation` only.
+    /// Idempotent per (trial, subject). The first call for a trial
+    /// generates its pools from the code seed.
+    pub async fn assign_code(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        subject_id: &str,
+        site_id: &str,
+        arm_id: &str,
+        randomised_at: Option<jiff::Timestamp>,
+    ) -> Result<AssignedCode> {
+        require_service(caller, "randomisation", "AssignCode")?;
+        require_trial(caller, trial_id)?;
+        let mut problems = Vec::new();
+        required("trial_id", trial_id, &mut problems);
+        required("subject_id", subject_id, &mut problems);
+        required("site_id", site_id, &mut problems);
+        required("arm_id", arm_id, &mut problems);
+        invalid_if_any(problems)?;
+        if let Some(existing) = self.store.assignment(trial_id, subject_id).await? {
+            if existing.arm_id == arm_id && existing.site_id == site_id {
+                return Ok(AssignedCode {
+                    code: existing.code,
+                    replayed: true,
+                });
+            }
+        }
+        if self.store.pool_counts(trial_id).await?.is_empty() {
+            self.generate_pools(caller, trial_id).await?;
+        }
+        let entry = self.entry(
+            caller,
+            "code.assigned",
+            format!("trial/{trial_id}/subject/{subject_id}"),
+            json!({
+                "subject": subject_id,
+                "site": site_id,
+                "randomised_at": randomised_at.map(equipoise_common::time::format_rfc3339),
+            }),
+        );
+        let at = entry.at.clone();
+        let assignment = self
+            .store
+            .assign_code(trial_id, subject_id, site_id, arm_id, entry)
+            .await?;
+        // A racing repeat gets the first caller's assignment, written at
+        // another time.
+        let replayed = assignment.assigned_at != at;
+        Ok(AssignedCode {
+            code: assignment.code,
+            replayed,
+        })
+    }
+
+    /// Fetches the trial and stores pools generated from its code seed: per
+    /// arm, as many codes as the trial's total cap (times the arm's ratio).
+    async fn generate_pools(&self, caller: &Caller, trial_id: &str) -> Result<()> {
+        let fetched = match self.randomisation.trial_for_blinding(trial_id).await {
+            Ok(fetched) => fetched,
+            Err(LookupError::NotFound) => return Err(unknown_trial(trial_id)),
+            Err(LookupError::Unavailable(reason)) => {
+                return Err(BlindingError::unavailable(format!(
+                    "the code pools of trial {trial_id} cannot be made now: {reason}"
+                )));
+            }
+            Err(LookupError::Refused(reason)) => {
+                return Err(BlindingError::Internal(format!(
+                    "randomisation refused the blinding service: {reason}"
+                )));
+            }
+        };
+        let trial = super::parse(&fetched.definition_yaml)?;
+        check_mode(&trial)?;
+        let cap = trial
+            .caps
+            .total
+            .unwrap_or(MAX_POOL_SIZE / trial.ratio_sum().max(1));
+        let pool_size = cap.checked_mul(trial.ratio_sum()).ok_or_else(|| {
+            BlindingError::FailedPrecondition(format!(
+                "trial {trial_id}'s cap is too large for code pools"
+            ))
+        })?;
+        let pools = generate_pools(
+            &MasterSeed(fetched.code_seed),
+            &trial.blinding.code_format,
+            &trial.arms,
+            pool_size,
+        )
+        .map_err(|e| {
+            BlindingError::FailedPrecondition(format!("code pools of trial {trial_id}: {e}"))
+        })?;
+        let snapshot = DefinitionSnapshot {
+            version: fetched.version,
+            definition_yaml: fetched.definition_yaml,
+        };
+        let entry = self.entry(
+            caller,
+            "pools.generated",
+            format!("trial/{trial_id}"),
+            json!({ "arms": pools.len(), "pool_size": pool_size, "version": snapshot.version }),
+        );
+        match self
+            .store
+            .put_pools(trial_id, &pools, CodeSource::Generated, &snapshot, entry)
+            .await
+        {
+            // A racing first call stored them first: the same pools.
+            Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Stores a statistician's pools in place of generated ones, before
+    /// the trial's first code is issued.
+    pub async fn upload_codes(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        csv: &str,
+    ) -> Result<UploadSummary> {
+        require_any(caller, &[Role::Statistician], "UploadCodes")?;
+        require_trial(caller, trial_id)?;
+        let rows = parse_csv(csv)?;
+        if !self.store.pool_counts(trial_id).await?.is_empty() {
+            return Err(BlindingError::FailedPrecondition(format!(
+                "trial {trial_id} already has code pools; an upload must come before its first code is issued"
+            )));
+        }
+        let fetched = match self.randomisation.trial_for_blinding(trial_id).await {
+            Ok(fetched) => fetched,
+            Err(LookupError::NotFound) => return Err(unknown_trial(trial_id)),
+            Err(error) => return Err(BlindingError::unavailable(error.to_string())),
+        };
+        let trial = super::parse(&fetched.definition_yaml)?;
+        check_mode(&trial)?;
+        let pools = validate_upload(&trial.blinding.code_format, &trial.arms, &rows)
+            .map_err(|problems| BlindingError::invalid("csv", problems.to_string()))?;
+        let mut digest = Sha256::new();
+        for row in &rows {
+            digest.update(format!("{},{}\n", row.arm_id, row.code).as_bytes());
+        }
+        let summary = UploadSummary {
+            arms: u32::try_from(pools.len()).unwrap_or(u32::MAX),
+            codes: u32::try_from(rows.len()).unwrap_or(u32::MAX),
+            codes_sha256: hex::encode(digest.finalize()),
+        };
+        let snapshot = DefinitionSnapshot {
+            version: fetched.version,
+            definition_yaml: fetched.definition_yaml,
+        };
+        let entry = self.entry(
+            caller,
+            "pools.uploaded",
+            format!("trial/{trial_id}"),
+            json!({ "arms": summary.arms, "codes": summary.codes, "codes_sha256": summary.codes_sha256 }),
+        );
+        self.store
+            .put_pools(trial_id, &pools, CodeSource::Uploaded, &snapshot, entry)
+            .await
+            .map_err(|error| match error {
+                StoreError::Conflict(_) => BlindingError::FailedPrecondition(format!(
+                    "trial {trial_id} already has code pools; an upload must come before its first code is issued"
+                )),
+                other => other.into(),
+            })?;
+        Ok(summary)
+    }
+
+    pub async fn blinding_status(&self, caller: &Caller, trial_id: &str) -> Result<BlindingStatus> {
+        require_any(
+            caller,
+            &[
+                Role::TrialAdmin,
+                Role::Statistician,
+                Role::MedicalMonitor,
+                Role::EmergencyDesk,
+            ],
+            "GetBlindingStatus",
+        )?;
+        require_trial(caller, trial_id)?;
+        let pools = self.store.pool_counts(trial_id).await?;
+        let pool_level = pools
+            .values()
+            .map(|counts| self.low_pool.level(*counts))
+            .min_by_key(|level| rank(*level));
+        let codes_assigned = pools.values().map(|c| c.issued).sum();
+        let counts = self.store.reveal_counts(trial_id).await?;
+        Ok(BlindingStatus {
+            trial_id: trial_id.to_owned(),
+            pool_level,
+            codes_assigned,
+            emergency_unblindings: counts.emergency,
+            safety_reviews: counts.safety_reviews,
+            planned_reveals: counts.planned,
+            deviations: counts.deviations,
+        })
+    }
+}
+
+/// `arm,code` rows, header first.
+fn parse_csv(csv: &str) -> Result<Vec<UploadedCode>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(csv.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| BlindingError::invalid("csv", format!("unreadable header: {e}")))?
+        .clone();
+    if headers.iter().collect::<Vec<_>>() != ["arm", "code"] {
+        return Err(BlindingError::invalid(
+            "csv",
+            "the header must be `arm,code`",
+        ));
+    }
+    let mut rows = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let record =
+            record.map_err(|e| BlindingError::invalid("csv", format!("row {}: {e}", index + 1)))?;
+        rows.push(UploadedCode {
+            arm_id: record.get(0).unwrap_or_default().to_owned(),
+            code: record.get(1).unwrap_or_default().to_owned(),
+        });
+    }
+    if rows.is_empty() {
+        return Err(BlindingError::invalid("csv", "no codes"));
+    }
+    Ok(rows)
+}
