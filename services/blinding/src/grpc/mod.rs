@@ -258,3 +258,204 @@ async fn pump(service: Arc<BlindingService>, scope: WatchScope, after_cursor: u6
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The watch stream over a real store: backlog, then live, resumable,
+    //! ending when the service shuts down. Timeouts only guard against a
+    //! hang; nothing asserts how fast anything is.
+
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use equipoise_common::audit::AuditEntry;
+    use equipoise_common::auth::{Role, TrialScope};
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::codes::LowPoolRule;
+    use crate::service::{
+        AllocatedArm, LookupError, RandomisationLookup, TrialForBlinding, system_clock,
+    };
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{NewReveal, RevealKind, Store};
+
+    struct Unreachable;
+
+    #[async_trait]
+    impl RandomisationLookup for Unreachable {
+        async fn trial_for_blinding(&self, _: &str) -> Result<TrialForBlinding, LookupError> {
+            Err(LookupError::Unavailable("not needed".into()))
+        }
+
+        async fn look_up_allocation(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<AllocatedArm>, LookupError> {
+            Err(LookupError::Unavailable("not needed".into()))
+        }
+    }
+
+    fn caller(role: Role, sites: &[&str]) -> Caller {
+        Caller {
+            subject: "watcher".into(),
+            display_name: "Watcher".into(),
+            roles: [role].into_iter().collect(),
+            sites: sites
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<BTreeSet<_>>(),
+            trials: TrialScope::All,
+            auth_time: None,
+        }
+    }
+
+    async fn reveal(store: &dyn Store, subject: &str, site: &str) -> u64 {
+        let reveal = NewReveal {
+            kind: RevealKind::Emergency,
+            trial_id: "T".into(),
+            subject_id: subject.into(),
+            site_id: site.into(),
+            arm_id: "A".into(),
+            reason_category: Some("pregnancy".into()),
+            reason: Some("r".into()),
+            case_id: None,
+            period_id: None,
+            withdraws: false,
+        };
+        let entry = AuditEntry {
+            at: equipoise_common::time::now_rfc3339(),
+            actor: "desk".into(),
+            role: "emergency_desk".into(),
+            action: "reveal.emergency".into(),
+            entity: "trial/T".into(),
+            details: serde_json::json!({ "subject": subject }),
+        };
+        store
+            .record_reveal(reveal, entry)
+            .await
+            .expect("reveal")
+            .audit_seq
+    }
+
+    fn watch_request(
+        caller: Option<Caller>,
+        after_cursor: u64,
+    ) -> Request<pb::WatchUnblindingsRequest> {
+        let mut request = Request::new(pb::WatchUnblindingsRequest {
+            trial_id: "T".into(),
+            after_cursor,
+        });
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller);
+        }
+        request
+    }
+
+    async fn next(stream: &mut NotificationStream) -> Option<pb::UnblindingNotification> {
+        tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the stream answers")
+            .map(|item| item.expect("a notification"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_watch_sends_the_backlog_then_live_and_resumes_after_a_cursor() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.expect("store"));
+        let service = Arc::new(
+            BlindingService::new(
+                Arc::clone(&store),
+                Arc::new(Unreachable),
+                system_clock(),
+                LowPoolRule {
+                    warn_at_fraction: 0.1,
+                    warn_at_count: 1,
+                },
+            )
+            .with_watch_poll(Duration::from_millis(10)),
+        );
+        let grpc = BlindingGrpc::new(Arc::clone(&service));
+        let first = reveal(&*store, "S1", "SITE-A").await;
+        reveal(&*store, "S2", "SITE-B").await;
+
+        let sponsor = caller(Role::TrialAdmin, &[]);
+        let mut all = grpc
+            .watch_unblindings(watch_request(Some(sponsor.clone()), 0))
+            .await
+            .expect("watch")
+            .into_inner();
+        let mut site = grpc
+            .watch_unblindings(watch_request(
+                Some(caller(Role::SiteInvestigator, &["SITE-A"])),
+                0,
+            ))
+            .await
+            .expect("watch")
+            .into_inner();
+        assert_eq!(next(&mut all).await.map(|n| n.cursor), Some(first));
+        assert_eq!(
+            next(&mut all).await.map(|n| n.subject_id),
+            Some("S2".into())
+        );
+        assert_eq!(
+            next(&mut site).await.map(|n| n.subject_id),
+            Some("S1".into())
+        );
+
+        let live = reveal(&*store, "S3", "SITE-A").await;
+        assert_eq!(next(&mut all).await.map(|n| n.cursor), Some(live));
+        assert_eq!(
+            next(&mut site).await.map(|n| n.cursor),
+            Some(live),
+            "SITE-B's S2 skipped"
+        );
+
+        let mut resumed = grpc
+            .watch_unblindings(watch_request(Some(sponsor), first))
+            .await
+            .expect("watch")
+            .into_inner();
+        assert_eq!(
+            next(&mut resumed).await.map(|n| n.subject_id),
+            Some("S2".into())
+        );
+        assert_eq!(
+            next(&mut resumed).await.map(|n| n.subject_id),
+            Some("S3".into())
+        );
+
+        service.shut_down();
+        for stream in [&mut all, &mut site, &mut resumed] {
+            assert_eq!(next(stream).await, None, "the stream ends on shutdown");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watch_refuses_preparers_and_unauthenticated_calls() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.expect("store"));
+        let service = BlindingService::new(
+            store,
+            Arc::new(Unreachable),
+            system_clock(),
+            LowPoolRule {
+                warn_at_fraction: 0.1,
+                warn_at_count: 1,
+            },
+        );
+        let grpc = BlindingGrpc::new(Arc::new(service));
+        let refused = grpc
+            .watch_unblindings(watch_request(Some(caller(Role::UnblindedPreparer, &[])), 0))
+            .await
+            .err()
+            .map(|s| s.code());
+        assert_eq!(refused, Some(tonic::Code::PermissionDenied));
+        let anonymous = grpc
+            .watch_unblindings(watch_request(None, 0))
+            .await
+            .err()
+            .map(|s| s.code());
+        assert_eq!(anonymous, Some(tonic::Code::Unauthenticated));
+    }
+}

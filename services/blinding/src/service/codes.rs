@@ -81,13 +81,14 @@ impl BlindingService {
         required("site_id", site_id, &mut problems);
         required("arm_id", arm_id, &mut problems);
         invalid_if_any(problems)?;
-        if let Some(existing) = self.store.assignment(trial_id, subject_id).await? {
-            if existing.arm_id == arm_id && existing.site_id == site_id {
-                return Ok(AssignedCode {
-                    code: existing.code,
-                    replayed: true,
-                });
-            }
+        if let Some(existing) = self.store.assignment(trial_id, subject_id).await?
+            && existing.arm_id == arm_id
+            && existing.site_id == site_id
+        {
+            return Ok(AssignedCode {
+                code: existing.code,
+                replayed: true,
+            });
         }
         if self.store.pool_counts(trial_id).await?.is_empty() {
             self.generate_pools(caller, trial_id).await?;
