@@ -7,9 +7,11 @@ use std::path::PathBuf;
 
 use equipoise_common::error::RemoteError;
 use equipoise_common::grpc::client::{self, ClientInterceptor, Timeouts};
+use equipoise_proto::blinding::v1::blinding_service_client::BlindingServiceClient;
 use equipoise_proto::randomisation::v1 as pb;
 use pb::randomisation_service_client::RandomisationServiceClient;
 
+use super::desk::{self, DeskCall};
 use crate::CliError;
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +31,15 @@ pub struct ClientArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Call {
+    #[command(flatten)]
+    Randomisation(RandomisationCall),
+    #[command(flatten)]
+    Desk(DeskCall),
+}
+
+/// Calls to the randomisation service.
+#[derive(Debug, clap::Subcommand)]
+pub enum RandomisationCall {
     /// Register a definition file as a draft.
     Register {
         definition: PathBuf,
@@ -74,9 +85,21 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
     let channel = client::connect(&args.endpoint, Timeouts::default())
         .await
         .map_err(usage)?;
-    let mut client = RandomisationServiceClient::with_interceptor(channel, interceptor);
-    let output = match args.call {
-        Call::Register { definition } => {
+    let channel = client::authenticated(channel, interceptor);
+    match args.call {
+        Call::Randomisation(call) => {
+            randomisation(RandomisationServiceClient::new(channel), call).await
+        }
+        Call::Desk(call) => desk::run(BlindingServiceClient::new(channel), call).await,
+    }
+}
+
+async fn randomisation(
+    mut client: RandomisationServiceClient<client::AuthenticatedChannel>,
+    call: RandomisationCall,
+) -> Result<String, CliError> {
+    let output = match call {
+        RandomisationCall::Register { definition } => {
             let yaml = std::fs::read_to_string(&definition)
                 .map_err(|e| CliError::Usage(format!("{}: {e}", definition.display())))?;
             trial(
@@ -88,7 +111,7 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
                     .into_inner(),
             )
         }
-        Call::Activate { trial: id, sha256 } => trial(
+        RandomisationCall::Activate { trial: id, sha256 } => trial(
             client
                 .activate_trial(pb::ActivateTrialRequest {
                     trial_id: id,
@@ -97,13 +120,13 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
                 .await?
                 .into_inner(),
         ),
-        Call::GetTrial { trial: id } => trial(
+        RandomisationCall::GetTrial { trial: id } => trial(
             client
                 .get_trial(pb::GetTrialRequest { trial_id: id })
                 .await?
                 .into_inner(),
         ),
-        Call::Close { trial: id, reason } => trial(
+        RandomisationCall::Close { trial: id, reason } => trial(
             client
                 .close_enrolment(pb::CloseEnrolmentRequest {
                     trial_id: id,
@@ -112,7 +135,7 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
                 .await?
                 .into_inner(),
         ),
-        Call::Randomise {
+        RandomisationCall::Randomise {
             trial,
             site,
             subject,
@@ -129,7 +152,7 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
             let _ = writeln!(out, "replayed:             {}", response.replayed);
             out
         }
-        Call::Allocation { trial, subject } => allocation(
+        RandomisationCall::Allocation { trial, subject } => allocation(
             client
                 .get_allocation(pb::GetAllocationRequest {
                     trial_id: trial,
@@ -138,7 +161,7 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
                 .await?
                 .into_inner(),
         ),
-        Call::Status { trial } => status(
+        RandomisationCall::Status { trial } => status(
             client
                 .get_trial_status(pb::GetTrialStatusRequest { trial_id: trial })
                 .await?
@@ -202,6 +225,12 @@ fn allocation(allocation: pb::Allocation) -> String {
             allocation.corrected_stratum
         );
     }
+    let code = if allocation.treatment_code.is_empty() {
+        "(pending)"
+    } else {
+        allocation.treatment_code.as_str()
+    };
+    let _ = writeln!(out, "treatment_code:       {code}");
     if allocation.randomised_in_error {
         let _ = writeln!(out, "randomised_in_error:  {}", allocation.error_reason);
     }

@@ -1,6 +1,7 @@
 //! The `equipoise` command line.
 
 pub mod client;
+pub mod desk;
 pub mod offline;
 pub mod simulate;
 
