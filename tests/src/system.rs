@@ -1,0 +1,200 @@
+//! Randomisation and blinding as real `equipoise serve` processes sharing
+//! one token secret: either one `--target all` process, or one process per
+//! service pointing at each other. Tests mint user tokens and service
+//! tokens from the same secret, as the processes do.
+
+use std::path::PathBuf;
+
+use equipoise_common::auth::{Claims, SERVICE_TOKEN_ISSUER, mint_hmac_token};
+use equipoise_common::grpc::client::{self, AuthenticatedChannel, ClientInterceptor};
+use equipoise_common::settings::ensure_secret_file;
+use equipoise_proto::blinding::v1::blinding_service_client::BlindingServiceClient;
+use equipoise_proto::randomisation::v1 as pb;
+use equipoise_proto::randomisation::v1::blinding_support_service_client::BlindingSupportServiceClient;
+use equipoise_testkit::{BLINDING_URL_VARIABLE, RANDOMISATION_URL_VARIABLE, Replica, free_port};
+
+use crate::{Client, TIMEOUTS};
+
+pub type BlindingClient = BlindingServiceClient<AuthenticatedChannel>;
+pub type SupportClient = BlindingSupportServiceClient<AuthenticatedChannel>;
+
+const AUDIENCE: &str = "equipoise";
+const USER_ISSUER: &str = "equipoise-dev";
+
+pub struct System {
+    /// `all`, or the randomisation process.
+    pub randomisation: Replica,
+    /// The blinding process, when it runs on its own.
+    pub blinding: Option<Replica>,
+    files: tempfile::TempDir,
+    secret: Vec<u8>,
+}
+
+impl System {
+    /// One `--target all` process; `env` is added to its environment.
+    pub fn all_in_one(env: &[(&str, String)]) -> Self {
+        let files = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let secret = shared_secret(&files);
+        let mut variables = common_env(&files);
+        variables.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let randomisation = Replica::start_target("all", &borrowed(&variables));
+        Self {
+            randomisation,
+            blinding: None,
+            files,
+            secret,
+        }
+    }
+
+    /// Randomisation and blinding as two processes, each told where the
+    /// other listens.
+    pub fn separate(env: &[(&str, String)]) -> Self {
+        let files = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let secret = shared_secret(&files);
+        let randomisation_port = free_port();
+        let blinding_port = free_port();
+        let mut variables = common_env(&files);
+        variables.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        variables.push((
+            BLINDING_URL_VARIABLE.to_owned(),
+            format!("http://127.0.0.1:{blinding_port}"),
+        ));
+        variables.push((
+            RANDOMISATION_URL_VARIABLE.to_owned(),
+            format!("http://127.0.0.1:{randomisation_port}"),
+        ));
+        let blinding = Replica::start_target_at("blinding", blinding_port, &borrowed(&variables));
+        let randomisation =
+            Replica::start_target_at("randomisation", randomisation_port, &borrowed(&variables));
+        Self {
+            randomisation,
+            blinding: Some(blinding),
+            files,
+            secret,
+        }
+    }
+
+    /// The randomisation service's SQLite file.
+    pub fn randomisation_db(&self) -> PathBuf {
+        self.files.path().join("randomisation.db")
+    }
+
+    /// The blinding service's SQLite file.
+    pub fn blinding_db(&self) -> PathBuf {
+        self.files.path().join("blinding.db")
+    }
+
+    /// Every log line of every process so far.
+    pub fn logs(&self) -> String {
+        let mut logs = self.randomisation.log();
+        if let Some(blinding) = &self.blinding {
+            logs.push_str(&blinding.log());
+        }
+        logs
+    }
+
+    /// A user token; `adjust` may change any claim (e.g. an old `auth_time`).
+    pub fn token_with(
+        &self,
+        subject: &str,
+        roles: &[&str],
+        sites: &[&str],
+        adjust: impl FnOnce(&mut Claims),
+    ) -> String {
+        let now = jiff::Timestamp::now().as_second();
+        let mut claims = Claims {
+            sub: subject.into(),
+            name: subject.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            trials: vec!["*".into()],
+            auth_time: Some(now),
+            exp: (now + 3600) as u64,
+            iat: Some(now as u64),
+            aud: AUDIENCE.into(),
+            iss: USER_ISSUER.into(),
+        };
+        adjust(&mut claims);
+        mint_hmac_token(&self.secret, &claims).expect("mint")
+    }
+
+    pub fn token(&self, subject: &str, roles: &[&str], sites: &[&str]) -> String {
+        self.token_with(subject, roles, sites, |_| {})
+    }
+
+    /// The token another service would send as `service:<name>`.
+    pub fn service_token(&self, name: &str) -> String {
+        let role = format!("service:{name}");
+        self.token_with(&role, &[role.as_str()], &[], |claims| {
+            claims.iss = SERVICE_TOKEN_ISSUER.into();
+        })
+    }
+
+    pub async fn randomisation_client(&self, token: &str) -> Client {
+        pb::randomisation_service_client::RandomisationServiceClient::new(
+            self.channel(&self.randomisation, token).await,
+        )
+    }
+
+    /// The blinding service, wherever it runs.
+    pub async fn blinding_client(&self, token: &str) -> BlindingClient {
+        let replica = self.blinding.as_ref().unwrap_or(&self.randomisation);
+        BlindingServiceClient::new(self.channel(replica, token).await)
+    }
+
+    pub async fn support_client(&self, token: &str) -> SupportClient {
+        BlindingSupportServiceClient::new(self.channel(&self.randomisation, token).await)
+    }
+
+    async fn channel(&self, replica: &Replica, token: &str) -> AuthenticatedChannel {
+        let channel = client::connect(&replica.endpoint(), TIMEOUTS)
+            .await
+            .expect("connect");
+        let interceptor = ClientInterceptor::bearer(token).expect("ascii token");
+        client::authenticated(channel, interceptor)
+    }
+
+    /// Registers and activates a definition as an administrator.
+    pub async fn activate(&self, yaml: &str) {
+        let admin = self.token("ada", &["trial_admin", "statistician"], &[]);
+        let mut client = self.randomisation_client(&admin).await;
+        let trial = client
+            .register_trial(pb::RegisterTrialRequest {
+                definition_yaml: yaml.to_owned(),
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        client
+            .activate_trial(pb::ActivateTrialRequest {
+                trial_id: trial.trial_id,
+                expected_definition_sha256: trial.definition_sha256,
+            })
+            .await
+            .expect("activate");
+    }
+}
+
+fn shared_secret(files: &tempfile::TempDir) -> Vec<u8> {
+    let path = files.path().join("hmac.secret");
+    ensure_secret_file(&path, "token secret").expect("token secret")
+}
+
+/// One token secret and one place for both SQLite files, so the test can
+/// mint tokens and open the stores.
+fn common_env(files: &tempfile::TempDir) -> Vec<(String, String)> {
+    let path = |name: &str| files.path().join(name).display().to_string();
+    vec![
+        ("EQUIPOISE_AUTH__HMAC_SECRET_FILE".into(), path("hmac.secret")),
+        ("EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE".into(), path("seal.key")),
+        ("EQUIPOISE_RANDOMISATION__SQLITE_PATH".into(), path("randomisation.db")),
+        ("EQUIPOISE_BLINDING__SQLITE_PATH".into(), path("blinding.db")),
+    ]
+}
+
+fn borrowed(variables: &[(String, String)]) -> Vec<(&str, String)> {
+    variables
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect()
+}
