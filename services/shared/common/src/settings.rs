@@ -6,11 +6,13 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{KeySource, TokenVerifier};
+use crate::auth::{KeySource, SERVICE_TOKEN_ISSUER, TokenVerifier};
+use crate::grpc::client::{ClientError, ClientInterceptor, ServiceIdentity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -24,6 +26,11 @@ pub enum SettingsError {
     Algorithm(String),
     #[error("token verification keys: {0}")]
     Keys(String),
+    #[error("service token for '{service}': {source}")]
+    ServiceToken {
+        service: String,
+        source: ClientError,
+    },
 }
 
 /// A setting outside the range its service can work with, named by its full
@@ -84,6 +91,10 @@ pub struct AuthSettings {
     pub public_key_algorithm: String,
     /// A JWKS document; tokens pick a key by `kid`.
     pub jwks_file: Option<PathBuf>,
+    /// HS256 secret of the tokens services mint for their calls to each
+    /// other (issuer `equipoise-services`). Unset: the user tokens' HMAC
+    /// secret (`hmac_secret_file`, or the development secret).
+    pub service_hmac_secret_file: Option<PathBuf>,
 }
 
 impl Default for AuthSettings {
@@ -95,16 +106,53 @@ impl Default for AuthSettings {
             public_key_pem_file: None,
             public_key_algorithm: "RS256".into(),
             jwks_file: None,
+            service_hmac_secret_file: None,
         }
     }
 }
 
+/// How long a service token lives; the interceptor renews it well before.
+pub const SERVICE_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
 pub const DEV_HMAC_SECRET_FILE: &str = "dev-hmac.secret";
 
 impl AuthSettings {
+    /// Verifies user tokens with the configured keys and service tokens
+    /// with the service secret.
     pub fn verifier(&self, data_dir: &Path) -> Result<TokenVerifier, SettingsError> {
-        TokenVerifier::new(self.key_source(data_dir)?, &self.audience, &self.issuer)
-            .map_err(|e| SettingsError::Keys(e.to_string()))
+        let verifier = TokenVerifier::new(self.key_source(data_dir)?, &self.audience, &self.issuer)
+            .map_err(|e| SettingsError::Keys(e.to_string()))?;
+        Ok(verifier.with_service_secret(self.service_secret(data_dir)?))
+    }
+
+    /// The HS256 secret of service tokens: `service_hmac_secret_file`, or
+    /// else the user tokens' HMAC secret.
+    pub fn service_secret(&self, data_dir: &Path) -> Result<Vec<u8>, SettingsError> {
+        match &self.service_hmac_secret_file {
+            Some(path) => read_secret("service HMAC secret", path),
+            None => self.hmac_secret(data_dir),
+        }
+    }
+
+    /// Stamps outgoing calls with tokens for `service:<service>`, minted
+    /// with the service secret for this deployment's audience.
+    pub fn service_interceptor(
+        &self,
+        data_dir: &Path,
+        service: &str,
+    ) -> Result<ClientInterceptor, SettingsError> {
+        let identity = ServiceIdentity {
+            service: service.to_owned(),
+            audience: self.audience.clone(),
+            issuer: SERVICE_TOKEN_ISSUER.to_owned(),
+            lifetime: SERVICE_TOKEN_LIFETIME,
+        };
+        ClientInterceptor::service(identity, &self.service_secret(data_dir)?).map_err(|source| {
+            SettingsError::ServiceToken {
+                service: service.to_owned(),
+                source,
+            }
+        })
     }
 
     fn key_source(&self, data_dir: &Path) -> Result<KeySource, SettingsError> {
@@ -126,19 +174,22 @@ impl AuthSettings {
     /// newline), or the development secret.
     pub fn hmac_secret(&self, data_dir: &Path) -> Result<Vec<u8>, SettingsError> {
         match &self.hmac_secret_file {
-            Some(path) => {
-                let mut secret = read_file("HMAC secret", path)?;
-                while secret.last().is_some_and(u8::is_ascii_whitespace) {
-                    secret.pop();
-                }
-                Ok(secret)
-            }
+            Some(path) => read_secret("HMAC secret", path),
             None => ensure_secret_file(
                 &data_dir.join(DEV_HMAC_SECRET_FILE),
                 "development HMAC secret",
             ),
         }
     }
+}
+
+/// A secret file's bytes, less trailing whitespace (editors add a newline).
+fn read_secret(what: &'static str, path: &Path) -> Result<Vec<u8>, SettingsError> {
+    let mut secret = read_file(what, path)?;
+    while secret.last().is_some_and(u8::is_ascii_whitespace) {
+        secret.pop();
+    }
+    Ok(secret)
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, SettingsError> {
@@ -218,6 +269,75 @@ mod tests {
             between("size", 21u64, 10, 20).map_err(|e| e.to_string()),
             Err("size must be between 10 and 20, not 21".to_owned())
         );
+    }
+
+    fn authorization(interceptor: &mut ClientInterceptor) -> String {
+        use tonic::service::Interceptor;
+        let request = interceptor
+            .call(tonic::Request::new(()))
+            .expect("intercepted");
+        request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .expect("authorization set")
+            .to_owned()
+    }
+
+    #[test]
+    fn service_interceptors_mint_tokens_the_verifier_accepts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = AuthSettings::default();
+        let mut interceptor = settings
+            .service_interceptor(dir.path(), "randomisation")
+            .expect("interceptor");
+        let caller = settings
+            .verifier(dir.path())
+            .expect("verifier")
+            .verify_header(Some(&authorization(&mut interceptor)))
+            .expect("accepted");
+        assert_eq!(caller.subject, "service:randomisation");
+        assert!(
+            settings
+                .service_interceptor(dir.path(), "Not A Service")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_separate_service_secret_is_used_for_service_tokens_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret_file = dir.path().join("service.secret");
+        fs::write(&secret_file, "a-service-secret-of-reasonable-length\n").expect("write");
+        let settings = AuthSettings {
+            service_hmac_secret_file: Some(secret_file),
+            ..AuthSettings::default()
+        };
+        assert_eq!(
+            settings.service_secret(dir.path()).expect("secret"),
+            b"a-service-secret-of-reasonable-length"
+        );
+        assert_ne!(
+            settings.service_secret(dir.path()).expect("secret"),
+            settings.hmac_secret(dir.path()).expect("user secret")
+        );
+        // A verifier with the default settings (the user secret for both)
+        // refuses these service tokens.
+        let mut interceptor = settings
+            .service_interceptor(dir.path(), "blinding")
+            .expect("interceptor");
+        let header = authorization(&mut interceptor);
+        assert!(
+            settings
+                .verifier(dir.path())
+                .expect("verifier")
+                .verify_header(Some(&header))
+                .is_ok()
+        );
+        let other = AuthSettings::default()
+            .verifier(dir.path())
+            .expect("verifier");
+        assert!(other.verify_header(Some(&header)).is_err());
     }
 
     #[test]

@@ -86,7 +86,9 @@ pub fn authenticated(channel: Channel, interceptor: ClientInterceptor) -> Authen
     InterceptedService::new(channel, interceptor)
 }
 
-/// Who a service-to-service token says is calling, and for whom.
+/// Who a service-to-service token says is calling, and for whom. Servers
+/// accept service roles only under [`crate::auth::SERVICE_TOKEN_ISSUER`];
+/// `AuthSettings::service_interceptor` builds the identity that way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceIdentity {
     /// The calling service, e.g. `blinding`: the token's role is
@@ -228,7 +230,7 @@ fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{KeySource, TokenVerifier};
+    use crate::auth::{KeySource, SERVICE_TOKEN_ISSUER, TokenVerifier};
 
     const SECRET: &[u8] = b"client-test-secret-of-reasonable-length";
 
@@ -266,14 +268,18 @@ mod tests {
 
     #[test]
     fn service_tokens_verify_as_the_service_role() {
-        let mut interceptor =
-            ClientInterceptor::service(identity("blinding"), SECRET).expect("identity");
+        let service = ServiceIdentity {
+            issuer: SERVICE_TOKEN_ISSUER.into(),
+            ..identity("blinding")
+        };
+        let mut interceptor = ClientInterceptor::service(service, SECRET).expect("identity");
         let verifier = TokenVerifier::new(
-            KeySource::HmacSecret(SECRET.to_vec()),
+            KeySource::HmacSecret(b"user-secret".to_vec()),
             "equipoise",
             "equipoise-dev",
         )
-        .expect("verifier");
+        .expect("verifier")
+        .with_service_secret(SECRET.to_vec());
         let caller = verifier
             .verify_header(Some(&authorization(&mut interceptor)))
             .expect("a valid token");
