@@ -329,14 +329,14 @@ mod tests {
             assert_eq!(caller.subject, format!("service:{service}"));
             assert_eq!(caller.roles.len(), 1);
         }
-        let bad = service_channel(
+        let Err(bad) = service_channel(
             &settings,
             "randomisation",
             "not a url",
             "randomisation.blinding_url",
-        )
-        .err()
-        .expect("refused");
+        ) else {
+            panic!("a malformed URL is refused");
+        };
         assert!(
             bad.to_string().contains("randomisation.blinding_url"),
             "{bad}"
