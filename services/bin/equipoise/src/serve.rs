@@ -91,7 +91,7 @@ pub async fn run(
         reason: e.to_string(),
     })?;
     let mut services = Services::default();
-    let mut reconciler: Option<CodeReconciler> = None;
+    let mut randomisation_service = None;
     if target.runs_randomisation() {
         let url = blinding_url(settings, target, local)?;
         let channel = service_channel(
@@ -104,15 +104,15 @@ pub async fn run(
         let service =
             randomisation::build_service(&settings.randomisation, &settings.data_dir, codes)
                 .await?;
-        reconciler = Some(randomisation::start_reconciler(
-            &settings.randomisation,
-            service.clone(),
-        ));
-        randomisation::add_routes(&mut services, service, settings.max_message_bytes);
+        randomisation::add_routes(&mut services, service.clone(), settings.max_message_bytes);
+        randomisation_service = Some(service);
     }
     if target.runs_blinding() {
         blinding_routes(settings, target, local, &mut services).await?;
     }
+    // Started once everything is built, so a failed start leaves no task.
+    let reconciler: Option<CodeReconciler> = randomisation_service
+        .map(|service| randomisation::start_reconciler(&settings.randomisation, service));
     tracing::info!(address = %local, ?target, data_dir = %settings.data_dir.display(), "serving");
     let parts = ServerParts {
         services,
