@@ -67,10 +67,17 @@ impl Replica {
 
     /// Starts `equipoise serve --target <target>` and waits until it serves.
     pub fn start_target(target: &'static str, env: &[(&str, String)]) -> Self {
+        Self::start_target_at(target, free_port(), env)
+    }
+
+    /// As [`Replica::start_target`], on a port chosen beforehand (with
+    /// [`free_port`]): two services that call each other each need the
+    /// other's address when they start.
+    pub fn start_target_at(target: &'static str, port: u16, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut replica = Self {
             target,
-            port: free_port(),
+            port,
             env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
