@@ -40,6 +40,10 @@ pub enum RandomisationError {
     /// A concurrent change won; the request can be retried as it is.
     #[error("{0}")]
     Aborted(String),
+    /// A resource another service holds ran out, e.g. a trial's
+    /// treatment-code pool.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Details are logged, never sent: they may hold internals.
     #[error("internal error")]
     Internal(String),
@@ -82,6 +86,7 @@ impl ServiceError for RandomisationError {
             RandomisationError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             RandomisationError::Unavailable { .. } => ErrorCode::Unavailable,
             RandomisationError::Aborted(_) => ErrorCode::Aborted,
+            RandomisationError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             RandomisationError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -8,10 +8,15 @@ use std::time::Duration;
 use equipoise_common::serve::Services;
 use equipoise_common::settings::SettingsError;
 
-use crate::grpc::{RandomisationGrpc, RandomisationServiceServer};
+use equipoise_common::grpc::client::AuthenticatedChannel;
+
+use crate::grpc::{
+    BlindingSupportGrpc, BlindingSupportServiceServer, GrpcCodeIssuer, RandomisationGrpc,
+    RandomisationServiceServer,
+};
 use crate::lock::{AllocationLocks, InProcessLocks, LockError, RedisLockTimings, RedisLocks};
 use crate::seal::SealError;
-use crate::service::{Limits, RandomisationService};
+use crate::service::{CodeIssuer, CodeReconciler, Limits, RandomisationService};
 use crate::settings::RandomisationSettings;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -33,9 +38,12 @@ pub enum StartupError {
     DataDir { path: PathBuf, reason: String },
 }
 
+/// Builds the service; `codes` reaches the blinding service (see
+/// [`code_issuer`]).
 pub async fn build_service(
     settings: &RandomisationSettings,
     data_dir: &Path,
+    codes: Arc<dyn CodeIssuer>,
 ) -> Result<Arc<RandomisationService>, StartupError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StartupError::DataDir {
         path: data_dir.to_owned(),
@@ -46,8 +54,9 @@ pub async fn build_service(
     let limits = Limits {
         max_simulated_allocations: settings.max_simulated_allocations,
     };
-    let service = RandomisationService::new(store, locks, settings.sealer(data_dir)?, limits)
-        .with_faults(settings.faults);
+    let sealer = settings.sealer(data_dir)?;
+    let service =
+        RandomisationService::new(store, locks, sealer, limits, codes).with_faults(settings.faults);
     Ok(Arc::new(service))
 }
 
@@ -90,16 +99,42 @@ async fn open_locks(
     Ok(Arc::new(locks))
 }
 
-/// Mounts the gRPC service, refusing messages over `max_message_bytes`.
-/// Health reports it under its generated name,
-/// `equipoise.randomisation.v1.RandomisationService`.
+/// The blinding service's `AssignCode` over `channel` (authenticated as
+/// `service:randomisation`), with the configured call timeout.
+pub fn code_issuer(
+    settings: &RandomisationSettings,
+    channel: AuthenticatedChannel,
+) -> Arc<dyn CodeIssuer> {
+    let timeout = Duration::from_millis(settings.blinding_call_timeout_ms);
+    Arc::new(GrpcCodeIssuer::new(channel).with_call_timeout(timeout))
+}
+
+/// Starts the background reconciler of pending treatment codes; stop it
+/// after the server has drained.
+pub fn start_reconciler(
+    settings: &RandomisationSettings,
+    service: Arc<RandomisationService>,
+) -> CodeReconciler {
+    let interval = Duration::from_millis(settings.code_reconcile_interval_ms);
+    CodeReconciler::spawn(service, interval)
+}
+
+/// Mounts both gRPC services, refusing messages over `max_message_bytes`.
+/// Health reports them under their generated names,
+/// `equipoise.randomisation.v1.RandomisationService` and
+/// `equipoise.randomisation.v1.BlindingSupportService`.
 pub fn add_routes(
     services: &mut Services,
     service: Arc<RandomisationService>,
     max_message_bytes: usize,
 ) {
-    let server = RandomisationServiceServer::new(RandomisationGrpc::new(service))
+    let encoding = max_message_bytes.max(4 * 1024 * 1024);
+    let server = RandomisationServiceServer::new(RandomisationGrpc::new(service.clone()))
         .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes.max(4 * 1024 * 1024));
+        .max_encoding_message_size(encoding);
     services.add(server);
+    let support = BlindingSupportServiceServer::new(BlindingSupportGrpc::new(service))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(encoding);
+    services.add(support);
 }

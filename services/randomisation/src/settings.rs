@@ -37,6 +37,15 @@ pub struct RandomisationSettings {
     /// How long `Randomise` waits for a busy stratum before UNAVAILABLE.
     pub lock_wait_ms: u64,
     pub max_simulated_allocations: u64,
+    /// The blinding service, which issues treatment codes, e.g.
+    /// `http://blinding:50051`. Unset: with `--target all`, this process's
+    /// own address; with `--target randomisation`, start-up is refused.
+    pub blinding_url: Option<String>,
+    /// Longest one `AssignCode` call may take before the code counts as
+    /// pending (UNAVAILABLE; the allocation stays committed).
+    pub blinding_call_timeout_ms: u64,
+    /// How often the reconciler completes codes still pending.
+    pub code_reconcile_interval_ms: u64,
     /// Test-only pauses (`fault-injection` builds).
     pub faults: Faults,
 }
@@ -54,6 +63,9 @@ impl Default for RandomisationSettings {
             seal_key_file: None,
             lock_wait_ms: 5_000,
             max_simulated_allocations: Limits::default().max_simulated_allocations,
+            blinding_url: None,
+            blinding_call_timeout_ms: 2_000,
+            code_reconcile_interval_ms: 5_000,
             faults: Faults::default(),
         }
     }
@@ -84,6 +96,16 @@ impl RandomisationSettings {
         at_least(
             "randomisation.max_simulated_allocations",
             self.max_simulated_allocations,
+            1,
+        )?;
+        at_least(
+            "randomisation.blinding_call_timeout_ms",
+            self.blinding_call_timeout_ms,
+            1,
+        )?;
+        at_least(
+            "randomisation.code_reconcile_interval_ms",
+            self.code_reconcile_interval_ms,
             1,
         )
     }
@@ -171,6 +193,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_code_call_needs_time_and_the_reconciler_an_interval() {
+        assert_eq!(
+            refused(|s| s.blinding_call_timeout_ms = 0),
+            "randomisation.blinding_call_timeout_ms must be at least 1, not 0"
+        );
+        assert_eq!(
+            refused(|s| s.code_reconcile_interval_ms = 0),
+            "randomisation.code_reconcile_interval_ms must be at least 1, not 0"
+        );
+    }
+
     /// The cluster fault tests run a 400 ms lease under the 5 s default wait.
     #[test]
     fn a_lease_shorter_than_the_wait_is_allowed() {
@@ -191,6 +225,8 @@ mod tests {
             redis_connect_timeout_ms: 1,
             lock_wait_ms: 1,
             max_simulated_allocations: 1,
+            blinding_call_timeout_ms: 1,
+            code_reconcile_interval_ms: 1,
             ..RandomisationSettings::default()
         };
         assert_eq!(settings.validate(), Ok(()));

@@ -10,4 +10,4 @@ mod replica;
 pub use postgres::PostgresServer;
 pub use process::free_port;
 pub use redis::RedisServer;
-pub use replica::{Replica, equipoise_binary};
+pub use replica::{BLINDING_URL_VARIABLE, RANDOMISATION_URL_VARIABLE, Replica, equipoise_binary};

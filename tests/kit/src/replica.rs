@@ -28,19 +28,56 @@ pub fn equipoise_binary() -> PathBuf {
     binary
 }
 
+/// The variable that tells a randomisation replica where blinding is.
+pub const BLINDING_URL_VARIABLE: &str = "EQUIPOISE_RANDOMISATION__BLINDING_URL";
+/// The variable that tells a blinding replica where randomisation is.
+pub const RANDOMISATION_URL_VARIABLE: &str = "EQUIPOISE_BLINDING__RANDOMISATION_URL";
+
 pub struct Replica {
     pub port: u16,
+    /// The `--target` it serves.
+    target: &'static str,
     env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Replica {
-    /// Starts `equipoise serve --target randomisation` and waits until it serves.
+    /// Starts `equipoise serve --target randomisation` and waits until it
+    /// serves. It needs a blinding service: pass [`BLINDING_URL_VARIABLE`]
+    /// (see [`Replica::blinding_url`]).
     pub fn start(env: &[(&str, String)]) -> Self {
+        Self::start_target("randomisation", env)
+    }
+
+    /// Starts `equipoise serve --target blinding` in its own data directory
+    /// on a free port. It needs randomisation: pass
+    /// [`RANDOMISATION_URL_VARIABLE`], e.g. a randomisation replica's
+    /// [`endpoint`](Replica::endpoint). The connection is lazy, so either
+    /// may start first.
+    pub fn start_blinding(env: &[(&str, String)]) -> Self {
+        Self::start_target("blinding", env)
+    }
+
+    /// `(BLINDING_URL_VARIABLE, this replica's endpoint)`: the setting a
+    /// randomisation replica needs to reach this blinding replica.
+    pub fn blinding_url(&self) -> (&'static str, String) {
+        (BLINDING_URL_VARIABLE, self.endpoint())
+    }
+
+    /// Starts `equipoise serve --target <target>` and waits until it serves.
+    pub fn start_target(target: &'static str, env: &[(&str, String)]) -> Self {
+        Self::start_target_at(target, free_port(), env)
+    }
+
+    /// As [`Replica::start_target`], on a port chosen beforehand (with
+    /// [`free_port`]): two services that call each other each need the
+    /// other's address when they start.
+    pub fn start_target_at(target: &'static str, port: u16, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut replica = Self {
-            port: free_port(),
+            target,
+            port,
             env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -81,7 +118,7 @@ impl Replica {
         let log =
             std::fs::File::create(self.log_path()).unwrap_or_else(|e| panic!("log file: {e}"));
         let child = Command::new(equipoise_binary())
-            .args(["serve", "--target", "randomisation"])
+            .args(["serve", "--target", self.target])
             .env("EQUIPOISE_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("EQUIPOISE_DATA_DIR", self.dir.path())
             .env("EQUIPOISE_LOG_FORMAT", "text")

@@ -39,6 +39,10 @@ pub struct Settings {
     pub drain_delay_ms: u64,
     pub auth: AuthSettings,
     pub randomisation: RandomisationSettings,
+    // WIRE: at merge, add the blinding service's table (and its default
+    // below, `self.blinding.validate()?` in `validate`, and its keys in
+    // config/equipoise.toml, after `[randomisation]`'s keys):
+    // pub blinding: equipoise_blinding::settings::BlindingSettings,
 }
 
 impl Default for Settings {
@@ -51,6 +55,7 @@ impl Default for Settings {
             drain_delay_ms: 2_000,
             auth: AuthSettings::default(),
             randomisation: RandomisationSettings::default(),
+            // WIRE: blinding: BlindingSettings::default(),
         }
     }
 }
@@ -122,6 +127,7 @@ impl Settings {
             MAX_MESSAGE_BYTES,
         )?;
         between("drain_delay_ms", self.drain_delay_ms, 0, MAX_DRAIN_DELAY_MS)?;
+        // WIRE: self.blinding.validate()?;
         self.randomisation.validate()
     }
 }

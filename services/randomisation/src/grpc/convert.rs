@@ -1,4 +1,5 @@
-//! Protobuf ↔ domain values. Arms never cross this boundary outward.
+//! Protobuf ↔ domain values. Arms never cross this boundary outward, except
+//! to the blinding service ([`allocated_arm`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -6,7 +7,7 @@ use equipoise_common::grpc::convert::to_proto_timestamp;
 use equipoise_proto::randomisation::v1 as pb;
 
 use crate::error::RandomisationError;
-use crate::service::{StatusView, TrialView};
+use crate::service::{AllocatedArm, StatusView, TrialForBlinding, TrialView};
 use crate::simulation::SimulationReport;
 use crate::store::{AllocationRecord, TrialState};
 use equipoise_trial::{CovariateInput, Problem};
@@ -86,6 +87,32 @@ pub fn allocation(record: AllocationRecord) -> pb::Allocation {
         correction_reason: record.correction_reason.unwrap_or_default(),
         randomised_in_error: record.in_error,
         error_reason: record.error_reason.unwrap_or_default(),
+        treatment_code: record.treatment_code.unwrap_or_default(),
+    }
+}
+
+/// For the blinding service only: it holds the blind.
+pub fn trial_for_blinding(trial: TrialForBlinding) -> pb::TrialForBlinding {
+    pb::TrialForBlinding {
+        trial_id: trial.trial_id,
+        version: trial.version,
+        state: trial_state(trial.state).into(),
+        definition_yaml: trial.definition_yaml,
+        definition_sha256: trial.definition_sha256,
+        code_seed: trial.code_seed.to_vec(),
+        algorithm_version: trial.algorithm_version,
+    }
+}
+
+/// For the blinding service only: the one message with an arm in it.
+pub fn allocated_arm(arm: AllocatedArm) -> pb::AllocatedArm {
+    pb::AllocatedArm {
+        trial_id: arm.trial_id,
+        subject_id: arm.subject_id,
+        site_id: arm.site_id,
+        arm_id: arm.arm_id,
+        randomised_at: to_proto_timestamp(&arm.randomised_at),
+        randomised_in_error: arm.randomised_in_error,
     }
 }
 

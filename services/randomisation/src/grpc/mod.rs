@@ -1,6 +1,8 @@
 //! The thin tonic layer: take the caller from the auth layer, convert, call
 //! the application, convert back. No decisions are made here.
 
+mod blinding_support;
+mod code_issuer;
 mod convert;
 pub mod status;
 
@@ -18,6 +20,8 @@ use crate::service::{
     AllocationFilter, RandomisationService, RandomiseCommand, SimulateCommand, SimulationDesign,
 };
 use crate::simulation::LevelWeights;
+pub use blinding_support::{BlindingSupportGrpc, BlindingSupportServiceServer};
+pub use code_issuer::GrpcCodeIssuer;
 pub use pb::randomisation_service_server::RandomisationServiceServer;
 use status::to_status;
 
@@ -31,7 +35,7 @@ impl RandomisationGrpc {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     request
         .extensions()
         .get::<Caller>()
@@ -39,9 +43,12 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }
 
-type Reply<T> = Result<Response<T>, Status>;
+pub(crate) type Reply<T> = Result<Response<T>, Status>;
 
-fn reply<T, U>(result: Result<T, RandomisationError>, convert: impl FnOnce(T) -> U) -> Reply<U> {
+pub(crate) fn reply<T, U>(
+    result: Result<T, RandomisationError>,
+    convert: impl FnOnce(T) -> U,
+) -> Reply<U> {
     result
         .map(|value| Response::new(convert(value)))
         .map_err(to_status)
@@ -141,9 +148,13 @@ impl RandomisationApi for RandomisationGrpc {
             covariates,
         };
         let result = self.service.randomise(&caller, &command).await;
-        reply(result, |outcome| pb::RandomiseResponse {
-            allocation: Some(convert::allocation(outcome.allocation)),
-            replayed: outcome.replayed,
+        reply(result, |outcome| {
+            let allocation = convert::allocation(outcome.allocation);
+            pb::RandomiseResponse {
+                treatment_code: allocation.treatment_code.clone(),
+                allocation: Some(allocation),
+                replayed: outcome.replayed,
+            }
         })
     }
 

@@ -146,6 +146,11 @@ mod tests {
                 Code::Aborted,
                 "retry the request",
             ),
+            (
+                RandomisationError::ResourceExhausted("no treatment code left for RESPINE".into()),
+                Code::ResourceExhausted,
+                "no treatment code left for RESPINE",
+            ),
         ];
         for (error, code, message) in cases {
             let status = to_status(error);

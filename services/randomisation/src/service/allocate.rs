@@ -6,7 +6,9 @@
 //! 4. compute the arm at the stream's next position;
 //! 5. commit allocation + audit, fenced on the stream version (caps checked
 //!    inside the same transaction);
-//! 6. release the lock.
+//! 6. release the lock;
+//! 7. obtain the treatment code (`codes.rs`). A replay completes a code
+//!    still missing, so a retry never allocates twice.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +18,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::access::{Operation, authorise, authorise_site};
+use super::codes::CodeActor;
 use super::{LoadedTrial, RandomisationService, audit_entry, check_identifier, log_tag};
 use crate::error::{FailedCriterion, RandomisationError};
 use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
@@ -60,6 +63,29 @@ struct ArmChoice {
 
 impl RandomisationService {
     pub async fn randomise(
+        &self,
+        caller: &Caller,
+        command: &RandomiseCommand,
+    ) -> Result<RandomiseOutcome, RandomisationError> {
+        let mut outcome = self.allocate_or_replay(caller, command).await?;
+        if outcome.allocation.treatment_code.is_none() {
+            let by = CodeActor {
+                actor: &caller.subject,
+                role: caller.role_label(),
+                source: if outcome.replayed {
+                    "retry"
+                } else {
+                    "randomise"
+                },
+            };
+            let code = self.complete_code(&outcome.allocation, &by).await?;
+            outcome.allocation.treatment_code = Some(code);
+        }
+        Ok(outcome)
+    }
+
+    /// Steps 1-6: a new allocation, or the subject's existing one.
+    async fn allocate_or_replay(
         &self,
         caller: &Caller,
         command: &RandomiseCommand,
@@ -256,7 +282,10 @@ impl RandomisationService {
         Ok(margins)
     }
 
-    fn master_seed(&self, trial: &LoadedTrial) -> Result<MasterSeed, RandomisationError> {
+    pub(crate) fn master_seed(
+        &self,
+        trial: &LoadedTrial,
+    ) -> Result<MasterSeed, RandomisationError> {
         let sealed = trial.record.sealed_seed.as_deref().ok_or_else(|| {
             RandomisationError::Internal("active trial has no sealed seed".into())
         })?;

@@ -3,6 +3,8 @@
 
 pub mod access;
 mod allocate;
+mod blinding_support;
+pub mod codes;
 pub mod faults;
 mod lifecycle;
 mod records;
@@ -22,6 +24,8 @@ use crate::store::{Store, TrialRecord};
 use equipoise_trial::{Problem, TrialDefinition, parse_definition};
 
 pub use allocate::{RandomiseCommand, RandomiseOutcome};
+pub use blinding_support::{AllocatedArm, CODE_SEED_STREAM, TrialForBlinding, code_seed};
+pub use codes::{CodeIssueError, CodeIssuer, CodeReconciler, CodeRequest, ReconcileReport};
 pub use lifecycle::{ListUpload, TrialView};
 pub use records::{AllocationFilter, AllocationPage, MAX_PAGE_SIZE, StatusView};
 pub use simulate::{SimulateCommand, SimulationDesign};
@@ -45,6 +49,8 @@ pub struct RandomisationService {
     locks: Arc<dyn AllocationLocks>,
     sealer: Sealer,
     limits: Limits,
+    /// The blinding service's `AssignCode`, behind a port.
+    codes: Arc<dyn codes::CodeIssuer>,
     faults: faults::Faults,
     /// Parsed definitions by their hash: a frozen design never changes.
     definitions: RwLock<HashMap<String, Arc<TrialDefinition>>>,
@@ -62,12 +68,14 @@ impl RandomisationService {
         locks: Arc<dyn AllocationLocks>,
         sealer: Sealer,
         limits: Limits,
+        codes: Arc<dyn codes::CodeIssuer>,
     ) -> Self {
         Self {
             store,
             locks,
             sealer,
             limits,
+            codes,
             faults: faults::Faults::default(),
             definitions: RwLock::new(HashMap::new()),
         }

@@ -126,6 +126,18 @@ pub struct AllocationRecord {
     pub error_reason: Option<String>,
     /// Order of commitment across the trial, for paging.
     pub sequence: i64,
+    /// From the blinding service; `None` while it is pending (recorded
+    /// after the allocation commits, DESIGN §4 step 7).
+    pub treatment_code: Option<String>,
+}
+
+/// What [`Store::record_code`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeRecorded {
+    /// The code is new and was recorded with its audit record.
+    Recorded,
+    /// The allocation already had this code; nothing was written.
+    AlreadyRecorded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -277,6 +289,22 @@ pub trait Store: Send + Sync {
         audit: AuditEntry,
     ) -> StoreResult<AllocationRecord>;
 
+    /// Records the treatment code of a committed allocation, with its audit
+    /// record, in one transaction. The same code again writes nothing; a
+    /// different code, or a code another subject of the trial holds, is a
+    /// Conflict and writes nothing; an unknown allocation is NotFound.
+    async fn record_code(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+        code: &str,
+        audit: AuditEntry,
+    ) -> StoreResult<CodeRecorded>;
+
+    /// Allocations of active or closed trials with no treatment code yet,
+    /// oldest first: the reconciler's work.
+    async fn allocations_without_code(&self, limit: u32) -> StoreResult<Vec<AllocationRecord>>;
+
     /// Appends an audit record on its own, e.g. for a refused request.
     async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()>;
 
@@ -311,6 +339,7 @@ impl NewAllocation {
             in_error: false,
             error_reason: None,
             sequence,
+            treatment_code: None,
         }
     }
 }

@@ -122,6 +122,35 @@ mod tests {
         ));
     }
 
+    #[tokio::test(flavor = "multi_thread")]
+    async fn treatment_codes_are_immutable() {
+        let url = PostgresServer::shared().create_database();
+        let store = PostgresStore::connect(&url, 2).await.expect("connect");
+        for setup in [
+            "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256, registered_at) VALUES ('T', 1, 'active', 'x', 'y', 'now')",
+            "INSERT INTO allocations (trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number,
+             request_sha256, covariates_json, decision_json, trial_version, randomised_at)
+             VALUES ('T', 'S', 'A', 'all', 'all', 0, 'MSC', 'A-0001', 'h', '{}', '{}', 1, 'now')",
+            "INSERT INTO allocation_codes (trial_id, subject_id, code, recorded_at) VALUES ('T', 'S', 'K-1', 'now')",
+        ] {
+            execute(&store.pool, setup).await.expect("set up");
+        }
+        for tamper in [
+            "UPDATE allocation_codes SET code = 'K-2'",
+            "DELETE FROM allocation_codes",
+            "TRUNCATE allocation_codes",
+        ] {
+            let refused = execute(&store.pool, tamper).await;
+            assert!(refused.is_err_and(|e| e.contains("immutable")), "{tamper}");
+        }
+        let orphan = execute(
+            &store.pool,
+            "INSERT INTO allocation_codes (trial_id, subject_id, code, recorded_at) VALUES ('T', 'NOBODY', 'K-3', 'now')",
+        )
+        .await;
+        assert!(orphan.is_err(), "a code needs its allocation");
+    }
+
     /// A database as the binary before sqlx's migrator left it: its own
     /// version table at `version`, the version 1 schema, and an audit record.
     async fn legacy_database(url: &str, version: i64) -> AuditRecord {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use equipoise_common::audit::AuditEntry;
 
 use super::{
-    AllocationRecord, CapLimits, CommitRequest, StoreError, StoreResult, TrialRecord, TrialState,
-    cap_breach,
+    AllocationRecord, CapLimits, CodeRecorded, CommitRequest, StoreError, StoreResult, TrialRecord,
+    TrialState, cap_breach,
 };
 
 /// A draft may be replaced; an active or closed trial's design is frozen.
@@ -162,4 +162,27 @@ pub fn commit_audit(request: &CommitRequest, number: &str) -> AuditEntry {
         details.insert("randomisation_number".into(), number.into());
     }
     audit
+}
+
+/// Whether `code` may be recorded for `subject_id`, given the code it has
+/// and the subject already holding `code` in the trial. `Ok(None)`: insert.
+pub fn code_recordable(
+    existing: Option<String>,
+    holder: Option<String>,
+    subject_id: &str,
+    code: &str,
+) -> StoreResult<Option<CodeRecorded>> {
+    match existing {
+        Some(existing) if existing == code => Ok(Some(CodeRecorded::AlreadyRecorded)),
+        // The codes themselves stay out of the message: they go to logs.
+        Some(_) => Err(StoreError::Conflict(format!(
+            "subject {subject_id} already has a different treatment code"
+        ))),
+        None => match holder {
+            Some(other) if other != subject_id => Err(StoreError::Conflict(format!(
+                "the treatment code for subject {subject_id} is already held by another subject"
+            ))),
+            _ => Ok(None),
+        },
+    }
 }

@@ -39,9 +39,9 @@ macro_rules! impl_store {
 
             use $crate::store::sql::{self, AllocationRow, TrialRow, wide};
             use $crate::store::{
-                AllocationQuery, AllocationRecord, CapLimits, CommitRequest, Counts, NewAllocation,
-                Store, StoreError, StoreResult, TrialRecord, TrialState, randomisation_number,
-                rules,
+                AllocationQuery, AllocationRecord, CapLimits, CodeRecorded, CommitRequest, Counts,
+                NewAllocation, Store, StoreError, StoreResult, TrialRecord, TrialState,
+                randomisation_number, rules,
             };
 
             // The backend's hooks (module doc of `store/shared.rs`).
@@ -496,6 +496,58 @@ macro_rules! impl_store {
                         .rows_affected();
                     rules::marked_in_error(marked, subject_id)?;
                     finish_with_allocation(tx, audit, trial_id, subject_id).await
+                }
+
+                async fn record_code(
+                    &self,
+                    trial_id: &str,
+                    subject_id: &str,
+                    code: &str,
+                    audit: AuditEntry,
+                ) -> StoreResult<CodeRecorded> {
+                    let mut tx = begin_write(&self.pool).await?;
+                    // The trial row first, as every write: on PostgreSQL it
+                    // serialises racing recorders of one trial's codes.
+                    writing_trial(&mut tx, trial_id)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    allocation_in(&mut tx, trial_id, subject_id)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    let existing: Option<String> = sqlx::query_scalar(sql::CODE)
+                        .bind(trial_id)
+                        .bind(subject_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let holder: Option<String> = sqlx::query_scalar(sql::CODE_HOLDER)
+                        .bind(trial_id)
+                        .bind(code)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(done) = rules::code_recordable(existing, holder, subject_id, code)?
+                    {
+                        return Ok(done);
+                    }
+                    sqlx::query(sql::INSERT_CODE)
+                        .bind(trial_id)
+                        .bind(subject_id)
+                        .bind(code)
+                        .bind(&audit.at)
+                        .execute(&mut *tx)
+                        .await?;
+                    finish(tx, audit).await?;
+                    Ok(CodeRecorded::Recorded)
+                }
+
+                async fn allocations_without_code(
+                    &self,
+                    limit: u32,
+                ) -> StoreResult<Vec<AllocationRecord>> {
+                    let rows = sqlx::query_as(sql::WITHOUT_CODE)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    sql::allocation_records(rows)
                 }
 
                 async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()> {

@@ -17,7 +17,7 @@ pub(super) use trial_columns;
 
 macro_rules! allocation_columns {
     () => {
-        "sequence, trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number, request_sha256, covariates_json, decision_json, CAST(trial_version AS BIGINT) AS trial_version, randomised_at, corrected_stratum, correction_reason, in_error, error_reason"
+        "sequence, trial_id, subject_id, site_id, stratum, stream_key, position, arm, randomisation_number, request_sha256, covariates_json, decision_json, CAST(trial_version AS BIGINT) AS trial_version, randomised_at, corrected_stratum, correction_reason, in_error, error_reason, (SELECT c.code FROM allocation_codes c WHERE c.trial_id = allocations.trial_id AND c.subject_id = allocations.subject_id) AS treatment_code"
     };
 }
 pub(super) use allocation_columns;
@@ -106,6 +106,25 @@ pub const CORRECT_STRATUM: &str =
 pub const MARK_IN_ERROR: &str = "UPDATE allocations SET in_error = TRUE, error_reason = $1
      WHERE trial_id = $2 AND subject_id = $3 AND NOT in_error";
 
+// ----------------------------------------------------------------- codes
+
+pub const CODE: &str = "SELECT code FROM allocation_codes WHERE trial_id = $1 AND subject_id = $2";
+
+pub const CODE_HOLDER: &str =
+    "SELECT subject_id FROM allocation_codes WHERE trial_id = $1 AND code = $2";
+
+pub const INSERT_CODE: &str = "INSERT INTO allocation_codes (trial_id, subject_id, code, recorded_at) VALUES ($1, $2, $3, $4)";
+
+/// Allocations still waiting for a code, in commit order across trials.
+pub const WITHOUT_CODE: &str = concat!(
+    "SELECT ",
+    allocation_columns!(),
+    " FROM allocations WHERE NOT EXISTS (SELECT 1 FROM allocation_codes c
+        WHERE c.trial_id = allocations.trial_id AND c.subject_id = allocations.subject_id)
+      AND trial_id IN (SELECT trial_id FROM trials WHERE state IN ('active', 'closed'))
+      ORDER BY sequence LIMIT $1"
+);
+
 // ------------------------------------------------------------------ rows
 
 #[derive(Debug, sqlx::FromRow)]
@@ -166,6 +185,7 @@ pub struct AllocationRow {
     correction_reason: Option<String>,
     in_error: bool,
     error_reason: Option<String>,
+    treatment_code: Option<String>,
 }
 
 impl TryFrom<AllocationRow> for AllocationRecord {
@@ -191,6 +211,7 @@ impl TryFrom<AllocationRow> for AllocationRecord {
             correction_reason: row.correction_reason,
             in_error: row.in_error,
             error_reason: row.error_reason,
+            treatment_code: row.treatment_code,
         })
     }
 }

@@ -162,6 +162,23 @@ mod tests {
         )
         .await;
         assert!(unmark.is_err_and(|e| e.contains("final")));
+
+        execute(
+            &store,
+            "INSERT INTO allocation_codes (trial_id, subject_id, code, recorded_at) VALUES ('T', 'S', 'K-1', 'now')",
+        )
+        .await
+        .expect("a code");
+        let recode = execute(&store, "UPDATE allocation_codes SET code = 'K-2'").await;
+        assert!(recode.is_err_and(|e| e.contains("immutable")));
+        let uncode = execute(&store, "DELETE FROM allocation_codes").await;
+        assert!(uncode.is_err_and(|e| e.contains("immutable")));
+        let orphan = execute(
+            &store,
+            "INSERT INTO allocation_codes (trial_id, subject_id, code, recorded_at) VALUES ('T', 'NOBODY', 'K-3', 'now')",
+        )
+        .await;
+        assert!(orphan.is_err(), "a code needs its allocation");
     }
 
     /// A database as the binary before sqlx's migrator left it: its own

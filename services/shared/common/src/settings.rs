@@ -6,11 +6,13 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{KeySource, TokenVerifier};
+use crate::auth::{KeySource, SERVICE_TOKEN_ISSUER, TokenVerifier};
+use crate::grpc::client::{ClientError, ClientInterceptor, ServiceIdentity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -24,6 +26,11 @@ pub enum SettingsError {
     Algorithm(String),
     #[error("token verification keys: {0}")]
     Keys(String),
+    #[error("service token for '{service}': {source}")]
+    ServiceToken {
+        service: String,
+        source: ClientError,
+    },
 }
 
 /// A setting outside the range its service can work with, named by its full
@@ -84,6 +91,10 @@ pub struct AuthSettings {
     pub public_key_algorithm: String,
     /// A JWKS document; tokens pick a key by `kid`.
     pub jwks_file: Option<PathBuf>,
+    /// HS256 secret of the tokens services mint for their calls to each
+    /// other (issuer `equipoise-services`). Unset: the user tokens' HMAC
+    /// secret (`hmac_secret_file`, or the development secret).
+    pub service_hmac_secret_file: Option<PathBuf>,
 }
 
 impl Default for AuthSettings {
@@ -95,16 +106,53 @@ impl Default for AuthSettings {
             public_key_pem_file: None,
             public_key_algorithm: "RS256".into(),
             jwks_file: None,
+            service_hmac_secret_file: None,
         }
     }
 }
 
+/// How long a service token lives; the interceptor renews it well before.
+pub const SERVICE_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
 pub const DEV_HMAC_SECRET_FILE: &str = "dev-hmac.secret";
 
 impl AuthSettings {
+    /// Verifies user tokens with the configured keys and service tokens
+    /// with the service secret.
     pub fn verifier(&self, data_dir: &Path) -> Result<TokenVerifier, SettingsError> {
-        TokenVerifier::new(self.key_source(data_dir)?, &self.audience, &self.issuer)
-            .map_err(|e| SettingsError::Keys(e.to_string()))
+        let verifier = TokenVerifier::new(self.key_source(data_dir)?, &self.audience, &self.issuer)
+            .map_err(|e| SettingsError::Keys(e.to_string()))?;
+        Ok(verifier.with_service_secret(self.service_secret(data_dir)?))
+    }
+
+    /// The HS256 secret of service tokens: `service_hmac_secret_file`, or
+    /// else the user tokens' HMAC secret.
+    pub fn service_secret(&self, data_dir: &Path) -> Result<Vec<u8>, SettingsError> {
+        match &self.service_hmac_secret_file {
+            Some(path) => read_secret("service HMAC secret", path),
+            None => self.hmac_secret(data_dir),
+        }
+    }
+
+    /// Stamps outgoing calls with tokens for `service:<service>`, minted
+    /// with the service secret for this deployment's audience.
+    pub fn service_interceptor(
+        &self,
+        data_dir: &Path,
+        service: &str,
+    ) -> Result<ClientInterceptor, SettingsError> {
+        let identity = ServiceIdentity {
+            service: service.to_owned(),
+            audience: self.audience.clone(),
+            issuer: SERVICE_TOKEN_ISSUER.to_owned(),
+            lifetime: SERVICE_TOKEN_LIFETIME,
+        };
+        ClientInterceptor::service(identity, &self.service_secret(data_dir)?).map_err(|source| {
+            SettingsError::ServiceToken {
+                service: service.to_owned(),
+                source,
+            }
+        })
     }
 
     fn key_source(&self, data_dir: &Path) -> Result<KeySource, SettingsError> {
@@ -126,19 +174,22 @@ impl AuthSettings {
     /// newline), or the development secret.
     pub fn hmac_secret(&self, data_dir: &Path) -> Result<Vec<u8>, SettingsError> {
         match &self.hmac_secret_file {
-            Some(path) => {
-                let mut secret = read_file("HMAC secret", path)?;
-                while secret.last().is_some_and(u8::is_ascii_whitespace) {
-                    secret.pop();
-                }
-                Ok(secret)
-            }
+            Some(path) => read_secret("HMAC secret", path),
             None => ensure_secret_file(
                 &data_dir.join(DEV_HMAC_SECRET_FILE),
                 "development HMAC secret",
             ),
         }
     }
+}
+
+/// A secret file's bytes, less trailing whitespace (editors add a newline).
+fn read_secret(what: &'static str, path: &Path) -> Result<Vec<u8>, SettingsError> {
+    let mut secret = read_file(what, path)?;
+    while secret.last().is_some_and(u8::is_ascii_whitespace) {
+        secret.pop();
+    }
+    Ok(secret)
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, SettingsError> {

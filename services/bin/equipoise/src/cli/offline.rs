@@ -34,6 +34,13 @@ pub struct MintArgs {
 }
 
 pub fn mint(settings: &Settings, args: &MintArgs) -> Result<String, CliError> {
+    // Service tokens are minted by the services themselves, with the service
+    // key; the server refuses a user token that claims a service role.
+    if let Some(role) = args.roles.iter().find(|r| r.starts_with("service:")) {
+        return Err(CliError::Usage(format!(
+            "'{role}': user tokens may not carry service roles; services mint their own tokens"
+        )));
+    }
     let secret = settings.auth.hmac_secret(&settings.data_dir)?;
     let now = jiff::Timestamp::now().as_second();
     let claims = Claims {
@@ -190,4 +197,47 @@ pub fn read_definition(path: &std::path::Path) -> Result<TrialDefinition, CliErr
             lines.join("\n")
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(roles: &[&str]) -> MintArgs {
+        MintArgs {
+            sub: "alice".into(),
+            name: String::new(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            sites: vec!["FR-MTP".into()],
+            trials: vec!["RESPINE".into()],
+            ttl_minutes: 5,
+        }
+    }
+
+    #[test]
+    fn minting_refuses_service_roles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = Settings {
+            data_dir: dir.path().to_owned(),
+            ..Settings::default()
+        };
+        for roles in [
+            &["service:blinding"][..],
+            &["trial_admin", "service:safety"],
+        ] {
+            let error = mint(&settings, &args(roles)).expect_err("refused");
+            assert!(
+                error.to_string().contains("may not carry service roles"),
+                "{error}"
+            );
+        }
+        let token = mint(&settings, &args(&["site_investigator"])).expect("a user token");
+        let caller = settings
+            .auth
+            .verifier(&settings.data_dir)
+            .expect("verifier")
+            .verify(&token)
+            .expect("accepted");
+        assert_eq!(caller.subject, "alice");
+    }
 }

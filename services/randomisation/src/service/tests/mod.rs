@@ -6,6 +6,8 @@
 mod access;
 mod allocate;
 mod amendments;
+mod blinding_support;
+mod codes;
 mod command_sequences;
 mod concurrency;
 mod corrections;
@@ -48,6 +50,8 @@ struct Fixture {
     service: RandomisationService,
     store: Arc<SqliteStore>,
     sealer_key: [u8; 32],
+    /// The blinding service's `AssignCode`, in process.
+    codes: Arc<codes::FakeCodeIssuer>,
 }
 
 impl Fixture {
@@ -60,11 +64,19 @@ impl Fixture {
         let shared_store: Arc<dyn Store> = store.clone();
         let sealer = Sealer::new(&TEST_SEAL_KEY).expect("a 32-byte key is a valid seal key");
         let locks = Arc::new(InProcessLocks::new(LOCK_WAIT));
-        let service = RandomisationService::new(shared_store, locks, sealer, Limits::default());
+        let codes = Arc::new(codes::FakeCodeIssuer::default());
+        let service = RandomisationService::new(
+            shared_store,
+            locks,
+            sealer,
+            Limits::default(),
+            codes.clone(),
+        );
         Self {
             service,
             store,
             sealer_key: TEST_SEAL_KEY,
+            codes,
         }
     }
 

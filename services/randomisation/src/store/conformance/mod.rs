@@ -26,6 +26,7 @@ use super::{
 
 mod audit;
 mod caps;
+mod codes;
 mod commit;
 mod corrections;
 mod lifecycle;
@@ -62,6 +63,10 @@ macro_rules! randomisation_store_suite {
                 corrections::racing_in_error_marks_have_one_winner,
                 lists::uploaded_lists_are_numbered_per_stratum,
                 audit::audit_trail_is_one_verifiable_chain,
+                codes::codes_are_recorded_once,
+                codes::codes_are_read_with_allocations,
+                codes::allocations_without_code_are_listed_oldest_first,
+                codes::racing_recorders_write_one_code,
             ],
         }
     };

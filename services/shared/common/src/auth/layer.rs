@@ -79,7 +79,37 @@ where
 
 fn status_for(error: &AuthError) -> tonic::Status {
     match error {
-        AuthError::RoleConflict(_) => tonic::Status::permission_denied(error.to_string()),
+        AuthError::RoleConflict(_) | AuthError::ServiceRoleInUserToken => {
+            tonic::Status::permission_denied(error.to_string())
+        }
         _ => tonic::Status::unauthenticated(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_refusals_are_permission_denied_and_the_rest_unauthenticated() {
+        let denied = [
+            AuthError::RoleConflict("site_investigator with unblinded_preparer".into()),
+            AuthError::ServiceRoleInUserToken,
+        ];
+        for error in denied {
+            assert_eq!(status_for(&error).code(), tonic::Code::PermissionDenied);
+        }
+        let unauthenticated = [
+            AuthError::MissingToken,
+            AuthError::BadSignature,
+            AuthError::InvalidServiceToken("two roles".into()),
+        ];
+        for error in unauthenticated {
+            assert_eq!(status_for(&error).code(), tonic::Code::Unauthenticated);
+        }
+        assert_eq!(
+            status_for(&AuthError::ServiceRoleInUserToken).message(),
+            "user tokens may not carry service roles"
+        );
     }
 }

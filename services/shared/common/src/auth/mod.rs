@@ -8,4 +8,4 @@ mod verifier;
 
 pub use claims::{Caller, Claims, Role, RoleConflict, TrialScope};
 pub use layer::AuthLayer;
-pub use verifier::{AuthError, KeySource, TokenVerifier, mint_hmac_token};
+pub use verifier::{AuthError, KeySource, SERVICE_TOKEN_ISSUER, TokenVerifier, mint_hmac_token};

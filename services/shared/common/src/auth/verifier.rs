@@ -6,7 +6,14 @@ use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header,
 };
 
-use super::claims::{Caller, Claims};
+use serde::Deserialize;
+
+use super::claims::{Caller, Claims, Role};
+
+/// The `iss` of every service-to-service token. Distinct from any user
+/// issuer, so a service role is accepted only from a token minted with the
+/// service key (see [`TokenVerifier::verify`]).
+pub const SERVICE_TOKEN_ISSUER: &str = "equipoise-services";
 
 /// Why a bearer token was not accepted. Each maps to UNAUTHENTICATED, apart
 /// from a role conflict, which is PERMISSION_DENIED.
@@ -28,6 +35,11 @@ pub enum AuthError {
     Invalid(String),
     #[error("token roles are not acceptable: {0}")]
     RoleConflict(String),
+    /// A valid user token that claims a `service:` role.
+    #[error("user tokens may not carry service roles")]
+    ServiceRoleInUserToken,
+    #[error("service token is invalid: {0}")]
+    InvalidServiceToken(String),
     #[error("verification keys could not be loaded: {0}")]
     KeyLoading(String),
 }
@@ -52,11 +64,20 @@ impl KeySource {
     }
 }
 
-/// Verifies bearer JWTs against the configured keys, audience and issuer.
+/// Verifies bearer JWTs against the configured keys, audience and issuer;
+/// service tokens against the service key.
 pub struct TokenVerifier {
     keys: KeySource,
     audience: String,
     issuer: String,
+    /// HS256 key of service tokens; `None`: none are accepted.
+    service_secret: Option<Vec<u8>>,
+}
+
+/// Only the issuer, read before verification to choose the key.
+#[derive(Deserialize)]
+struct IssuerOnly {
+    iss: Option<String>,
 }
 
 impl TokenVerifier {
@@ -68,7 +89,15 @@ impl TokenVerifier {
             keys,
             audience: audience.to_owned(),
             issuer: issuer.to_owned(),
+            service_secret: None,
         })
+    }
+
+    /// Accepts service tokens (issuer [`SERVICE_TOKEN_ISSUER`]) signed HS256
+    /// with `secret`.
+    pub fn with_service_secret(mut self, secret: Vec<u8>) -> Self {
+        self.service_secret = Some(secret);
+        self
     }
 
     /// Verifies an `authorization` metadata value and returns the caller.
@@ -81,7 +110,54 @@ impl TokenVerifier {
         self.verify(token.trim())
     }
 
+    /// A token whose issuer is [`SERVICE_TOKEN_ISSUER`] is a service token
+    /// and verifies under the service key only; any other is a user token,
+    /// which may not carry a `service:` role. The unverified issuer only
+    /// chooses the key: everything is then verified under that key.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let peeked: IssuerOnly =
+            jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(map_jwt_error)?;
+        if peeked.iss.as_deref() == Some(SERVICE_TOKEN_ISSUER) {
+            return self.verify_service(token);
+        }
+        let caller = self.verify_user(token)?;
+        if caller.roles.iter().any(|r| matches!(r, Role::Service(_))) {
+            return Err(AuthError::ServiceRoleInUserToken);
+        }
+        Ok(caller)
+    }
+
+    fn verify_service(&self, token: &str) -> Result<Caller, AuthError> {
+        let secret = self.service_secret.as_deref().ok_or_else(|| {
+            AuthError::InvalidServiceToken("this server accepts no service tokens".into())
+        })?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[&self.audience]);
+        validation.set_issuer(&[SERVICE_TOKEN_ISSUER]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.leeway = 30;
+        let data = decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
+            .map_err(map_jwt_error)?;
+        let claims = data.claims;
+        let [role] = claims.roles.as_slice() else {
+            return Err(AuthError::InvalidServiceToken(
+                "a service token carries exactly one role".into(),
+            ));
+        };
+        if !matches!(role.parse::<Role>(), Ok(Role::Service(_))) {
+            return Err(AuthError::InvalidServiceToken(format!(
+                "'{role}' is not a service role"
+            )));
+        }
+        if claims.sub != *role {
+            return Err(AuthError::InvalidServiceToken(
+                "the subject of a service token is its role".into(),
+            ));
+        }
+        Caller::from_claims(&claims).map_err(AuthError::InvalidServiceToken)
+    }
+
+    fn verify_user(&self, token: &str) -> Result<Caller, AuthError> {
         let header = decode_header(token).map_err(map_jwt_error)?;
         let (key, algorithm) = self.key_for(&header)?;
         let mut validation = Validation::new(algorithm);
@@ -151,7 +227,8 @@ fn map_jwt_error(error: jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
-/// Mints an HS256 token: for the development default and for tests.
+/// Mints an HS256 token: for the development default, service tokens and
+/// tests.
 pub fn mint_hmac_token(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -232,6 +309,125 @@ mod tests {
             Err(AuthError::MalformedHeader)
         ));
         assert!(matches!(v.verify("not-a-jwt"), Err(AuthError::Invalid(_))));
+    }
+
+    const SERVICE_SECRET: &[u8] = b"service-secret-of-reasonable-length-9876543210";
+
+    fn service_claims(role: &str) -> Claims {
+        Claims {
+            sub: role.into(),
+            roles: vec![role.into()],
+            sites: Vec::new(),
+            trials: vec!["*".into()],
+            iss: SERVICE_TOKEN_ISSUER.into(),
+            ..claims(&[], 600, "equipoise")
+        }
+    }
+
+    fn service_verifier() -> TokenVerifier {
+        verifier().with_service_secret(SERVICE_SECRET.to_vec())
+    }
+
+    #[test]
+    fn accepts_a_service_token_signed_with_the_service_key() {
+        let token =
+            mint_hmac_token(SERVICE_SECRET, &service_claims("service:blinding")).expect("mint");
+        let caller = service_verifier().verify(&token).expect("valid");
+        assert_eq!(caller.subject, "service:blinding");
+        assert_eq!(
+            caller.roles.iter().collect::<Vec<_>>(),
+            [&Role::Service("blinding".into())]
+        );
+    }
+
+    #[test]
+    fn refuses_a_service_token_signed_with_the_user_key() {
+        let token = mint_hmac_token(SECRET, &service_claims("service:blinding")).expect("mint");
+        assert!(matches!(
+            service_verifier().verify(&token),
+            Err(AuthError::BadSignature)
+        ));
+    }
+
+    #[test]
+    fn refuses_service_tokens_where_no_service_key_is_configured() {
+        let token =
+            mint_hmac_token(SERVICE_SECRET, &service_claims("service:blinding")).expect("mint");
+        assert!(matches!(
+            verifier().verify(&token),
+            Err(AuthError::InvalidServiceToken(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_service_tokens_with_user_roles_several_roles_or_another_subject() {
+        let v = service_verifier();
+        let user_role =
+            mint_hmac_token(SERVICE_SECRET, &service_claims("trial_admin")).expect("mint");
+        assert!(matches!(
+            v.verify(&user_role),
+            Err(AuthError::InvalidServiceToken(_))
+        ));
+        let two_roles = Claims {
+            roles: vec!["service:blinding".into(), "service:safety".into()],
+            ..service_claims("service:blinding")
+        };
+        let two_roles = mint_hmac_token(SERVICE_SECRET, &two_roles).expect("mint");
+        assert!(matches!(
+            v.verify(&two_roles),
+            Err(AuthError::InvalidServiceToken(_))
+        ));
+        let with_user_role = Claims {
+            roles: vec!["service:blinding".into(), "trial_admin".into()],
+            ..service_claims("service:blinding")
+        };
+        let with_user_role = mint_hmac_token(SERVICE_SECRET, &with_user_role).expect("mint");
+        assert!(matches!(
+            v.verify(&with_user_role),
+            Err(AuthError::InvalidServiceToken(_))
+        ));
+        let other_subject = Claims {
+            sub: "alice".into(),
+            ..service_claims("service:blinding")
+        };
+        let other_subject = mint_hmac_token(SERVICE_SECRET, &other_subject).expect("mint");
+        assert!(matches!(
+            v.verify(&other_subject),
+            Err(AuthError::InvalidServiceToken(_))
+        ));
+        let wrong_audience = Claims {
+            aud: "elsewhere".into(),
+            ..service_claims("service:blinding")
+        };
+        let wrong_audience = mint_hmac_token(SERVICE_SECRET, &wrong_audience).expect("mint");
+        assert!(matches!(
+            v.verify(&wrong_audience),
+            Err(AuthError::WrongAudience)
+        ));
+    }
+
+    #[test]
+    fn refuses_user_tokens_that_carry_a_service_role() {
+        let v = service_verifier();
+        for roles in [
+            &["service:blinding"][..],
+            &["trial_admin", "service:blinding"],
+        ] {
+            let token = mint_hmac_token(SECRET, &claims(roles, 600, "equipoise")).expect("mint");
+            let error = v.verify(&token).expect_err("refused");
+            assert!(
+                matches!(error, AuthError::ServiceRoleInUserToken),
+                "{roles:?}"
+            );
+            assert_eq!(error.to_string(), "user tokens may not carry service roles");
+        }
+        // Signed with the service key but under the user issuer: still a user token.
+        let token = mint_hmac_token(
+            SERVICE_SECRET,
+            &claims(&["service:blinding"], 600, "equipoise"),
+        )
+        .expect("mint");
+        assert!(matches!(v.verify(&token), Err(AuthError::BadSignature)));
     }
 
     #[test]

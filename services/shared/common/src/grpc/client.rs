@@ -86,7 +86,9 @@ pub fn authenticated(channel: Channel, interceptor: ClientInterceptor) -> Authen
     InterceptedService::new(channel, interceptor)
 }
 
-/// Who a service-to-service token says is calling, and for whom.
+/// Who a service-to-service token says is calling, and for whom. Servers
+/// accept service roles only under [`crate::auth::SERVICE_TOKEN_ISSUER`];
+/// `AuthSettings::service_interceptor` builds the identity that way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceIdentity {
     /// The calling service, e.g. `blinding`: the token's role is
@@ -228,7 +230,8 @@ fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{KeySource, TokenVerifier};
+    use crate::auth::{KeySource, SERVICE_TOKEN_ISSUER, TokenVerifier};
+    use crate::settings::AuthSettings;
 
     const SECRET: &[u8] = b"client-test-secret-of-reasonable-length";
 
@@ -266,14 +269,18 @@ mod tests {
 
     #[test]
     fn service_tokens_verify_as_the_service_role() {
-        let mut interceptor =
-            ClientInterceptor::service(identity("blinding"), SECRET).expect("identity");
+        let service = ServiceIdentity {
+            issuer: SERVICE_TOKEN_ISSUER.into(),
+            ..identity("blinding")
+        };
+        let mut interceptor = ClientInterceptor::service(service, SECRET).expect("identity");
         let verifier = TokenVerifier::new(
-            KeySource::HmacSecret(SECRET.to_vec()),
+            KeySource::HmacSecret(b"user-secret".to_vec()),
             "equipoise",
             "equipoise-dev",
         )
-        .expect("verifier");
+        .expect("verifier")
+        .with_service_secret(SECRET.to_vec());
         let caller = verifier
             .verify_header(Some(&authorization(&mut interceptor)))
             .expect("a valid token");
@@ -328,5 +335,61 @@ mod tests {
     fn malformed_endpoints_are_named() {
         let error = endpoint("not a uri", Timeouts::default()).expect_err("refused");
         assert!(error.to_string().contains("not a uri"), "{error}");
+    }
+
+    #[test]
+    fn service_interceptors_mint_tokens_the_verifier_accepts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = AuthSettings::default();
+        let mut interceptor = settings
+            .service_interceptor(dir.path(), "randomisation")
+            .expect("interceptor");
+        let caller = settings
+            .verifier(dir.path())
+            .expect("verifier")
+            .verify_header(Some(&authorization(&mut interceptor)))
+            .expect("accepted");
+        assert_eq!(caller.subject, "service:randomisation");
+        assert!(
+            settings
+                .service_interceptor(dir.path(), "Not A Service")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_separate_service_secret_is_used_for_service_tokens_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret_file = dir.path().join("service.secret");
+        std::fs::write(&secret_file, "a-service-secret-of-reasonable-length\n").expect("write");
+        let settings = AuthSettings {
+            service_hmac_secret_file: Some(secret_file),
+            ..AuthSettings::default()
+        };
+        assert_eq!(
+            settings.service_secret(dir.path()).expect("secret"),
+            b"a-service-secret-of-reasonable-length"
+        );
+        assert_ne!(
+            settings.service_secret(dir.path()).expect("secret"),
+            settings.hmac_secret(dir.path()).expect("user secret")
+        );
+        // A verifier with the default settings (the user secret for both)
+        // refuses these service tokens.
+        let mut interceptor = settings
+            .service_interceptor(dir.path(), "blinding")
+            .expect("interceptor");
+        let header = authorization(&mut interceptor);
+        assert!(
+            settings
+                .verifier(dir.path())
+                .expect("verifier")
+                .verify_header(Some(&header))
+                .is_ok()
+        );
+        let other = AuthSettings::default()
+            .verifier(dir.path())
+            .expect("verifier");
+        assert!(other.verify_header(Some(&header)).is_err());
     }
 }
