@@ -12,7 +12,10 @@ use equipoise_proto::randomisation::v1 as pb;
 use equipoise_randomisation::seal::Sealer;
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::postgres::PostgresStore;
-use equipoise_testkit::{PostgresServer, RedisServer, Replica};
+use equipoise_testkit::{
+    BLINDING_URL_VARIABLE, PostgresServer, RANDOMISATION_URL_VARIABLE, RedisServer, Replica,
+    free_port,
+};
 use equipoise_trial::parse_definition;
 
 use crate::{Client, TIMEOUTS, client_on};
@@ -21,6 +24,9 @@ pub struct Cluster {
     pub redis: RedisServer,
     pub postgres: PostgresServer,
     pub replicas: Vec<Replica>,
+    /// One blinding replica (its own SQLite file), asking the first
+    /// randomisation replica for trials.
+    pub blinding: Replica,
     secrets: tempfile::TempDir,
     env: Vec<(&'static str, String)>,
 }
@@ -45,18 +51,37 @@ impl Cluster {
             ("EQUIPOISE_RANDOMISATION__REDIS_URL", redis.url()),
         ];
         env.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        ensure_secret_file(&secrets.path().join("hmac.secret"), "test HMAC secret")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first_port = free_port();
+        let mut blinding_env: Vec<(&str, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("EQUIPOISE_AUTH__"))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        blinding_env.push((
+            RANDOMISATION_URL_VARIABLE,
+            format!("http://127.0.0.1:{first_port}"),
+        ));
+        let blinding = Replica::start_blinding(&blinding_env);
+        env.push(blinding.blinding_url());
         let mut cluster = Self {
             redis,
             postgres,
             replicas: Vec::new(),
+            blinding,
             secrets,
             env,
         };
         // Create the shared secrets once, before replicas race to.
         cluster.hmac_secret();
         cluster.sealer();
-        for _ in 0..replicas {
-            let replica = cluster.spawn_replica(&[]);
+        for n in 0..replicas {
+            let replica = if n == 0 {
+                Replica::start_target_at("randomisation", first_port, &cluster.env)
+            } else {
+                cluster.spawn_replica(&[])
+            };
             cluster.replicas.push(replica);
         }
         cluster
@@ -76,7 +101,9 @@ impl Cluster {
             .env
             .iter()
             .filter(|(k, _)| {
-                k.starts_with("EQUIPOISE_AUTH__") || *k == "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE"
+                k.starts_with("EQUIPOISE_AUTH__")
+                    || *k == "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE"
+                    || *k == BLINDING_URL_VARIABLE
             })
             .map(|(k, v)| (*k, v.clone()))
             .collect();

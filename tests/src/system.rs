@@ -175,9 +175,11 @@ impl System {
     }
 }
 
+/// The secret as the processes read it: the file's bytes.
 fn shared_secret(files: &tempfile::TempDir) -> Vec<u8> {
     let path = files.path().join("hmac.secret");
-    ensure_secret_file(&path, "token secret").expect("token secret")
+    ensure_secret_file(&path, "token secret").expect("token secret");
+    std::fs::read(&path).expect("token secret")
 }
 
 /// One token secret and one place for both SQLite files, so the test can
@@ -185,10 +187,22 @@ fn shared_secret(files: &tempfile::TempDir) -> Vec<u8> {
 fn common_env(files: &tempfile::TempDir) -> Vec<(String, String)> {
     let path = |name: &str| files.path().join(name).display().to_string();
     vec![
-        ("EQUIPOISE_AUTH__HMAC_SECRET_FILE".into(), path("hmac.secret")),
-        ("EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE".into(), path("seal.key")),
-        ("EQUIPOISE_RANDOMISATION__SQLITE_PATH".into(), path("randomisation.db")),
-        ("EQUIPOISE_BLINDING__SQLITE_PATH".into(), path("blinding.db")),
+        (
+            "EQUIPOISE_AUTH__HMAC_SECRET_FILE".into(),
+            path("hmac.secret"),
+        ),
+        (
+            "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE".into(),
+            path("seal.key"),
+        ),
+        (
+            "EQUIPOISE_RANDOMISATION__SQLITE_PATH".into(),
+            path("randomisation.db"),
+        ),
+        (
+            "EQUIPOISE_BLINDING__SQLITE_PATH".into(),
+            path("blinding.db"),
+        ),
     ]
 }
 

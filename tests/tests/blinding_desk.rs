@@ -25,9 +25,13 @@ impl Transcript {
     }
 
     /// Keeps the refusal and returns it, so its code can be checked.
-    fn refusal<T: Debug>(&mut self, result: Result<tonic::Response<T>, tonic::Status>) -> tonic::Status {
+    fn refusal<T: Debug>(
+        &mut self,
+        result: Result<tonic::Response<T>, tonic::Status>,
+    ) -> tonic::Status {
         let status = result.expect_err("the call must be refused");
-        self.0.push(format!("{:?}: {}", status.code(), status.message()));
+        self.0
+            .push(format!("{:?}: {}", status.code(), status.message()));
         status
     }
 }
@@ -52,7 +56,11 @@ fn facet_request(subject: &str, sex: &str) -> pb::RandomiseRequest {
     }
 }
 
-fn emergency(subjects: &[&str], category: bpb::ReasonCategory, reason: &str) -> bpb::EmergencyUnblindRequest {
+fn emergency(
+    subjects: &[&str],
+    category: bpb::ReasonCategory,
+    reason: &str,
+) -> bpb::EmergencyUnblindRequest {
     bpb::EmergencyUnblindRequest {
         trial_id: "RESPINE".into(),
         subject_ids: subjects.iter().map(|s| s.to_string()).collect(),
@@ -92,7 +100,10 @@ fn assert_masked(what: &str, text: &str) {
         assert!(!contains_word(text, id), "{what} shows arm id {id}");
     }
     for label in &labels {
-        assert!(!text.contains(label.as_str()), "{what} shows arm label {label}");
+        assert!(
+            !text.contains(label.as_str()),
+            "{what} shows arm label {label}"
+        );
     }
 }
 
@@ -136,7 +147,11 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
         .expect("randomise")
         .into_inner();
     blinded.keep(&par_response);
-    assert_eq!(codes.iter().collect::<BTreeSet<_>>().len(), codes.len(), "codes are unique");
+    assert_eq!(
+        codes.iter().collect::<BTreeSet<_>>().len(),
+        codes.len(),
+        "codes are unique"
+    );
     let allocation = mtp_rand
         .get_allocation(pb::GetAllocationRequest {
             trial_id: "RESPINE".into(),
@@ -175,7 +190,10 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
         })
         .await;
     let status = blinded.refusal(other_site);
-    assert!(matches!(status.code(), Code::PermissionDenied | Code::NotFound), "{status:?}");
+    assert!(
+        matches!(status.code(), Code::PermissionDenied | Code::NotFound),
+        "{status:?}"
+    );
     let other_trial = prep
         .get_preparation_instruction(bpb::GetPreparationInstructionRequest {
             trial_id: "FACET-X".into(),
@@ -208,18 +226,37 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
     // Refused emergency requests reveal and write nothing.
     use bpb::ReasonCategory::{SeriousAdverseEvent, Unspecified};
     let refusals = [
-        (emergency(&["MTP-001"], SeriousAdverseEvent, "  "), Code::InvalidArgument),
-        (emergency(&["MTP-001"], Unspecified, "anaphylaxis"), Code::InvalidArgument),
-        (emergency(&["MTP-001", "MTP-002"], SeriousAdverseEvent, "anaphylaxis"), Code::InvalidArgument),
-        (emergency(&[], SeriousAdverseEvent, "anaphylaxis"), Code::InvalidArgument),
+        (
+            emergency(&["MTP-001"], SeriousAdverseEvent, "  "),
+            Code::InvalidArgument,
+        ),
+        (
+            emergency(&["MTP-001"], Unspecified, "anaphylaxis"),
+            Code::InvalidArgument,
+        ),
+        (
+            emergency(&["MTP-001", "MTP-002"], SeriousAdverseEvent, "anaphylaxis"),
+            Code::InvalidArgument,
+        ),
+        (
+            emergency(&[], SeriousAdverseEvent, "anaphylaxis"),
+            Code::InvalidArgument,
+        ),
     ];
     for (request, code) in refusals {
-        assert_eq!(blinded.refusal(mtp_blind.emergency_unblind(request).await).code(), code);
+        assert_eq!(
+            blinded
+                .refusal(mtp_blind.emergency_unblind(request).await)
+                .code(),
+            code
+        );
     }
     let mut unknown_category = emergency(&["MTP-001"], SeriousAdverseEvent, "anaphylaxis");
     unknown_category.reason_category = 99;
     assert_eq!(
-        blinded.refusal(mtp_blind.emergency_unblind(unknown_category).await).code(),
+        blinded
+            .refusal(mtp_blind.emergency_unblind(unknown_category).await)
+            .code(),
         Code::InvalidArgument
     );
     let stale = system.token_with("sam", &["site_investigator"], &["FR-MTP"], |claims| {
@@ -233,7 +270,11 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
             .await,
     );
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert!(status.message().contains("re-authentic"), "{}", status.message());
+    assert!(
+        status.message().contains("re-authentic"),
+        "{}",
+        status.message()
+    );
     // Another site's subject and a subject that does not exist: one answer.
     let other = blinded.refusal(
         mtp_blind
@@ -263,7 +304,10 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
             })
             .await,
     );
-    assert!(matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied));
+    assert!(matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied
+    ));
     let status = blinded.refusal(
         system
             .blinding_client(&forged)
@@ -277,7 +321,10 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
             })
             .await,
     );
-    assert!(matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied));
+    assert!(matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied
+    ));
     // Only the blinding service reads an arm from randomisation.
     let admin = system.token("ada", &["trial_admin", "statistician"], &[]);
     let status = blinded.refusal(
@@ -300,7 +347,10 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
             })
             .await,
     );
-    assert!(matches!(status.code(), Code::NotFound | Code::PermissionDenied));
+    assert!(matches!(
+        status.code(),
+        Code::NotFound | Code::PermissionDenied
+    ));
     let status = sponsor_blind
         .get_blinding_status(bpb::GetBlindingStatusRequest {
             trial_id: "RESPINE".into(),
@@ -313,11 +363,18 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
 
     // The investigator breaks the blind for their own patient.
     let reveal = mtp_blind
-        .emergency_unblind(emergency(&["MTP-001"], SeriousAdverseEvent, "anaphylaxis in ICU"))
+        .emergency_unblind(emergency(
+            &["MTP-001"],
+            SeriousAdverseEvent,
+            "anaphylaxis in ICU",
+        ))
         .await
         .expect("emergency unblinding")
         .into_inner();
-    assert_eq!(reveal.arm_id, instruction.arm_id, "the code's arm is the subject's arm");
+    assert_eq!(
+        reveal.arm_id, instruction.arm_id,
+        "the code's arm is the subject's arm"
+    );
     assert_eq!(reveal.state, bpb::BlindingState::UnblindedEmergency as i32);
     assert!(reveal.continues_in_trial);
 
@@ -334,15 +391,34 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
         .await
         .expect("safety reveal")
         .into_inner();
-    assert!(respine.arms.iter().any(|a| a.id == safety_reveal.arm_id && a.active == safety_reveal.active));
+    assert!(
+        respine
+            .arms
+            .iter()
+            .any(|a| a.id == safety_reveal.arm_id && a.active == safety_reveal.active)
+    );
 
     // The feed shows both events, without an arm, and resumes from a cursor.
-    let first = feed.message().await.expect("feed").expect("first notification");
-    let second = feed.message().await.expect("feed").expect("second notification");
-    assert_eq!((first.subject_id.as_str(), first.kind), ("MTP-001", bpb::RevealKind::Emergency as i32));
+    let first = feed
+        .message()
+        .await
+        .expect("feed")
+        .expect("first notification");
+    let second = feed
+        .message()
+        .await
+        .expect("feed")
+        .expect("second notification");
+    assert_eq!(
+        (first.subject_id.as_str(), first.kind),
+        ("MTP-001", bpb::RevealKind::Emergency as i32)
+    );
     assert_eq!(first.site_id, "FR-MTP");
     assert_eq!(first.reason_category, SeriousAdverseEvent as i32);
-    assert_eq!((second.subject_id.as_str(), second.kind), ("MTP-002", bpb::RevealKind::SafetyReview as i32));
+    assert_eq!(
+        (second.subject_id.as_str(), second.kind),
+        ("MTP-002", bpb::RevealKind::SafetyReview as i32)
+    );
     assert!(second.cursor > first.cursor);
     blinded.keep(&first);
     blinded.keep(&second);
@@ -355,7 +431,11 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
         .await
         .expect("watch again")
         .into_inner();
-    let again = resumed.message().await.expect("feed").expect("resumed notification");
+    let again = resumed
+        .message()
+        .await
+        .expect("feed")
+        .expect("resumed notification");
     assert_eq!(again.cursor, second.cursor, "nothing missed, nothing twice");
     drop(resumed);
     // The other site's coordinator sees none of FR-MTP's notifications.
@@ -389,7 +469,11 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
     // deviation that blinded roles do not see.
     let roc_site = system.token("rob", &["site_investigator"], &["US-ROC"]);
     let mut roc_rand = system.randomisation_client(&roc_site).await;
-    for (subject, sex) in [("FX-001", "female"), ("FX-002", "male"), ("FX-003", "female")] {
+    for (subject, sex) in [
+        ("FX-001", "female"),
+        ("FX-002", "male"),
+        ("FX-003", "female"),
+    ] {
         let response = roc_rand
             .randomise(facet_request(subject, sex))
             .await
@@ -447,7 +531,11 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
         .await
         .expect("site view")
         .into_inner();
-    assert!(view.periods.iter().all(|p| !p.deviation && p.given_arm_id.is_empty()));
+    assert!(
+        view.periods
+            .iter()
+            .all(|p| !p.deviation && p.given_arm_id.is_empty())
+    );
     blinded.keep(&view);
     // The planned reveal comes at the start of the crossover period, months away.
     let early = roc_blind
@@ -483,11 +571,18 @@ async fn desk_scenario_reveals_arms_only_to_their_requesters() {
     blinded.keep(&trial_status);
 
     // The FR-PAR watcher got nothing about FR-MTP's subjects.
-    let nothing = tokio::time::timeout(std::time::Duration::from_millis(500), par_feed.message()).await;
+    let nothing =
+        tokio::time::timeout(std::time::Duration::from_millis(500), par_feed.message()).await;
     if let Ok(Ok(Some(notification))) = nothing {
         panic!("FR-PAR saw another site's notification: {notification:?}");
     }
 
+    // The scan finds an arm where there is one: in the preparer's answer.
+    assert!(contains_word(
+        &format!("{instruction:?}"),
+        &instruction.arm_id
+    ));
+    assert!(format!("{instruction:?}").contains(prepared_arm.label.as_str()));
     for (n, item) in blinded.0.iter().enumerate() {
         assert_masked(&format!("blinded item {n}"), item);
     }

@@ -28,7 +28,10 @@ const SITES: [(&str, u32); 5] = [
 /// Randomises until the reply carries a code. An UNAVAILABLE reply must be
 /// the "recorded, code pending" answer or a refused connection while a
 /// process restarts; anything else fails the test.
-async fn randomise_until_coded(client: &mut Client, request: pb::RandomiseRequest) -> pb::RandomiseResponse {
+async fn randomise_until_coded(
+    client: &mut Client,
+    request: pb::RandomiseRequest,
+) -> pb::RandomiseResponse {
     for _ in 0..600 {
         match client.randomise(request.clone()).await {
             Ok(response) => {
@@ -62,22 +65,43 @@ async fn assert_one_code_per_allocation(system: &System, subjects: &BTreeMap<Str
             .await
             .expect("read")
             .unwrap_or_else(|| panic!("{subject} has no allocation"));
-        assert_eq!(allocation.treatment_code.as_deref(), Some(code.as_str()), "{subject}'s recorded code");
+        assert_eq!(
+            allocation.treatment_code.as_deref(),
+            Some(code.as_str()),
+            "{subject}'s recorded code"
+        );
         let assignment = blinding
             .assignment("RESPINE", subject)
             .await
             .expect("read")
             .unwrap_or_else(|| panic!("{subject} has no code in blinding"));
-        assert_eq!(&assignment.code, code, "{subject}: both services hold one code");
-        assert_eq!(assignment.arm_id, allocation.arm, "{subject}: the code belongs to the allocation's arm");
+        assert_eq!(
+            &assignment.code, code,
+            "{subject}: both services hold one code"
+        );
+        assert_eq!(
+            assignment.arm_id, allocation.arm,
+            "{subject}: the code belongs to the allocation's arm"
+        );
         assert!(codes.insert(code.clone()), "code {code} used twice");
     }
     let counts = randomisation.counts("RESPINE").await.expect("counts");
-    assert_eq!(counts.total as usize, subjects.len(), "no allocation beyond the acknowledged ones");
+    assert_eq!(
+        counts.total as usize,
+        subjects.len(),
+        "no allocation beyond the acknowledged ones"
+    );
     let pools = blinding.pool_counts("RESPINE").await.expect("pool counts");
     let issued: u32 = pools.values().map(|p| p.issued).sum();
-    assert_eq!(issued as usize, subjects.len(), "no code issued beyond the allocations");
-    let records = randomisation.audit_records(1, u32::MAX).await.expect("audit");
+    assert_eq!(
+        issued as usize,
+        subjects.len(),
+        "no code issued beyond the allocations"
+    );
+    let records = randomisation
+        .audit_records(1, u32::MAX)
+        .await
+        .expect("audit");
     verify_chain(&records).unwrap_or_else(|e| panic!("randomisation audit chain: {e}"));
     let records = blinding.audit_records(1, u32::MAX).await.expect("audit");
     verify_chain(&records).unwrap_or_else(|e| panic!("blinding audit chain: {e}"));
@@ -86,25 +110,46 @@ async fn assert_one_code_per_allocation(system: &System, subjects: &BTreeMap<Str
 #[tokio::test(flavor = "multi_thread")]
 async fn blinding_killed_between_commit_and_code() {
     let mut system = System::separate(&[
-        ("EQUIPOISE_RANDOMISATION__FAULTS__HOLD_AFTER_COMMIT_MS", "3000".to_owned()),
-        ("EQUIPOISE_RANDOMISATION__CODE_RECONCILE_INTERVAL_MS", "200".to_owned()),
+        (
+            "EQUIPOISE_RANDOMISATION__FAULTS__HOLD_AFTER_COMMIT_MS",
+            "3000".to_owned(),
+        ),
+        (
+            "EQUIPOISE_RANDOMISATION__CODE_RECONCILE_INTERVAL_MS",
+            "200".to_owned(),
+        ),
     ]);
     system.activate(RESPINE_YAML).await;
     let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
     let mut client = system.randomisation_client(&site).await;
 
     let mut first = client.clone();
-    let pending = tokio::spawn(async move { first.randomise(respine_request("FR-MTP", "MTP-001", 72.0)).await });
+    let pending = tokio::spawn(async move {
+        first
+            .randomise(respine_request("FR-MTP", "MTP-001", 72.0))
+            .await
+    });
     // The commit is visible in the database while the reply is held back.
     let store = RandomisationSqlite::open(&system.randomisation_db())
         .await
         .expect("randomisation store");
-    while store.allocation("RESPINE", "MTP-001").await.expect("read").is_none() {
-        assert!(!pending.is_finished(), "the reply came before the commit was seen");
+    while store
+        .allocation("RESPINE", "MTP-001")
+        .await
+        .expect("read")
+        .is_none()
+    {
+        assert!(
+            !pending.is_finished(),
+            "the reply came before the commit was seen"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     system.blinding.as_mut().expect("separate blinding").kill();
-    let status = pending.await.expect("task").expect_err("no code without blinding");
+    let status = pending
+        .await
+        .expect("task")
+        .expect_err("no code without blinding");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("pending"), "{}", status.message());
     let RemoteError::Unavailable { .. } = RemoteError::from_status(&status) else {
@@ -121,7 +166,11 @@ async fn blinding_killed_between_commit_and_code() {
     assert!(allocation.treatment_code.is_empty(), "the code is pending");
 
     // Nobody retries: the reconciler completes the code once blinding is back.
-    system.blinding.as_mut().expect("separate blinding").restart();
+    system
+        .blinding
+        .as_mut()
+        .expect("separate blinding")
+        .restart();
     let code = loop {
         let allocation = client
             .get_allocation(pb::GetAllocationRequest {
@@ -154,7 +203,10 @@ async fn blinding_killed_between_commit_and_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn respine_randomised_while_blinding_restarts_twice() {
-    let mut system = System::separate(&[("EQUIPOISE_RANDOMISATION__CODE_RECONCILE_INTERVAL_MS", "200".to_owned())]);
+    let mut system = System::separate(&[(
+        "EQUIPOISE_RANDOMISATION__CODE_RECONCILE_INTERVAL_MS",
+        "200".to_owned(),
+    )]);
     system.activate(RESPINE_YAML).await;
     let mut subjects = BTreeMap::new();
     let mut n = 0u32;
@@ -177,7 +229,11 @@ async fn respine_randomised_while_blinding_restarts_twice() {
                     .await
                     .expect_err("no code while blinding is down");
                 assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                system.blinding.as_mut().expect("separate blinding").restart();
+                system
+                    .blinding
+                    .as_mut()
+                    .expect("separate blinding")
+                    .restart();
             }
             let response = randomise_until_coded(&mut client, request).await;
             subjects.insert(subject, response.treatment_code);

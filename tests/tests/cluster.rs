@@ -375,6 +375,7 @@ async fn a_stalled_redis_gives_unavailable_within_the_command_timeout() {
 async fn wrong_or_unreachable_urls_stop_start_up_naming_which() {
     let cluster = Cluster::start(0, &[]);
     let bad_redis = equipoise_testkit::Replica::start_expecting_failure(&[
+        cluster.blinding.blinding_url(),
         (
             "EQUIPOISE_RANDOMISATION__DATABASE_URL",
             cluster.postgres.url(),
@@ -385,10 +386,13 @@ async fn wrong_or_unreachable_urls_stop_start_up_naming_which() {
         ),
     ]);
     assert!(bad_redis.contains("randomisation.redis_url"), "{bad_redis}");
-    let bad_database = equipoise_testkit::Replica::start_expecting_failure(&[(
-        "EQUIPOISE_RANDOMISATION__DATABASE_URL",
-        "postgres://nobody@127.0.0.1:1/none".into(),
-    )]);
+    let bad_database = equipoise_testkit::Replica::start_expecting_failure(&[
+        cluster.blinding.blinding_url(),
+        (
+            "EQUIPOISE_RANDOMISATION__DATABASE_URL",
+            "postgres://nobody@127.0.0.1:1/none".into(),
+        ),
+    ]);
     assert!(
         bad_database.contains("randomisation.database_url"),
         "{bad_database}"

@@ -8,6 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use equipoise_blinding::BlindingService;
+use equipoise_blinding::randomisation_client::GrpcRandomisationLookup;
+use equipoise_blinding::server as blinding;
 use equipoise_common::grpc::client::{
     AuthenticatedChannel, ClientError, Timeouts, authenticated, connect_lazy,
 };
@@ -64,8 +67,8 @@ pub enum ServeError {
         key: &'static str,
         source: ClientError,
     },
-    #[error("the blinding service is not built into this binary yet")]
-    BlindingUnavailable,
+    #[error(transparent)]
+    BlindingStartup(#[from] blinding::StartupError),
 }
 
 pub async fn bind(settings: &Settings) -> Result<TcpListener, ServeError> {
@@ -98,7 +101,10 @@ pub async fn run(
             settings,
             RANDOMISATION_SERVICE,
             &url,
-            "randomisation.blinding_url",
+            (
+                "randomisation.blinding_url",
+                settings.randomisation.blinding_call_timeout_ms,
+            ),
         )?;
         let codes = randomisation::code_issuer(&settings.randomisation, channel);
         let service =
@@ -107,9 +113,11 @@ pub async fn run(
         randomisation::add_routes(&mut services, service.clone(), settings.max_message_bytes);
         randomisation_service = Some(service);
     }
-    if target.runs_blinding() {
-        blinding_routes(settings, target, local, &mut services).await?;
-    }
+    let blinding_service = if target.runs_blinding() {
+        Some(blinding_routes(settings, target, local, &mut services).await?)
+    } else {
+        None
+    };
     // Started once everything is built, so a failed start leaves no task.
     let reconciler: Option<CodeReconciler> = randomisation_service
         .map(|service| randomisation::start_reconciler(&settings.randomisation, service));
@@ -119,6 +127,14 @@ pub async fn run(
         descriptor_sets: vec![equipoise_proto::FILE_DESCRIPTOR_SET],
         verifier,
         drain_delay: Duration::from_millis(settings.drain_delay_ms),
+    };
+    // Watch streams never end by themselves: end them when the drain begins,
+    // so watchers reconnect (with their cursor) to a replica that stays.
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(service) = &blinding_service {
+            service.shut_down();
+        }
     };
     let served = serve(listener, parts, shutdown).await;
     // After the drain: no call is left that could race the reconciler's stop.
@@ -137,38 +153,26 @@ async fn blinding_routes(
     target: Target,
     local: SocketAddr,
     services: &mut Services,
-) -> Result<(), ServeError> {
-    // WIRE: the blinding crate's server module is on branch `blinding-svc`.
-    // At merge, replace the refusal below with:
-    //
-    // let url = dependency_url(
-    //     settings.blinding.randomisation_url.as_deref(),
-    //     target,
-    //     local,
-    //     ("blinding.randomisation_url", "blinding", "randomisation"),
-    // )?;
-    // let channel = service_channel(settings, BLINDING_SERVICE, &url, "blinding.randomisation_url")?;
-    // let lookup = Arc::new(
-    //     equipoise_blinding::randomisation_client::GrpcRandomisationLookup::new(channel),
-    // );
-    // let service = equipoise_blinding::server::build_service(
-    //     &settings.blinding,
-    //     &settings.data_dir,
-    //     lookup,
-    // )?; // add `#[error(transparent)] BlindingStartup(#[from] equipoise_blinding::server::StartupError)` to ServeError
-    // equipoise_blinding::server::add_routes(services, service, settings.max_message_bytes);
-    // Ok(())
-    //
-    // and delete the placeholder below and `ServeError::BlindingUnavailable`.
-    let _ = (settings, local, services);
-    if target == Target::Blinding {
-        return Err(ServeError::BlindingUnavailable);
-    }
-    // `all` serves randomisation alone until then; its codes stay pending.
-    tracing::warn!(
-        "the blinding service is not built into this binary yet; treatment codes stay pending"
-    );
-    Ok(())
+) -> Result<Arc<BlindingService>, ServeError> {
+    let url = dependency_url(
+        settings.blinding.randomisation_url.as_deref(),
+        target,
+        local,
+        ("blinding.randomisation_url", "blinding", "randomisation"),
+    )?;
+    let channel = service_channel(
+        settings,
+        BLINDING_SERVICE,
+        &url,
+        (
+            "blinding.randomisation_url",
+            settings.blinding.randomisation_call_timeout_ms,
+        ),
+    )?;
+    let lookup = Arc::new(GrpcRandomisationLookup::new(channel));
+    let service = blinding::build_service(&settings.blinding, &settings.data_dir, lookup).await?;
+    blinding::add_routes(services, service.clone(), settings.max_message_bytes);
+    Ok(service)
 }
 
 /// Where randomisation finds the blinding service.
@@ -223,13 +227,17 @@ pub fn service_channel(
     settings: &Settings,
     caller: &str,
     url: &str,
-    key: &'static str,
+    (key, call_timeout_ms): (&'static str, u64),
 ) -> Result<AuthenticatedChannel, ServeError> {
     let interceptor = settings
         .auth
         .service_interceptor(&settings.data_dir, caller)?;
-    let channel = connect_lazy(url, Timeouts::default())
-        .map_err(|source| ServeError::Client { key, source })?;
+    let timeouts = Timeouts {
+        request: Duration::from_millis(call_timeout_ms),
+        ..Timeouts::default()
+    };
+    let channel =
+        connect_lazy(url, timeouts).map_err(|source| ServeError::Client { key, source })?;
     Ok(authenticated(channel, interceptor))
 }
 

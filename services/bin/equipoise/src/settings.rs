@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use equipoise_blinding::settings::BlindingSettings;
 use equipoise_common::logging::LogFormat;
 use equipoise_common::settings::{AuthSettings, OutOfRange, between};
 use equipoise_randomisation::settings::RandomisationSettings;
@@ -24,7 +25,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// default on Kubernetes, raised by operators who want longer drains).
 pub const MAX_DRAIN_DELAY_MS: u64 = 60_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -39,10 +40,7 @@ pub struct Settings {
     pub drain_delay_ms: u64,
     pub auth: AuthSettings,
     pub randomisation: RandomisationSettings,
-    // WIRE: at merge, add the blinding service's table (and its default
-    // below, `self.blinding.validate()?` in `validate`, and its keys in
-    // config/equipoise.toml, after `[randomisation]`'s keys):
-    // pub blinding: equipoise_blinding::settings::BlindingSettings,
+    pub blinding: BlindingSettings,
 }
 
 impl Default for Settings {
@@ -55,7 +53,7 @@ impl Default for Settings {
             drain_delay_ms: 2_000,
             auth: AuthSettings::default(),
             randomisation: RandomisationSettings::default(),
-            // WIRE: blinding: BlindingSettings::default(),
+            blinding: BlindingSettings::default(),
         }
     }
 }
@@ -127,7 +125,7 @@ impl Settings {
             MAX_MESSAGE_BYTES,
         )?;
         between("drain_delay_ms", self.drain_delay_ms, 0, MAX_DRAIN_DELAY_MS)?;
-        // WIRE: self.blinding.validate()?;
+        self.blinding.validate()?;
         self.randomisation.validate()
     }
 }

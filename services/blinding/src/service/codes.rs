@@ -244,6 +244,9 @@ impl BlindingService {
         )?;
         require_trial(caller, trial_id)?;
         let pools = self.store.pool_counts(trial_id).await?;
+        if pools.is_empty() {
+            self.require_known_trial(trial_id).await?;
+        }
         let pool_level = pools
             .values()
             .map(|counts| self.low_pool.level(*counts))
@@ -259,6 +262,18 @@ impl BlindingService {
             planned_reveals: counts.planned,
             deviations: counts.deviations,
         })
+    }
+}
+
+impl BlindingService {
+    /// A trial with no pools yet may still exist: randomisation knows. Only
+    /// a definite "no such trial" is refused; a draft or an unreachable
+    /// randomisation leaves an empty status.
+    async fn require_known_trial(&self, trial_id: &str) -> Result<()> {
+        match self.randomisation.trial_for_blinding(trial_id).await {
+            Err(LookupError::NotFound) => Err(unknown_trial(trial_id)),
+            _ => Ok(()),
+        }
     }
 }
 
