@@ -219,7 +219,7 @@ async fn respine_randomised_while_blinding_restarts_twice() {
             }
             n += 1;
             let subject = format!("{site}-{n:03}");
-            let vas = if n % 3 == 0 { 80.0 } else { 55.0 };
+            let vas = if n.is_multiple_of(3) { 80.0 } else { 55.0 };
             let request = respine_request(site, &subject, vas);
             if n == 38 || n == 76 {
                 // Blinding dies: the allocation commits and its code waits.

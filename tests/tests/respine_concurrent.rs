@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use equipoise::cli::AuditedService;
 use equipoise::cli::offline::audit_verify;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_randomisation::store::Store;
@@ -81,11 +82,17 @@ async fn five_sites_randomise_respine_concurrently() {
     assert_every_subject_once(&server).await;
     assert_respine_follows_its_streams(&server).await;
     assert_cap_holds(&server).await;
-    let records = audit_verify(&server.settings)
+    let records = audit_verify(&server.settings, AuditedService::Randomisation)
         .await
-        .expect("audit chain verifies");
-    // Registration, activation and one record per allocation.
-    assert_eq!(records, 2 + 114);
+        .expect("randomisation audit chain verifies");
+    // Registration, activation, one record per allocation and one per
+    // recorded code, and the blinding service's look-ups of the trial.
+    assert!(records > 2 + 114 + 114, "{records} records");
+    let records = audit_verify(&server.settings, AuditedService::Blinding)
+        .await
+        .expect("blinding audit chain verifies");
+    // The pools, then one record per code issued.
+    assert_eq!(records, 1 + 114);
     server.stop().await;
 }
 

@@ -20,6 +20,8 @@ pub enum CliError {
     Auth(#[from] equipoise_common::auth::AuthError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("blinding store: {0}")]
+    BlindingStore(#[from] equipoise_blinding::store::StoreError),
     #[error(transparent)]
     Startup(#[from] equipoise_randomisation::server::StartupError),
     #[error(transparent)]

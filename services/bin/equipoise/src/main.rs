@@ -42,9 +42,9 @@ async fn run(cli: Cli) -> Result<String, CliError> {
             command: TokenCommand::Mint(args),
         } => Ok(format!("{}\n", offline::mint(&settings, &args)?)),
         Command::Audit {
-            command: AuditCommand::Verify { .. },
+            command: AuditCommand::Verify { service },
         } => {
-            let count = offline::audit_verify(&settings).await?;
+            let count = offline::audit_verify(&settings, service).await?;
             Ok(format!("audit chain verified: {count} records\n"))
         }
         Command::List {

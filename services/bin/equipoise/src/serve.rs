@@ -321,7 +321,7 @@ mod tests {
             .expect("verifier");
         for service in [RANDOMISATION_SERVICE, BLINDING_SERVICE] {
             // The channel is lazy: building it connects to nothing.
-            service_channel(&settings, service, "http://127.0.0.1:1", "test.url")
+            service_channel(&settings, service, "http://127.0.0.1:1", ("test.url", 1000))
                 .expect("a channel");
             let mut interceptor = settings
                 .auth
@@ -341,7 +341,7 @@ mod tests {
             &settings,
             "randomisation",
             "not a url",
-            "randomisation.blinding_url",
+            ("randomisation.blinding_url", 1000),
         ) else {
             panic!("a malformed URL is refused");
         };

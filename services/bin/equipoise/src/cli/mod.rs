@@ -76,6 +76,7 @@ pub enum AuditCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AuditedService {
     Randomisation,
+    Blinding,
 }
 
 #[derive(Debug, Subcommand)]

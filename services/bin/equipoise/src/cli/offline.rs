@@ -1,8 +1,12 @@
 //! Commands that work on local files and the local database, with no server.
 
+use std::future::Future;
 use std::path::PathBuf;
 
-use equipoise_common::audit::{AuditEntry, verify_chain};
+use equipoise_blinding::store::Store as BlindingStore;
+use equipoise_blinding::store::postgres::PostgresStore as BlindingPostgres;
+use equipoise_blinding::store::sqlite::SqliteStore as BlindingSqlite;
+use equipoise_common::audit::{AuditEntry, AuditRecord, verify_chain};
 use equipoise_common::auth::{Claims, mint_hmac_token};
 use equipoise_common::time::now_rfc3339;
 use equipoise_randomisation::methods::regenerate_list;
@@ -12,6 +16,7 @@ use equipoise_randomisation::store::sqlite::SqliteStore;
 use equipoise_stream::{ALGORITHM_VERSION, MasterSeed};
 use equipoise_trial::{TrialDefinition, parse_definition};
 
+use super::AuditedService;
 use crate::CliError;
 use crate::settings::Settings;
 
@@ -79,19 +84,56 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn Store>, CliError> {
     Ok(Box::new(SqliteStore::open(&path).await?))
 }
 
-/// Verifies the whole chain, page by page. Returns the number of records.
-pub async fn audit_verify(settings: &Settings) -> Result<u64, CliError> {
-    let store = open_store(settings).await?;
+/// The blinding service's store: PostgreSQL when configured, else its
+/// SQLite file.
+async fn open_blinding_store(settings: &Settings) -> Result<Box<dyn BlindingStore>, CliError> {
+    if let Some(url) = &settings.blinding.database_url {
+        return Ok(Box::new(BlindingPostgres::connect(url, 1).await?));
+    }
+    let path = settings.blinding.sqlite_path(&settings.data_dir);
+    if !path.exists() {
+        return Err(CliError::Usage(format!(
+            "no blinding database at {}",
+            path.display()
+        )));
+    }
+    Ok(Box::new(BlindingSqlite::open(&path).await?))
+}
+
+/// Records per read, so a long trail is never held twice in memory.
+const AUDIT_PAGE: u32 = 10_000;
+
+/// Verifies a service's whole chain. Returns the number of records.
+pub async fn audit_verify(settings: &Settings, service: AuditedService) -> Result<u64, CliError> {
+    let records = match service {
+        AuditedService::Randomisation => {
+            let store = open_store(settings).await?;
+            all_records(|next| store.audit_records(next, AUDIT_PAGE)).await?
+        }
+        AuditedService::Blinding => {
+            let store = open_blinding_store(settings).await?;
+            all_records(|next| store.audit_records(next, AUDIT_PAGE)).await?
+        }
+    };
+    Ok(verify_chain(&records)?)
+}
+
+/// Reads a chain page by page from its first record.
+async fn all_records<Page, E>(
+    mut read_page: impl FnMut(i64) -> Page,
+) -> Result<Vec<AuditRecord>, CliError>
+where
+    Page: Future<Output = Result<Vec<AuditRecord>, E>>,
+    CliError: From<E>,
+{
     let mut records = Vec::new();
     loop {
-        let next = records.len() as i64 + 1;
-        let page = store.audit_records(next, 10_000).await?;
+        let page = read_page(records.len() as i64 + 1).await?;
         if page.is_empty() {
-            break;
+            return Ok(records);
         }
         records.extend(page);
     }
-    Ok(verify_chain(&records)?)
 }
 
 pub async fn unseal(
