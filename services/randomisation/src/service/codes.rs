@@ -132,51 +132,86 @@ impl RandomisationService {
         }
     }
 
-    /// One round of the reconciler: completes the codes of up to `limit`
-    /// allocations that have none, oldest first. Stops early when the
-    /// blinding service is unavailable; skips a trial whose pool is empty.
-    pub async fn reconcile_codes(&self, limit: u32) -> Result<ReconcileReport, RandomisationError> {
-        let pending = self.store.allocations_without_code(limit).await?;
+    /// One round of the reconciler: completes the codes of every allocation
+    /// that has none, oldest first, `page` at a time. Stops early when the
+    /// blinding service is unavailable; skips, for this round, a trial whose
+    /// pool is empty or whose codes blinding refuses, and reads on past its
+    /// allocations, so one such trial never holds up the others.
+    pub async fn reconcile_codes(&self, page: u32) -> Result<ReconcileReport, RandomisationError> {
+        let mut report = ReconcileReport {
+            completed: 0,
+            pending: 0,
+        };
+        let mut skipped_trials = BTreeSet::new();
+        let mut after_sequence = 0;
+        loop {
+            let pending = self
+                .store
+                .allocations_without_code(after_sequence, page)
+                .await?;
+            let Some(last) = pending.last() else {
+                return Ok(report);
+            };
+            after_sequence = last.sequence;
+            report.pending += pending.len();
+            for allocation in &pending {
+                if skipped_trials.contains(&allocation.trial_id) {
+                    continue;
+                }
+                match self.complete_pending_code(allocation, &mut report).await? {
+                    PendingOutcome::Completed => {}
+                    PendingOutcome::SkipTrial => {
+                        skipped_trials.insert(allocation.trial_id.clone());
+                    }
+                    PendingOutcome::StopRound => return Ok(report),
+                }
+            }
+        }
+    }
+
+    async fn complete_pending_code(
+        &self,
+        allocation: &AllocationRecord,
+        report: &mut ReconcileReport,
+    ) -> Result<PendingOutcome, RandomisationError> {
         let by = CodeActor {
             actor: RECONCILER_ACTOR,
             role: RECONCILER_ACTOR.to_owned(),
             source: "reconciler",
         };
-        let mut report = ReconcileReport {
-            completed: 0,
-            pending: pending.len(),
+        // Logs carry the trial and a subject tag, never the code or the
+        // blinding service's message (it may name the subject).
+        let (trial, subject) = (&allocation.trial_id, log_tag(&allocation.subject_id));
+        let outcome = match self.codes.assign_code(code_request(allocation)).await {
+            Ok(code) => {
+                self.record_code(allocation, &code, &by).await?;
+                report.completed += 1;
+                report.pending -= 1;
+                tracing::info!(%trial, %subject, "pending treatment code completed");
+                PendingOutcome::Completed
+            }
+            Err(CodeIssueError::Unavailable(_)) => {
+                tracing::warn!(%trial, %subject, "blinding service unavailable; treatment codes still pending");
+                PendingOutcome::StopRound
+            }
+            Err(CodeIssueError::Exhausted(_)) => {
+                tracing::warn!(%trial, "treatment-code pool exhausted; the trial's pending codes wait for a top-up");
+                PendingOutcome::SkipTrial
+            }
+            Err(CodeIssueError::Refused(_)) => {
+                tracing::warn!(%trial, %subject, "blinding service refused a pending treatment code; trial skipped this round");
+                PendingOutcome::SkipTrial
+            }
         };
-        let mut skipped_trials = BTreeSet::new();
-        for allocation in &pending {
-            if skipped_trials.contains(&allocation.trial_id) {
-                continue;
-            }
-            // Logs carry the trial and a subject tag, never the code or
-            // the blinding service's message (it may name the subject).
-            let (trial, subject) = (&allocation.trial_id, log_tag(&allocation.subject_id));
-            match self.codes.assign_code(code_request(allocation)).await {
-                Ok(code) => {
-                    self.record_code(allocation, &code, &by).await?;
-                    report.completed += 1;
-                    report.pending -= 1;
-                    tracing::info!(%trial, %subject, "pending treatment code completed");
-                }
-                Err(CodeIssueError::Unavailable(_)) => {
-                    tracing::warn!(%trial, %subject, pending = report.pending, "blinding service unavailable; treatment codes still pending");
-                    break;
-                }
-                Err(CodeIssueError::Exhausted(_)) => {
-                    tracing::warn!(%trial, "treatment-code pool exhausted; the trial's pending codes wait for a top-up");
-                    skipped_trials.insert(trial.clone());
-                }
-                Err(CodeIssueError::Refused(_)) => {
-                    tracing::warn!(%trial, %subject, "blinding service refused a pending treatment code; trial skipped this round");
-                    skipped_trials.insert(trial.clone());
-                }
-            }
-        }
-        Ok(report)
+        Ok(outcome)
     }
+}
+
+/// What one pending code's attempt means for the rest of the round.
+enum PendingOutcome {
+    Completed,
+    SkipTrial,
+    StopRound,
 }
 
 fn code_request(allocation: &AllocationRecord) -> CodeRequest {

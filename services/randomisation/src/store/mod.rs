@@ -302,8 +302,14 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<CodeRecorded>;
 
     /// Allocations of active or closed trials with no treatment code yet,
-    /// oldest first: the reconciler's work.
-    async fn allocations_without_code(&self, limit: u32) -> StoreResult<Vec<AllocationRecord>>;
+    /// oldest first from after `after_sequence` (0: from the start): the
+    /// reconciler's work, read page by page so that allocations it cannot
+    /// complete now never hide the ones behind them.
+    async fn allocations_without_code(
+        &self,
+        after_sequence: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AllocationRecord>>;
 
     /// Appends an audit record on its own, e.g. for a refused request.
     async fn append_audit(&self, audit: AuditEntry) -> StoreResult<()>;

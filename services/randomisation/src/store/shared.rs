@@ -541,9 +541,11 @@ macro_rules! impl_store {
 
                 async fn allocations_without_code(
                     &self,
+                    after_sequence: i64,
                     limit: u32,
                 ) -> StoreResult<Vec<AllocationRecord>> {
                     let rows = sqlx::query_as(sql::WITHOUT_CODE)
+                        .bind(after_sequence)
                         .bind(i64::from(limit))
                         .fetch_all(&self.pool)
                         .await?;

@@ -122,7 +122,8 @@ pub const WITHOUT_CODE: &str = concat!(
     " FROM allocations WHERE NOT EXISTS (SELECT 1 FROM allocation_codes c
         WHERE c.trial_id = allocations.trial_id AND c.subject_id = allocations.subject_id)
       AND trial_id IN (SELECT trial_id FROM trials WHERE state IN ('active', 'closed'))
-      ORDER BY sequence LIMIT $1"
+      AND sequence > $1
+      ORDER BY sequence LIMIT $2"
 );
 
 // ------------------------------------------------------------------ rows

@@ -26,6 +26,10 @@ pub enum SettingsError {
     Algorithm(String),
     #[error("token verification keys: {0}")]
     Keys(String),
+    #[error(
+        "auth.service_hmac_secret_file must be set when user tokens are verified with public keys: the services need a secret of their own to call each other"
+    )]
+    MissingServiceSecret,
     #[error("service token for '{service}': {source}")]
     ServiceToken {
         service: String,
@@ -126,10 +130,15 @@ impl AuthSettings {
     }
 
     /// The HS256 secret of service tokens: `service_hmac_secret_file`, or
-    /// else the user tokens' HMAC secret.
+    /// else the user tokens' HMAC secret. With public user keys there is no
+    /// shared secret to fall back on (each replica would make its own
+    /// development secret and none could call another), so it must be set.
     pub fn service_secret(&self, data_dir: &Path) -> Result<Vec<u8>, SettingsError> {
         match &self.service_hmac_secret_file {
             Some(path) => read_secret("service HMAC secret", path),
+            None if self.jwks_file.is_some() || self.public_key_pem_file.is_some() => {
+                Err(SettingsError::MissingServiceSecret)
+            }
             None => self.hmac_secret(data_dir),
         }
     }
@@ -281,6 +290,31 @@ mod tests {
         assert!(
             error.to_string().contains("/nonexistent/key.pem"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn public_user_keys_need_a_service_secret_of_their_own() {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let settings = AuthSettings {
+            jwks_file: Some("/etc/equipoise/jwks.json".into()),
+            ..AuthSettings::default()
+        };
+        let error = settings.service_secret(data_dir.path()).expect_err("refused");
+        assert!(error.to_string().contains("auth.service_hmac_secret_file"), "{error}");
+        assert!(
+            !data_dir.path().join(DEV_HMAC_SECRET_FILE).exists(),
+            "no per-replica development secret is made"
+        );
+        let secret_file = data_dir.path().join("service.secret");
+        fs::write(&secret_file, "a-service-secret\n").expect("write");
+        let configured = AuthSettings {
+            service_hmac_secret_file: Some(secret_file),
+            ..settings
+        };
+        assert_eq!(
+            configured.service_secret(data_dir.path()).expect("read"),
+            b"a-service-secret"
         );
     }
 }

@@ -16,6 +16,8 @@ pub(super) enum Blinding {
     Up,
     Down,
     PoolEmpty,
+    /// Only this trial's pool is empty.
+    PoolEmptyFor(&'static str),
 }
 
 /// An idempotent `AssignCode`: one code per (trial, subject), which says
@@ -56,7 +58,12 @@ impl CodeIssuer for FakeCodeIssuer {
                 "the treatment-code pool of trial {} is empty",
                 request.trial_id
             ))),
-            Blinding::Up => {
+            Blinding::PoolEmptyFor(trial) if trial == request.trial_id => {
+                Err(CodeIssueError::Exhausted(format!(
+                    "the treatment-code pool of trial {trial} is empty"
+                )))
+            }
+            Blinding::Up | Blinding::PoolEmptyFor(_) => {
                 let code = Self::code_for(&request.trial_id, &request.subject_id);
                 self.requests
                     .lock()
@@ -284,4 +291,51 @@ async fn an_empty_pool_is_resource_exhausted_naming_the_trial_and_the_allocation
     let round = fixture.service.reconcile_codes(100).await.expect("a round");
     assert_eq!(round.completed, 1);
     fixture.assert_audit_chain_verifies().await;
+}
+
+#[tokio::test]
+async fn a_trial_with_an_empty_pool_never_holds_up_another_trials_codes() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    fixture
+        .activate(equipoise_trial::examples::FACET_CROSSOVER)
+        .await;
+    // Three RESPINE codes wait for a top-up; then one FACET-X code waits
+    // for blinding to come back.
+    fixture.codes.set(Blinding::PoolEmptyFor("RESPINE"));
+    for subject in ["SUBJ-1", "SUBJ-2", "SUBJ-3"] {
+        let result = randomise_one(&fixture, subject).await;
+        assert!(
+            matches!(result, Err(RandomisationError::ResourceExhausted(_))),
+            "{result:?}"
+        );
+    }
+    fixture.codes.set(Blinding::Down);
+    let result = fixture
+        .randomise("US-ROC", "FX-1", "FACET-X", facet_subject("female"))
+        .await;
+    assert!(
+        matches!(result, Err(RandomisationError::Unavailable { .. })),
+        "{result:?}"
+    );
+
+    // Pages of two: the stuck trial fills the first page, not the round.
+    fixture.codes.set(Blinding::PoolEmptyFor("RESPINE"));
+    let round = fixture.service.reconcile_codes(2).await.expect("a round");
+    assert_eq!(
+        round,
+        ReconcileReport {
+            completed: 1,
+            pending: 3
+        }
+    );
+    let completed = fixture
+        .service
+        .get_allocation(&admin(), "FACET-X", "FX-1")
+        .await
+        .expect("committed");
+    assert_eq!(
+        completed.treatment_code,
+        Some(FakeCodeIssuer::code_for("FACET-X", "FX-1"))
+    );
 }

@@ -131,7 +131,7 @@ pub(super) async fn allocations_without_code_are_listed_oldest_first(store: &dyn
             .collect()
     };
     let pending = store
-        .allocations_without_code(1000)
+        .allocations_without_code(0, 1000)
         .await
         .expect("pending codes");
     assert!(pending.iter().all(|r| r.treatment_code.is_none()));
@@ -144,19 +144,26 @@ pub(super) async fn allocations_without_code_are_listed_oldest_first(store: &dyn
         .await
         .expect("record in a closed trial");
     let pending = store
-        .allocations_without_code(1000)
+        .allocations_without_code(0, 1000)
         .await
         .expect("pending codes");
     assert_eq!(ours(pending), ["CONF-P-003"]);
 
     let one = store
-        .allocations_without_code(1)
+        .allocations_without_code(0, 1)
         .await
         .expect("pending codes");
     assert_eq!(one.len(), 1, "the limit holds");
+    // The next page starts after the last one seen.
+    let after = store
+        .allocations_without_code(one[0].sequence, 1000)
+        .await
+        .expect("pending codes");
+    assert!(after.iter().all(|r| r.sequence > one[0].sequence));
+    assert!(after.iter().all(|r| r.subject_id != one[0].subject_id));
     assert!(
         store
-            .allocations_without_code(0)
+            .allocations_without_code(0, 0)
             .await
             .expect("pending codes")
             .is_empty()
