@@ -616,3 +616,109 @@ async fn par_rand_view(system: &System, par: &str) -> String {
     );
     format!("{theirs:?}")
 }
+
+/// Runs `equipoise client …` against the system and returns its stdout;
+/// a refused call returns Err(stderr).
+fn cli(system: &System, token: &str, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new(equipoise_testkit::equipoise_binary())
+        .arg("client")
+        .args(["--endpoint", &system.randomisation.endpoint()])
+        .args(["--token", token])
+        .args(args)
+        .output()
+        .expect("run equipoise client");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_desk_commands_of_the_cli() {
+    let system = System::all_in_one(&[]);
+    system.activate(RESPINE_YAML).await;
+    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
+    let code = system
+        .randomisation_client(&site)
+        .await
+        .randomise(respine_request("FR-MTP", "MTP-001", 72.0))
+        .await
+        .expect("randomise")
+        .into_inner()
+        .treatment_code;
+    let subject = ["--trial", "RESPINE", "--subject", "MTP-001"];
+
+    let view = cli(&system, &site, &[&["subject"][..], &subject].concat()).expect("subject");
+    assert!(
+        view.contains(&code) && view.contains("status:             blinded"),
+        "{view}"
+    );
+    let preparer = system.token("pia", &["unblinded_preparer"], &["FR-MTP"]);
+    let prepared = cli(
+        &system,
+        &preparer,
+        &["prepare", "--trial", "RESPINE", "--code", &code],
+    )
+    .expect("prepare");
+    assert!(prepared.contains("prepare:"), "{prepared}");
+    let refused = cli(
+        &system,
+        &site,
+        &["prepare", "--trial", "RESPINE", "--code", &code],
+    )
+    .expect_err("site roles never prepare");
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+
+    let desk = system.token("dan", &["emergency_desk"], &[]);
+    let two = cli(
+        &system,
+        &desk,
+        &[
+            "unblind",
+            "--trial",
+            "RESPINE",
+            "--subject",
+            "MTP-001",
+            "--subject",
+            "MTP-002",
+        ],
+    );
+    assert!(two.is_err(), "a reason is required, and one subject");
+    let unblind = [
+        &["unblind"][..],
+        &subject,
+        &[
+            "--category",
+            "serious-adverse-event",
+            "--reason",
+            "anaphylaxis",
+        ],
+    ]
+    .concat();
+    let revealed = cli(&system, &desk, &unblind).expect("unblind");
+    assert!(
+        revealed.contains("status:             unblinded (emergency)"),
+        "{revealed}"
+    );
+    assert!(revealed.contains("arm:"), "{revealed}");
+
+    let sponsor = system.token("spo", &["trial_admin"], &[]);
+    let feed = cli(
+        &system,
+        &sponsor,
+        &["watch", "--trial", "RESPINE", "--limit", "1"],
+    )
+    .expect("watch");
+    assert!(
+        feed.contains("emergency unblinding") && feed.contains("subject=MTP-001"),
+        "{feed}"
+    );
+    assert_masked("the watch output", &feed);
+    let status = cli(&system, &sponsor, &["blinding-status", "RESPINE"]).expect("status");
+    assert!(status.contains("emergency unblindings: 1"), "{status}");
+    assert_masked("the blinding status", &status);
+    let after = cli(&system, &site, &[&["subject"][..], &subject].concat()).expect("subject");
+    assert!(after.contains("unblinded (emergency)"), "{after}");
+    assert_masked("the site's view", &after);
+}

@@ -300,8 +300,13 @@ mod tests {
             jwks_file: Some("/etc/equipoise/jwks.json".into()),
             ..AuthSettings::default()
         };
-        let error = settings.service_secret(data_dir.path()).expect_err("refused");
-        assert!(error.to_string().contains("auth.service_hmac_secret_file"), "{error}");
+        let error = settings
+            .service_secret(data_dir.path())
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("auth.service_hmac_secret_file"),
+            "{error}"
+        );
         assert!(
             !data_dir.path().join(DEV_HMAC_SECRET_FILE).exists(),
             "no per-replica development secret is made"
