@@ -615,7 +615,7 @@ async fn preparation_instructions_are_for_the_subjects_preparer_only() {
     assert_eq!(shown.subject_id, "R-001");
     let central = f
         .service
-        .preparation_instruction(&preparer(&[]), "RESPINE", &code)
+        .preparation_instruction(&preparer(&["*"]), "RESPINE", &code)
         .await
         .expect("central pharmacy");
     assert_eq!(central.arm_id, "MSC");
@@ -635,7 +635,7 @@ async fn preparation_instructions_are_for_the_subjects_preparer_only() {
     let before = f.audit_len().await;
     let other_trial = f
         .service
-        .preparation_instruction(&preparer(&[]), "RESPINE", &facet_code)
+        .preparation_instruction(&preparer(&["*"]), "RESPINE", &facet_code)
         .await
         .expect_err("another trial's code");
     assert_eq!(
