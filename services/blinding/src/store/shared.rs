@@ -288,8 +288,9 @@ macro_rules! impl_store {
                     reveal: NewReveal,
                     audit: AuditEntry,
                 ) -> StoreResult<RevealRecord> {
+                    let salt = rules::new_salt()?;
                     let digest =
-                        rules::reveal_sha256(&reveal, &audit.at, &audit.actor, &audit.role);
+                        rules::reveal_sha256(&reveal, &audit.at, &audit.actor, &audit.role, &salt);
                     let (at, actor, role) =
                         (audit.at.clone(), audit.actor.clone(), audit.role.clone());
                     let mut tx = begin_write(&self.pool).await?;
@@ -311,6 +312,7 @@ macro_rules! impl_store {
                         .bind(&reveal.period_id)
                         .bind(reveal.withdraws)
                         .bind(&at)
+                        .bind(&salt)
                         .execute(&mut *tx)
                         .await?;
                     if reveal.kind.notifies() {
@@ -343,6 +345,7 @@ macro_rules! impl_store {
                         period_id: reveal.period_id,
                         withdraws: reveal.withdraws,
                         at,
+                        salt,
                     })
                 }
 
@@ -392,7 +395,8 @@ macro_rules! impl_store {
                     if let Some(existing) = existing {
                         return rules::period_repeat(existing, &record);
                     }
-                    let digest = rules::period_sha256(&record, &audit.at, &audit.actor);
+                    let salt = rules::new_salt()?;
+                    let digest = rules::period_sha256(&record, &audit.at, &audit.actor, &salt);
                     let (at, actor) = (audit.at.clone(), audit.actor.clone());
                     let seq =
                         append_first(&mut tx, rules::with_detail(audit, "record_sha256", &digest))
@@ -409,6 +413,7 @@ macro_rules! impl_store {
                         .bind(&actor)
                         .bind(&at)
                         .bind(seq)
+                        .bind(&salt)
                         .execute(&mut *tx)
                         .await;
                     if let Err(error) = inserted {
@@ -439,6 +444,7 @@ macro_rules! impl_store {
                         actor,
                         recorded_at: at,
                         audit_seq: sql::from_column(seq, "audit seq")?,
+                        salt,
                     })
                 }
 

@@ -54,6 +54,7 @@ macro_rules! blinding_store_suite {
                 reveals::a_reveal_is_recorded_with_its_audit_and_notification,
                 reveals::notifications_resume_after_a_cursor,
                 reveals::period_records_are_kept_once,
+                reveals::a_side_row_sha256_cannot_be_matched_to_an_arm_without_its_salt,
             ],
         }
     };
