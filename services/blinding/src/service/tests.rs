@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use equipoise_common::auth::{Role, TrialScope};
 use equipoise_trial::examples::{FACET_CROSSOVER, RESPINE};
@@ -20,6 +20,8 @@ struct FakeRandomisation {
     trials: Mutex<HashMap<String, TrialForBlinding>>,
     allocations: Mutex<HashMap<(String, String), AllocatedArm>>,
     down: AtomicBool,
+    /// Calls of `trial_for_blinding` so far.
+    fetches: AtomicUsize,
 }
 
 impl FakeRandomisation {
@@ -63,6 +65,7 @@ impl RandomisationLookup for FakeRandomisation {
         &self,
         trial_id: &str,
     ) -> std::result::Result<TrialForBlinding, LookupError> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
             return Err(LookupError::Unavailable("connection refused".into()));
         }
@@ -971,4 +974,173 @@ async fn blinded_roles_never_see_an_arm() {
             "'{secret}' reached a blinded role:\n{all}"
         );
     }
+}
+
+// ------------------------------------------------------- review findings
+
+/// Stores tiny uploaded pools for RESPINE: MSC one code, SHAM two.
+async fn tiny_respine_pools(f: &Fixture) {
+    use crate::codes::CodePool;
+    use crate::store::{CodeSource, DefinitionSnapshot};
+    let pools = [
+        CodePool {
+            arm_id: "MSC".into(),
+            codes: vec!["R-AAAAAA".into()],
+        },
+        CodePool {
+            arm_id: "SHAM".into(),
+            codes: vec!["R-BBBBBB".into(), "R-CCCCCC".into()],
+        },
+    ];
+    let snapshot = DefinitionSnapshot {
+        version: 1,
+        definition_yaml: RESPINE.into(),
+    };
+    let entry = f.service.entry(
+        &service("test"),
+        "pools.uploaded",
+        "trial/RESPINE".into(),
+        json!({}),
+    );
+    f.service
+        .store
+        .put_pools("RESPINE", &pools, CodeSource::Uploaded, &snapshot, entry)
+        .await
+        .expect("pools");
+}
+
+/// One empty pool refuses every arm the same way, writing nothing: a
+/// refusal only for the empty arm's subjects would tell them their arm.
+#[tokio::test]
+async fn an_empty_pool_refuses_every_arm_identically() {
+    let f = fixture().await;
+    tiny_respine_pools(&f).await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    let before = f.audit_len().await;
+    let counts = f
+        .service
+        .store
+        .pool_counts("RESPINE")
+        .await
+        .expect("counts");
+    let mut refusals = Vec::new();
+    for (subject, arm) in [("R-002", "MSC"), ("R-003", "SHAM")] {
+        f.randomisation
+            .allocate("RESPINE", subject, "FR-MTP", arm, "2026-06-01T09:00:00Z");
+        let refused = f
+            .service
+            .assign_code(
+                &service("randomisation"),
+                "RESPINE",
+                subject,
+                "FR-MTP",
+                arm,
+                None,
+            )
+            .await
+            .expect_err("a pool is empty");
+        assert!(
+            matches!(refused, BlindingError::ResourceExhausted(_)),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("RESPINE"), "{refused}");
+        refusals.push(refused.to_string());
+    }
+    assert_eq!(refusals[0], refusals[1], "the same refusal for every arm");
+    assert_eq!(f.audit_len().await, before, "nothing written");
+    assert_eq!(
+        f.service
+            .store
+            .pool_counts("RESPINE")
+            .await
+            .expect("counts"),
+        counts,
+        "nothing issued"
+    );
+    assert_eq!(
+        f.service.store.assignment("RESPINE", "R-003").await,
+        Ok(None)
+    );
+}
+
+/// The first AssignCode of a trial generates its pools in a task of its
+/// own: a caller that gives up once generation started does not stop them
+/// being stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_are_stored_even_when_the_first_caller_gives_up() {
+    use std::future::Future;
+    use std::task::Poll;
+    let f = fixture().await;
+    f.randomisation
+        .allocate("RESPINE", "R-001", "FR-MTP", "MSC", "2026-06-01T09:00:00Z");
+    let caller = service("randomisation");
+    let mut first = Box::pin(
+        f.service
+            .assign_code(&caller, "RESPINE", "R-001", "FR-MTP", "MSC", None),
+    );
+    // Poll until the definition was fetched: from there to the task's
+    // spawn nothing awaits, so the generation is under way.
+    std::future::poll_fn(|cx| {
+        if first.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if f.randomisation.fetches.load(Ordering::SeqCst) > 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let counts = f
+            .service
+            .store
+            .pool_counts("RESPINE")
+            .await
+            .expect("counts");
+        if !counts.is_empty() {
+            let total: u32 = counts.values().map(|c| c.pool_size).sum();
+            assert_eq!(total, 228, "the definition's code_pool_size");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "pools never stored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_preparer_token_without_sites_is_refused() {
+    let f = fixture().await;
+    let code = f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    let refused = f
+        .service
+        .preparation_instruction(&preparer(&[]), "RESPINE", &code)
+        .await
+        .expect_err("no sites claim");
+    assert_eq!(
+        refused,
+        BlindingError::PermissionDenied(
+            "an unblinded preparer token must name its sites, or \"*\" for a central pharmacy"
+                .into()
+        )
+    );
+    let view = f
+        .service
+        .subject_blinding(&preparer(&[]), "RESPINE", "R-001")
+        .await;
+    assert!(matches!(view, Err(BlindingError::PermissionDenied(_))));
+    let record = f
+        .service
+        .record_given_treatment(&preparer(&[]), "RESPINE", "R-001", "main", "MSC", "")
+        .await;
+    assert!(matches!(record, Err(BlindingError::PermissionDenied(_))));
+    f.assert_nothing_revealed("RESPINE", "R-001").await;
+    let central = f
+        .service
+        .preparation_instruction(&preparer(&["*"]), "RESPINE", &code)
+        .await
+        .expect("central pharmacy");
+    assert_eq!(central.arm_id, "MSC");
 }

@@ -79,6 +79,18 @@ pub fn pool_issued(issued: Option<i64>, arm_id: &str) -> StoreResult<i64> {
     })
 }
 
+/// No pool of the trial may be empty: one empty pool refuses every arm,
+/// with the same error, so the refusal names no arm.
+pub fn no_pool_empty(empty_pools: i64, trial_id: &str) -> StoreResult<()> {
+    if empty_pools == 0 {
+        Ok(())
+    } else {
+        Err(StoreError::PoolEmpty {
+            trial_id: trial_id.to_owned(),
+        })
+    }
+}
+
 /// The code at the next position, or the pool is empty.
 pub fn next_code(code: Option<String>, trial_id: &str) -> StoreResult<String> {
     code.ok_or_else(|| StoreError::PoolEmpty {

@@ -33,7 +33,20 @@ pub const REFRESH_DEFINITION: &str =
 
 pub const INSERT_POOL: &str = "INSERT INTO code_pools (trial_id, arm_id) VALUES ($1, $2)";
 
-pub const INSERT_CODE: &str = "INSERT INTO treatment_codes (trial_id, arm_id, position, code, source) VALUES ($1, $2, $3, $4, $5)";
+/// Followed by one `VALUES` row per code (a batch of [`CODES_PER_INSERT`]).
+pub const INSERT_CODES: &str =
+    "INSERT INTO treatment_codes (trial_id, arm_id, position, code, source) ";
+
+/// Codes per INSERT: one round trip per batch, not per code, and 2,500
+/// binds, well under both backends' limits (SQLite 32,766, PostgreSQL 65,535).
+pub const CODES_PER_INSERT: usize = 500;
+
+/// How many of the trial's pools have no code left. Any at all refuses
+/// every arm's assignment: refusing only the empty arm's subjects would
+/// tell them their arm.
+pub const EMPTY_POOLS: &str = "SELECT COUNT(*) FROM code_pools p
+     WHERE p.trial_id = $1 AND p.issued >= (SELECT COUNT(*) FROM treatment_codes c
+         WHERE c.trial_id = p.trial_id AND c.arm_id = p.arm_id)";
 
 /// How many codes of the arm's pool were issued: the next code's position.
 pub const POOL_ISSUED: &str = "SELECT issued FROM code_pools WHERE trial_id = $1 AND arm_id = $2";
