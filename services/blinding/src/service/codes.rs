@@ -265,6 +265,15 @@ impl BlindingService {
             .min_by_key(|level| rank(*level));
         let codes_assigned = pools.values().map(|c| c.issued).sum();
         let counts = self.store.reveal_counts(trial_id).await?;
+        // A deviation is a treatment given other than the one assigned:
+        // its count, set against the arms' sizes, hints at the arms, so
+        // only the unblinded medical monitor and emergency desk see it;
+        // trial admins and statisticians are blinded and get 0.
+        let deviations = if caller.has_any_role(&[Role::MedicalMonitor, Role::EmergencyDesk]) {
+            counts.deviations
+        } else {
+            0
+        };
         Ok(BlindingStatus {
             trial_id: trial_id.to_owned(),
             pool_level,
@@ -272,7 +281,7 @@ impl BlindingService {
             emergency_unblindings: counts.emergency,
             safety_reviews: counts.safety_reviews,
             planned_reveals: counts.planned,
-            deviations: counts.deviations,
+            deviations,
         })
     }
 }

@@ -750,12 +750,39 @@ async fn given_treatment_is_recorded_against_the_crossover_arm() {
     assert!(matches!(elsewhere, Err(BlindingError::NotFound(_))));
     assert_eq!(f.audit_len().await, before, "nothing written");
 
-    let status = f
-        .service
-        .blinding_status(&caller(&[Role::Statistician], &[], None), "FACET-X")
-        .await
-        .expect("status");
-    assert_eq!(status.deviations, 1);
+    // Deviations hint at the arms: counted for unblinded roles only.
+    for (role, seen) in [
+        (Role::Statistician, 0),
+        (Role::TrialAdmin, 0),
+        (Role::MedicalMonitor, 1),
+        (Role::EmergencyDesk, 1),
+    ] {
+        let status = f
+            .service
+            .blinding_status(&caller(&[role.clone()], &[], None), "FACET-X")
+            .await
+            .expect("status");
+        assert_eq!(status.deviations, seen, "{role}");
+    }
+    for (role, unblinded) in [
+        (Role::Statistician, false),
+        (Role::TrialAdmin, false),
+        (Role::MedicalMonitor, true),
+        (Role::EmergencyDesk, true),
+    ] {
+        let view = f
+            .service
+            .subject_blinding(&caller(&[role.clone()], &[], None), "FACET-X", "F-001")
+            .await
+            .expect("sponsor view");
+        assert_eq!(view.periods[1].deviation, unblinded, "{role}");
+        assert_eq!(view.periods[1].given_arm_id.is_some(), unblinded, "{role}");
+        assert_eq!(
+            view.periods[1].assigned_arm_id.as_deref(),
+            unblinded.then_some("MSC"),
+            "{role}"
+        );
+    }
     let own = f
         .service
         .subject_blinding(&pharmacy, "FACET-X", "F-001")
@@ -1143,4 +1170,136 @@ async fn a_preparer_token_without_sites_is_refused() {
         .await
         .expect("central pharmacy");
     assert_eq!(central.arm_id, "MSC");
+}
+
+/// While randomisation is down, another site's subject with a code gets
+/// what an unknown subject gets then: UNAVAILABLE, not NotFound.
+#[tokio::test]
+async fn another_sites_subject_is_not_told_apart_while_randomisation_is_down() {
+    let f = fixture().await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    f.randomisation.set_down(true);
+    let elsewhere = investigator("FR-PAR");
+    let known = f
+        .service
+        .subject_blinding(&elsewhere, "RESPINE", "R-001")
+        .await
+        .expect_err("another site");
+    let unknown = f
+        .service
+        .subject_blinding(&elsewhere, "RESPINE", "R-404")
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(unknown, BlindingError::Unavailable { .. }),
+        "{unknown:?}"
+    );
+    assert_eq!(known, unknown, "the same answer");
+    let emergency = |subject: &str| {
+        let subjects = vec![subject.to_owned()];
+        let service = &f.service;
+        let elsewhere = elsewhere.clone();
+        async move {
+            service
+                .emergency_unblind(
+                    &elsewhere,
+                    "RESPINE",
+                    &subjects,
+                    Some(ReasonCategory::SeriousAdverseEvent),
+                    "anaphylaxis",
+                )
+                .await
+                .expect_err("refused")
+        }
+    };
+    let known = emergency("R-001").await;
+    let unknown = emergency("R-404").await;
+    assert!(
+        matches!(unknown, BlindingError::Unavailable { .. }),
+        "{unknown:?}"
+    );
+    assert_eq!(known, unknown, "the same answer");
+    f.assert_nothing_revealed("RESPINE", "R-001").await;
+    // The subject's own site still reads it from the store.
+    let own = f
+        .service
+        .subject_blinding(&investigator("FR-MTP"), "RESPINE", "R-001")
+        .await
+        .expect("own site");
+    assert_eq!(own.site_id, "FR-MTP");
+    f.randomisation.set_down(false);
+    let known = f
+        .service
+        .subject_blinding(&elsewhere, "RESPINE", "R-001")
+        .await
+        .expect_err("another site");
+    assert!(matches!(known, BlindingError::NotFound(_)), "{known:?}");
+}
+
+/// Identifiers that would go into the immutable audit trail are checked
+/// first, as INVALID_ARGUMENT naming the field, and nothing is written.
+#[tokio::test]
+async fn identifiers_are_bounded_before_any_audit_or_lookup() {
+    let f = fixture().await;
+    f.allocate("FACET-X", "F-001", "US-ROC", "DMSO").await;
+    let before = f.audit_len().await;
+    let long = "X".repeat(65);
+    let desk = caller(&[Role::EmergencyDesk], &[], Some(now_seconds()));
+    for bad in [long.as_str(), "F-001\n", "a b", "<script>", "é"] {
+        let refused = f
+            .service
+            .emergency_unblind(
+                &desk,
+                "FACET-X",
+                &[bad.to_owned()],
+                Some(ReasonCategory::SeriousAdverseEvent),
+                "anaphylaxis",
+            )
+            .await
+            .expect_err("bad subject id");
+        assert_eq!(field_of(&refused), ["subject_ids[0]"], "{bad:?}");
+        let refused = f
+            .service
+            .safety_reveal(&service("safety"), "FACET-X", "F-001", bad)
+            .await
+            .expect_err("bad case id");
+        assert_eq!(field_of(&refused), ["case_id"], "{bad:?}");
+        let refused = f
+            .service
+            .planned_period_reveal(&investigator("US-ROC"), "FACET-X", "F-001", bad)
+            .await
+            .expect_err("bad period id");
+        assert_eq!(field_of(&refused), ["period_id"], "{bad:?}");
+        let refused = f
+            .service
+            .preparation_instruction(&preparer(&["US-ROC"]), "FACET-X", bad)
+            .await
+            .expect_err("bad code");
+        assert_eq!(field_of(&refused), ["code"], "{bad:?}");
+        let refused = f
+            .service
+            .record_given_treatment(&preparer(&["US-ROC"]), "FACET-X", "F-001", bad, "MSC", "")
+            .await
+            .expect_err("bad period id");
+        assert_eq!(field_of(&refused), ["period_id"], "{bad:?}");
+    }
+    let fetches = f.randomisation.fetches.load(Ordering::SeqCst);
+    assert_eq!(f.audit_len().await, before, "nothing audited");
+    let refused = f
+        .service
+        .subject_blinding(&investigator("US-ROC"), "FACET-X", &long)
+        .await
+        .expect_err("bad subject id");
+    assert_eq!(field_of(&refused), ["subject_id"]);
+    assert_eq!(
+        f.randomisation.fetches.load(Ordering::SeqCst),
+        fetches,
+        "nothing looked up"
+    );
+    // Every shape the project's own identifiers take still passes.
+    let ok = f
+        .service
+        .safety_reveal(&service("safety"), "FACET-X", "F-001", "CASE-2027.01:7_a")
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
 }
