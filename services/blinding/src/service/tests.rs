@@ -759,7 +759,7 @@ async fn given_treatment_is_recorded_against_the_crossover_arm() {
     ] {
         let status = f
             .service
-            .blinding_status(&caller(&[role.clone()], &[], None), "FACET-X")
+            .blinding_status(&caller(std::slice::from_ref(&role), &[], None), "FACET-X")
             .await
             .expect("status");
         assert_eq!(status.deviations, seen, "{role}");
@@ -772,7 +772,11 @@ async fn given_treatment_is_recorded_against_the_crossover_arm() {
     ] {
         let view = f
             .service
-            .subject_blinding(&caller(&[role.clone()], &[], None), "FACET-X", "F-001")
+            .subject_blinding(
+                &caller(std::slice::from_ref(&role), &[], None),
+                "FACET-X",
+                "F-001",
+            )
             .await
             .expect("sponsor view");
         assert_eq!(view.periods[1].deviation, unblinded, "{role}");
