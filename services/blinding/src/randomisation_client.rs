@@ -25,21 +25,33 @@ impl GrpcRandomisationLookup {
     }
 }
 
-/// What a failed call means for the blinding service.
+/// What a failed call means for the blinding service. Only a call that
+/// may succeed if retried is Unavailable (and lets reveals fall back on the
+/// stored definition); a refusal of the request itself is permanent.
 pub fn lookup_error(status: &Status) -> LookupError {
     match status.code() {
         Code::NotFound => LookupError::NotFound,
-        Code::PermissionDenied | Code::Unauthenticated => {
-            LookupError::Refused(status.message().to_owned())
-        }
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
             LookupError::Unavailable(status.message().to_owned())
         }
-        // A connection that failed below gRPC surfaces as UNKNOWN or
-        // INTERNAL from the transport: treat it as unreachable, so reveals
-        // fall back on the stored definition.
-        other => LookupError::Unavailable(format!("{other:?}: {}", status.message())),
+        // tonic reports a connection that failed below gRPC as UNKNOWN with
+        // a transport error as its source: unreachable, not a refusal.
+        Code::Unknown if is_transport_error(status) => {
+            LookupError::Unavailable(status.message().to_owned())
+        }
+        other => LookupError::Refused(format!("{other:?}: {}", status.message())),
     }
+}
+
+fn is_transport_error(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>() || error.is::<std::io::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 fn timestamp(at: Option<prost_types::Timestamp>) -> Option<jiff::Timestamp> {
@@ -118,19 +130,30 @@ mod tests {
     #[test]
     fn statuses_map_to_what_the_service_does_next() {
         assert_eq!(lookup_error(&Status::not_found("x")), LookupError::NotFound);
+        let transport = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
         for status in [
             Status::unavailable("down"),
             Status::deadline_exceeded("slow"),
-            Status::unknown("transport error"),
+            Status::cancelled("gone"),
+            transport,
         ] {
             assert!(
                 matches!(lookup_error(&status), LookupError::Unavailable(_)),
                 "{status:?}"
             );
         }
+        // Permanent: retrying or falling back would hide them.
         for status in [
             Status::permission_denied("no"),
             Status::unauthenticated("who"),
+            Status::invalid_argument("bad id"),
+            Status::failed_precondition("draft"),
+            Status::internal("bug"),
+            Status::resource_exhausted("quota"),
+            Status::unknown("no transport error behind it"),
         ] {
             assert!(
                 matches!(lookup_error(&status), LookupError::Refused(_)),

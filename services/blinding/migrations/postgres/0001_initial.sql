@@ -73,7 +73,11 @@ CREATE TABLE reveals (
     period_id       TEXT,
     -- An emergency reveal under `after_emergency_unblinding: withdraw`.
     withdraws       BOOLEAN NOT NULL,
-    at              TEXT NOT NULL
+    at              TEXT NOT NULL,
+    -- 32 random bytes (hex) hashed with the row, so its sha256 in the
+    -- audit record cannot be recomputed for each arm to find the one
+    -- revealed. Never in the chained details.
+    salt            TEXT NOT NULL CHECK (length(salt) = 64)
 );
 CREATE INDEX reveals_by_subject ON reveals (trial_id, subject_id);
 
@@ -105,6 +109,8 @@ CREATE TABLE period_records (
     actor           TEXT NOT NULL,
     recorded_at     TEXT NOT NULL,
     audit_seq       BIGINT NOT NULL,
+    -- As in reveals: keeps the record's sha256 from revealing its arms.
+    salt            TEXT NOT NULL CHECK (length(salt) = 64),
     PRIMARY KEY (trial_id, subject_id, period_id)
 );
 

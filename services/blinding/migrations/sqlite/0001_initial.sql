@@ -74,7 +74,11 @@ CREATE TABLE reveals (
     period_id       TEXT,
     -- An emergency reveal under `after_emergency_unblinding: withdraw`.
     withdraws       INTEGER NOT NULL CHECK (withdraws IN (0, 1)),
-    at              TEXT NOT NULL
+    at              TEXT NOT NULL,
+    -- 32 random bytes (hex) hashed with the row, so its sha256 in the
+    -- audit record cannot be recomputed for each arm to find the one
+    -- revealed. Never in the chained details.
+    salt            TEXT NOT NULL CHECK (length(salt) = 64)
 );
 CREATE INDEX reveals_by_subject ON reveals (trial_id, subject_id);
 
@@ -106,6 +110,8 @@ CREATE TABLE period_records (
     actor           TEXT NOT NULL,
     recorded_at     TEXT NOT NULL,
     audit_seq       INTEGER NOT NULL,
+    -- As in reveals: keeps the record's sha256 from revealing its arms.
+    salt            TEXT NOT NULL CHECK (length(salt) = 64),
     PRIMARY KEY (trial_id, subject_id, period_id)
 );
 

@@ -25,12 +25,13 @@ pub const ARM_ASSIGNMENT_STREAM_KEY: &str = "treatment-codes/arms";
 pub const ISSUE_ORDER_STREAM_KEY: &str = "treatment-codes/issue-order";
 
 /// A guessed code of the right format must be a real one at most once in
-/// this many tries. The trial definition applies the same margin to its cap.
-pub const MIN_UNUSED_CODES_PER_CODE: f64 = 1e4;
+/// this many tries. The trial definition's validation applies the same
+/// margin to the same pool size (`TrialDefinition::code_pool_size`).
+pub const MIN_UNUSED_CODES_PER_CODE: f64 = equipoise_trial::MIN_UNUSED_CODES_PER_CODE;
 
 /// Far above any trial's enrolment; keeps a mistyped size from exhausting
-/// memory.
-pub const MAX_POOL_SIZE: u32 = 1_000_000;
+/// memory. The definition's validation refuses larger pools.
+pub const MAX_POOL_SIZE: u32 = equipoise_trial::MAX_CODE_POOL_SIZE;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GenerationError {

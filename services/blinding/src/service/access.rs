@@ -76,12 +76,21 @@ pub fn scope_for(caller: &Caller, allowed: &[Role]) -> Option<SiteScope> {
     }
 }
 
-/// An unblinded preparer works for its sites, or for every site when its
-/// token names none (a central pharmacy).
+/// The `sites` entry that makes a preparer a central pharmacy.
+pub const ALL_SITES: &str = "*";
+
+/// An unblinded preparer works for the sites its token names, or for every
+/// site when they include `"*"` (a central pharmacy). A token naming none
+/// is refused: a missing claim must not widen access to every site.
 pub fn preparer_scope(caller: &Caller) -> Result<SiteScope> {
     require_any(caller, &[Role::UnblindedPreparer], "preparation")?;
-    if caller.sites.is_empty() {
+    if caller.sites.contains(ALL_SITES) {
         Ok(SiteScope::All)
+    } else if caller.sites.is_empty() {
+        Err(BlindingError::PermissionDenied(
+            "an unblinded preparer token must name its sites, or \"*\" for a central pharmacy"
+                .into(),
+        ))
     } else {
         Ok(SiteScope::Own(caller.sites.clone()))
     }

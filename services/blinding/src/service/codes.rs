@@ -1,6 +1,8 @@
 //! Treatment codes: generating or uploading a trial's pools, assigning one
 //! code per allocation, and the pool status (never by arm).
 
+use std::sync::Arc;
+
 use equipoise_common::auth::{Caller, Role};
 use equipoise_stream::MasterSeed;
 use equipoise_trial::TrialDefinition;
@@ -117,8 +119,11 @@ impl BlindingService {
         })
     }
 
-    /// Fetches the trial and stores pools generated from its code seed: per
-    /// arm, as many codes as the trial's total cap (times the arm's ratio).
+    /// Fetches the trial and stores pools generated from its code seed:
+    /// `TrialDefinition::code_pool_size` codes, the size its validation
+    /// checked. Generating and storing run in a task of their own, so a
+    /// caller's deadline or cancellation cannot leave them half done and
+    /// make the next call start over.
     async fn generate_pools(&self, caller: &Caller, trial_id: &str) -> Result<()> {
         let fetched = match self.randomisation.trial_for_blinding(trial_id).await {
             Ok(fetched) => fetched,
@@ -136,24 +141,14 @@ impl BlindingService {
         };
         let trial = super::parse(&fetched.definition_yaml)?;
         check_mode(&trial)?;
-        let cap = trial
-            .caps
-            .total
-            .unwrap_or(MAX_POOL_SIZE / trial.ratio_sum().max(1));
-        let pool_size = cap.checked_mul(trial.ratio_sum()).ok_or_else(|| {
-            BlindingError::FailedPrecondition(format!(
-                "trial {trial_id}'s cap is too large for code pools"
-            ))
-        })?;
-        let pools = generate_pools(
-            &MasterSeed(fetched.code_seed),
-            &trial.blinding.code_format,
-            &trial.arms,
-            pool_size,
-        )
-        .map_err(|e| {
-            BlindingError::FailedPrecondition(format!("code pools of trial {trial_id}: {e}"))
-        })?;
+        let pool_size = u32::try_from(trial.code_pool_size())
+            .ok()
+            .filter(|size| *size <= MAX_POOL_SIZE)
+            .ok_or_else(|| {
+                BlindingError::FailedPrecondition(format!(
+                    "trial {trial_id}'s cap is too large for code pools"
+                ))
+            })?;
         let snapshot = DefinitionSnapshot {
             version: fetched.version,
             definition_yaml: fetched.definition_yaml,
@@ -162,17 +157,34 @@ impl BlindingService {
             caller,
             "pools.generated",
             format!("trial/{trial_id}"),
-            json!({ "arms": pools.len(), "pool_size": pool_size, "version": snapshot.version }),
+            json!({ "arms": trial.arms.len(), "pool_size": pool_size, "version": snapshot.version }),
         );
-        match self
-            .store
-            .put_pools(trial_id, &pools, CodeSource::Generated, &snapshot, entry)
+        let store = Arc::clone(&self.store);
+        let seed = MasterSeed(fetched.code_seed);
+        let trial_id = trial_id.to_owned();
+        let task = tokio::spawn(async move {
+            // Drawing up to a million codes is CPU work: off the runtime.
+            let format = trial.blinding.code_format.clone();
+            let arms = trial.arms.clone();
+            let pools = tokio::task::spawn_blocking(move || {
+                generate_pools(&seed, &format, &arms, pool_size)
+            })
             .await
-        {
-            // A racing first call stored them first: the same pools.
-            Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+            .map_err(|e| BlindingError::Internal(format!("code generation failed: {e}")))?
+            .map_err(|e| {
+                BlindingError::FailedPrecondition(format!("code pools of trial {trial_id}: {e}"))
+            })?;
+            match store
+                .put_pools(&trial_id, &pools, CodeSource::Generated, &snapshot, entry)
+                .await
+            {
+                // A racing first call stored them first: the same pools.
+                Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+                Err(error) => Err(BlindingError::from(error)),
+            }
+        });
+        task.await
+            .map_err(|e| BlindingError::Internal(format!("code generation failed: {e}")))?
     }
 
     /// Stores a statistician's pools in place of generated ones, before
@@ -253,6 +265,15 @@ impl BlindingService {
             .min_by_key(|level| rank(*level));
         let codes_assigned = pools.values().map(|c| c.issued).sum();
         let counts = self.store.reveal_counts(trial_id).await?;
+        // A deviation is a treatment given other than the one assigned:
+        // its count, set against the arms' sizes, hints at the arms, so
+        // only the unblinded medical monitor and emergency desk see it;
+        // trial admins and statisticians are blinded and get 0.
+        let deviations = if caller.has_any_role(&[Role::MedicalMonitor, Role::EmergencyDesk]) {
+            counts.deviations
+        } else {
+            0
+        };
         Ok(BlindingStatus {
             trial_id: trial_id.to_owned(),
             pool_level,
@@ -260,7 +281,7 @@ impl BlindingService {
             emergency_unblindings: counts.emergency,
             safety_reviews: counts.safety_reviews,
             planned_reveals: counts.planned,
-            deviations: counts.deviations,
+            deviations,
         })
     }
 }

@@ -325,6 +325,38 @@ fn required(path: &str, value: &str, problems: &mut Vec<equipoise_trial::Problem
     }
 }
 
+/// The longest identifier (subject, code, case, period, arm) a request
+/// may carry.
+pub const MAX_IDENTIFIER_CHARS: usize = 64;
+
+/// An identifier from a caller, checked before it reaches the immutable
+/// audit trail or a lookup: 1-64 letters, digits, '.', '_', ':' or '-'
+/// (randomisation's subject ids, the trial's arm and period ids and every
+/// code format fit).
+fn identifier(path: &str, value: &str, problems: &mut Vec<equipoise_trial::Problem>) {
+    if value.trim().is_empty() {
+        return required(path, value, problems);
+    }
+    let ok = value.len() <= MAX_IDENTIFIER_CHARS
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if !ok {
+        problems.push(equipoise_trial::Problem {
+            path: path.into(),
+            message: format!(
+                "must be 1-{MAX_IDENTIFIER_CHARS} letters, digits, '.', '_', ':' or '-'"
+            ),
+        });
+    }
+}
+
+/// The answer for a subject whose allocation cannot be read now, and for
+/// one outside the caller's sites while randomisation is down.
+fn allocation_unavailable(reason: &str) -> BlindingError {
+    BlindingError::unavailable(format!("the allocation cannot be read now: {reason}"))
+}
+
 fn invalid_if_any(problems: Vec<equipoise_trial::Problem>) -> Result<()> {
     if problems.is_empty() {
         Ok(())

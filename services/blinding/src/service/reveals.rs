@@ -11,8 +11,8 @@ use super::access::{
 };
 use super::view::{BlindingState, state_of};
 use super::{
-    BlindingService, LookupError, MAX_NOTE_CHARS, MAX_REASON_CHARS, Result, invalid_if_any,
-    required, unknown_subject,
+    BlindingService, LookupError, MAX_NOTE_CHARS, MAX_REASON_CHARS, Result, allocation_unavailable,
+    identifier, invalid_if_any, required, unknown_subject,
 };
 use crate::error::BlindingError;
 use crate::store::{NewPeriodRecord, NewReveal, PeriodRecord, RevealKind};
@@ -92,6 +92,9 @@ pub(super) struct Allocation {
     pub arm_id: String,
     pub code: Option<String>,
     pub randomised_at: Option<jiff::Timestamp>,
+    /// Why randomisation could not be asked, when this came from the
+    /// store alone.
+    pub unavailable: Option<String>,
 }
 
 fn arm<'a>(trial: &'a TrialDefinition, arm_id: &str) -> Result<&'a Arm> {
@@ -154,11 +157,10 @@ impl BlindingService {
                         arm_id: assigned.arm_id,
                         code: Some(assigned.code),
                         randomised_at: None,
+                        unavailable: Some(reason),
                     }));
                 }
-                return Err(BlindingError::unavailable(format!(
-                    "the allocation cannot be read now: {reason}"
-                )));
+                return Err(allocation_unavailable(&reason));
             }
             Err(LookupError::Refused(reason)) => {
                 return Err(BlindingError::Internal(format!(
@@ -172,20 +174,24 @@ impl BlindingService {
                 arm_id: assigned.arm_id,
                 code: Some(assigned.code),
                 randomised_at: looked_up.and_then(|l| l.randomised_at),
+                unavailable: None,
             }),
             (None, Some(looked_up)) => Some(Allocation {
                 site_id: looked_up.site_id,
                 arm_id: looked_up.arm_id,
                 code: None,
                 randomised_at: looked_up.randomised_at,
+                unavailable: None,
             }),
             (None, None) => None,
         })
     }
 
     /// The subject's allocation if the scope covers its site; an unknown
-    /// subject and another site's subject get the same answer.
-    async fn allocation_in_scope(
+    /// subject and another site's subject get the same answer at any
+    /// moment: UNAVAILABLE while randomisation is down (as an unknown
+    /// subject then gets, though the store knows this one), else NotFound.
+    pub(super) async fn allocation_in_scope(
         &self,
         trial_id: &str,
         subject_id: &str,
@@ -193,6 +199,10 @@ impl BlindingService {
     ) -> Result<Allocation> {
         match self.allocation(trial_id, subject_id).await? {
             Some(allocation) if scope.covers(&allocation.site_id) => Ok(allocation),
+            Some(Allocation {
+                unavailable: Some(reason),
+                ..
+            }) => Err(allocation_unavailable(&reason)),
             _ => Err(unknown_subject(trial_id, subject_id)),
         }
     }
@@ -210,11 +220,21 @@ impl BlindingService {
         let entry = self.entry(caller, &action, entity, details);
         let recorded = self.store.record_reveal(reveal, entry).await?;
         self.notified.notify_waiters();
-        let all = self
+        // The reveal and its notification are committed: a failed read now
+        // must not leave the requester without the arm. The state then
+        // comes from this reveal alone, which earlier reveals could only
+        // have made later in rank (e.g. an earlier withdrawal).
+        let (state, continues_in_trial) = match self
             .store
             .reveals(&recorded.trial_id, &recorded.subject_id)
-            .await?;
-        let (state, continues_in_trial) = state_of(&all);
+            .await
+        {
+            Ok(all) => state_of(&all),
+            Err(error) => {
+                tracing::warn!(trial_id = %recorded.trial_id, %error, "could not read the reveals after recording one");
+                state_of(std::slice::from_ref(&recorded))
+            }
+        };
         Ok(Reveal {
             trial_id: recorded.trial_id,
             subject_id: recorded.subject_id,
@@ -249,7 +269,7 @@ impl BlindingService {
                 ),
             });
         } else {
-            required("subject_ids[0]", &subject_ids[0], &mut problems);
+            identifier("subject_ids[0]", &subject_ids[0], &mut problems);
         }
         if reason_category.is_none() {
             problems.push(equipoise_trial::Problem {
@@ -344,8 +364,8 @@ impl BlindingService {
         require_service(caller, "safety", "SafetyReveal")?;
         require_trial(caller, trial_id)?;
         let mut problems = Vec::new();
-        required("subject_id", subject_id, &mut problems);
-        required("case_id", case_id, &mut problems);
+        identifier("subject_id", subject_id, &mut problems);
+        identifier("case_id", case_id, &mut problems);
         invalid_if_any(problems)?;
         let trial = self.definition(caller, trial_id).await?;
         let allocation = self
@@ -388,8 +408,8 @@ impl BlindingService {
     ) -> Result<Reveal> {
         require_trial(caller, trial_id)?;
         let mut problems = Vec::new();
-        required("subject_id", subject_id, &mut problems);
-        required("period_id", period_id, &mut problems);
+        identifier("subject_id", subject_id, &mut problems);
+        identifier("period_id", period_id, &mut problems);
         invalid_if_any(problems)?;
         let trial = self.definition(caller, trial_id).await?;
         let Some(period) = trial.periods.iter().find(|p| p.id == period_id) else {
@@ -456,7 +476,7 @@ impl BlindingService {
         let scope = preparer_scope(caller)?;
         require_trial(caller, trial_id)?;
         let mut problems = Vec::new();
-        required("code", code, &mut problems);
+        identifier("code", code, &mut problems);
         invalid_if_any(problems)?;
         let details = json!({ "code": code });
         let unknown = || BlindingError::NotFound(format!("no code '{code}' in trial {trial_id}"));
@@ -518,9 +538,9 @@ impl BlindingService {
         let scope = preparer_scope(caller)?;
         require_trial(caller, trial_id)?;
         let mut problems = Vec::new();
-        required("subject_id", subject_id, &mut problems);
-        required("period_id", period_id, &mut problems);
-        required("given_arm_id", given_arm_id, &mut problems);
+        identifier("subject_id", subject_id, &mut problems);
+        identifier("period_id", period_id, &mut problems);
+        identifier("given_arm_id", given_arm_id, &mut problems);
         if note.chars().count() > MAX_NOTE_CHARS {
             problems.push(equipoise_trial::Problem {
                 path: "note".into(),

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use equipoise_common::auth::{Role, TrialScope};
 use equipoise_trial::examples::{FACET_CROSSOVER, RESPINE};
@@ -20,6 +20,8 @@ struct FakeRandomisation {
     trials: Mutex<HashMap<String, TrialForBlinding>>,
     allocations: Mutex<HashMap<(String, String), AllocatedArm>>,
     down: AtomicBool,
+    /// Calls of `trial_for_blinding` so far.
+    fetches: AtomicUsize,
 }
 
 impl FakeRandomisation {
@@ -63,6 +65,7 @@ impl RandomisationLookup for FakeRandomisation {
         &self,
         trial_id: &str,
     ) -> std::result::Result<TrialForBlinding, LookupError> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
             return Err(LookupError::Unavailable("connection refused".into()));
         }
@@ -615,7 +618,7 @@ async fn preparation_instructions_are_for_the_subjects_preparer_only() {
     assert_eq!(shown.subject_id, "R-001");
     let central = f
         .service
-        .preparation_instruction(&preparer(&[]), "RESPINE", &code)
+        .preparation_instruction(&preparer(&["*"]), "RESPINE", &code)
         .await
         .expect("central pharmacy");
     assert_eq!(central.arm_id, "MSC");
@@ -635,7 +638,7 @@ async fn preparation_instructions_are_for_the_subjects_preparer_only() {
     let before = f.audit_len().await;
     let other_trial = f
         .service
-        .preparation_instruction(&preparer(&[]), "RESPINE", &facet_code)
+        .preparation_instruction(&preparer(&["*"]), "RESPINE", &facet_code)
         .await
         .expect_err("another trial's code");
     assert_eq!(
@@ -747,12 +750,43 @@ async fn given_treatment_is_recorded_against_the_crossover_arm() {
     assert!(matches!(elsewhere, Err(BlindingError::NotFound(_))));
     assert_eq!(f.audit_len().await, before, "nothing written");
 
-    let status = f
-        .service
-        .blinding_status(&caller(&[Role::Statistician], &[], None), "FACET-X")
-        .await
-        .expect("status");
-    assert_eq!(status.deviations, 1);
+    // Deviations hint at the arms: counted for unblinded roles only.
+    for (role, seen) in [
+        (Role::Statistician, 0),
+        (Role::TrialAdmin, 0),
+        (Role::MedicalMonitor, 1),
+        (Role::EmergencyDesk, 1),
+    ] {
+        let status = f
+            .service
+            .blinding_status(&caller(std::slice::from_ref(&role), &[], None), "FACET-X")
+            .await
+            .expect("status");
+        assert_eq!(status.deviations, seen, "{role}");
+    }
+    for (role, unblinded) in [
+        (Role::Statistician, false),
+        (Role::TrialAdmin, false),
+        (Role::MedicalMonitor, true),
+        (Role::EmergencyDesk, true),
+    ] {
+        let view = f
+            .service
+            .subject_blinding(
+                &caller(std::slice::from_ref(&role), &[], None),
+                "FACET-X",
+                "F-001",
+            )
+            .await
+            .expect("sponsor view");
+        assert_eq!(view.periods[1].deviation, unblinded, "{role}");
+        assert_eq!(view.periods[1].given_arm_id.is_some(), unblinded, "{role}");
+        assert_eq!(
+            view.periods[1].assigned_arm_id.as_deref(),
+            unblinded.then_some("MSC"),
+            "{role}"
+        );
+    }
     let own = f
         .service
         .subject_blinding(&pharmacy, "FACET-X", "F-001")
@@ -971,4 +1005,305 @@ async fn blinded_roles_never_see_an_arm() {
             "'{secret}' reached a blinded role:\n{all}"
         );
     }
+}
+
+// ------------------------------------------------------- review findings
+
+/// Stores tiny uploaded pools for RESPINE: MSC one code, SHAM two.
+async fn tiny_respine_pools(f: &Fixture) {
+    use crate::codes::CodePool;
+    use crate::store::{CodeSource, DefinitionSnapshot};
+    let pools = [
+        CodePool {
+            arm_id: "MSC".into(),
+            codes: vec!["R-AAAAAA".into()],
+        },
+        CodePool {
+            arm_id: "SHAM".into(),
+            codes: vec!["R-BBBBBB".into(), "R-CCCCCC".into()],
+        },
+    ];
+    let snapshot = DefinitionSnapshot {
+        version: 1,
+        definition_yaml: RESPINE.into(),
+    };
+    let entry = f.service.entry(
+        &service("test"),
+        "pools.uploaded",
+        "trial/RESPINE".into(),
+        json!({}),
+    );
+    f.service
+        .store
+        .put_pools("RESPINE", &pools, CodeSource::Uploaded, &snapshot, entry)
+        .await
+        .expect("pools");
+}
+
+/// One empty pool refuses every arm the same way, writing nothing: a
+/// refusal only for the empty arm's subjects would tell them their arm.
+#[tokio::test]
+async fn an_empty_pool_refuses_every_arm_identically() {
+    let f = fixture().await;
+    tiny_respine_pools(&f).await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    let before = f.audit_len().await;
+    let counts = f
+        .service
+        .store
+        .pool_counts("RESPINE")
+        .await
+        .expect("counts");
+    let mut refusals = Vec::new();
+    for (subject, arm) in [("R-002", "MSC"), ("R-003", "SHAM")] {
+        f.randomisation
+            .allocate("RESPINE", subject, "FR-MTP", arm, "2026-06-01T09:00:00Z");
+        let refused = f
+            .service
+            .assign_code(
+                &service("randomisation"),
+                "RESPINE",
+                subject,
+                "FR-MTP",
+                arm,
+                None,
+            )
+            .await
+            .expect_err("a pool is empty");
+        assert!(
+            matches!(refused, BlindingError::ResourceExhausted(_)),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("RESPINE"), "{refused}");
+        refusals.push(refused.to_string());
+    }
+    assert_eq!(refusals[0], refusals[1], "the same refusal for every arm");
+    assert_eq!(f.audit_len().await, before, "nothing written");
+    assert_eq!(
+        f.service
+            .store
+            .pool_counts("RESPINE")
+            .await
+            .expect("counts"),
+        counts,
+        "nothing issued"
+    );
+    assert_eq!(
+        f.service.store.assignment("RESPINE", "R-003").await,
+        Ok(None)
+    );
+}
+
+/// The first AssignCode of a trial generates its pools in a task of its
+/// own: a caller that gives up once generation started does not stop them
+/// being stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_are_stored_even_when_the_first_caller_gives_up() {
+    use std::future::Future;
+    use std::task::Poll;
+    let f = fixture().await;
+    f.randomisation
+        .allocate("RESPINE", "R-001", "FR-MTP", "MSC", "2026-06-01T09:00:00Z");
+    let caller = service("randomisation");
+    let mut first = Box::pin(
+        f.service
+            .assign_code(&caller, "RESPINE", "R-001", "FR-MTP", "MSC", None),
+    );
+    // Poll until the definition was fetched: from there to the task's
+    // spawn nothing awaits, so the generation is under way.
+    std::future::poll_fn(|cx| {
+        if first.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if f.randomisation.fetches.load(Ordering::SeqCst) > 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let counts = f
+            .service
+            .store
+            .pool_counts("RESPINE")
+            .await
+            .expect("counts");
+        if !counts.is_empty() {
+            let total: u32 = counts.values().map(|c| c.pool_size).sum();
+            assert_eq!(total, 228, "the definition's code_pool_size");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "pools never stored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_preparer_token_without_sites_is_refused() {
+    let f = fixture().await;
+    let code = f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    let refused = f
+        .service
+        .preparation_instruction(&preparer(&[]), "RESPINE", &code)
+        .await
+        .expect_err("no sites claim");
+    assert_eq!(
+        refused,
+        BlindingError::PermissionDenied(
+            "an unblinded preparer token must name its sites, or \"*\" for a central pharmacy"
+                .into()
+        )
+    );
+    let view = f
+        .service
+        .subject_blinding(&preparer(&[]), "RESPINE", "R-001")
+        .await;
+    assert!(matches!(view, Err(BlindingError::PermissionDenied(_))));
+    let record = f
+        .service
+        .record_given_treatment(&preparer(&[]), "RESPINE", "R-001", "main", "MSC", "")
+        .await;
+    assert!(matches!(record, Err(BlindingError::PermissionDenied(_))));
+    f.assert_nothing_revealed("RESPINE", "R-001").await;
+    let central = f
+        .service
+        .preparation_instruction(&preparer(&["*"]), "RESPINE", &code)
+        .await
+        .expect("central pharmacy");
+    assert_eq!(central.arm_id, "MSC");
+}
+
+/// While randomisation is down, another site's subject with a code gets
+/// what an unknown subject gets then: UNAVAILABLE, not NotFound.
+#[tokio::test]
+async fn another_sites_subject_is_not_told_apart_while_randomisation_is_down() {
+    let f = fixture().await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    f.randomisation.set_down(true);
+    let elsewhere = investigator("FR-PAR");
+    let known = f
+        .service
+        .subject_blinding(&elsewhere, "RESPINE", "R-001")
+        .await
+        .expect_err("another site");
+    let unknown = f
+        .service
+        .subject_blinding(&elsewhere, "RESPINE", "R-404")
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(unknown, BlindingError::Unavailable { .. }),
+        "{unknown:?}"
+    );
+    assert_eq!(known, unknown, "the same answer");
+    let emergency = |subject: &str| {
+        let subjects = vec![subject.to_owned()];
+        let service = &f.service;
+        let elsewhere = elsewhere.clone();
+        async move {
+            service
+                .emergency_unblind(
+                    &elsewhere,
+                    "RESPINE",
+                    &subjects,
+                    Some(ReasonCategory::SeriousAdverseEvent),
+                    "anaphylaxis",
+                )
+                .await
+                .expect_err("refused")
+        }
+    };
+    let known = emergency("R-001").await;
+    let unknown = emergency("R-404").await;
+    assert!(
+        matches!(unknown, BlindingError::Unavailable { .. }),
+        "{unknown:?}"
+    );
+    assert_eq!(known, unknown, "the same answer");
+    f.assert_nothing_revealed("RESPINE", "R-001").await;
+    // The subject's own site still reads it from the store.
+    let own = f
+        .service
+        .subject_blinding(&investigator("FR-MTP"), "RESPINE", "R-001")
+        .await
+        .expect("own site");
+    assert_eq!(own.site_id, "FR-MTP");
+    f.randomisation.set_down(false);
+    let known = f
+        .service
+        .subject_blinding(&elsewhere, "RESPINE", "R-001")
+        .await
+        .expect_err("another site");
+    assert!(matches!(known, BlindingError::NotFound(_)), "{known:?}");
+}
+
+/// Identifiers that would go into the immutable audit trail are checked
+/// first, as INVALID_ARGUMENT naming the field, and nothing is written.
+#[tokio::test]
+async fn identifiers_are_bounded_before_any_audit_or_lookup() {
+    let f = fixture().await;
+    f.allocate("FACET-X", "F-001", "US-ROC", "DMSO").await;
+    let before = f.audit_len().await;
+    let long = "X".repeat(65);
+    let desk = caller(&[Role::EmergencyDesk], &[], Some(now_seconds()));
+    for bad in [long.as_str(), "F-001\n", "a b", "<script>", "é"] {
+        let refused = f
+            .service
+            .emergency_unblind(
+                &desk,
+                "FACET-X",
+                &[bad.to_owned()],
+                Some(ReasonCategory::SeriousAdverseEvent),
+                "anaphylaxis",
+            )
+            .await
+            .expect_err("bad subject id");
+        assert_eq!(field_of(&refused), ["subject_ids[0]"], "{bad:?}");
+        let refused = f
+            .service
+            .safety_reveal(&service("safety"), "FACET-X", "F-001", bad)
+            .await
+            .expect_err("bad case id");
+        assert_eq!(field_of(&refused), ["case_id"], "{bad:?}");
+        let refused = f
+            .service
+            .planned_period_reveal(&investigator("US-ROC"), "FACET-X", "F-001", bad)
+            .await
+            .expect_err("bad period id");
+        assert_eq!(field_of(&refused), ["period_id"], "{bad:?}");
+        let refused = f
+            .service
+            .preparation_instruction(&preparer(&["US-ROC"]), "FACET-X", bad)
+            .await
+            .expect_err("bad code");
+        assert_eq!(field_of(&refused), ["code"], "{bad:?}");
+        let refused = f
+            .service
+            .record_given_treatment(&preparer(&["US-ROC"]), "FACET-X", "F-001", bad, "MSC", "")
+            .await
+            .expect_err("bad period id");
+        assert_eq!(field_of(&refused), ["period_id"], "{bad:?}");
+    }
+    let fetches = f.randomisation.fetches.load(Ordering::SeqCst);
+    assert_eq!(f.audit_len().await, before, "nothing audited");
+    let refused = f
+        .service
+        .subject_blinding(&investigator("US-ROC"), "FACET-X", &long)
+        .await
+        .expect_err("bad subject id");
+    assert_eq!(field_of(&refused), ["subject_id"]);
+    assert_eq!(
+        f.randomisation.fetches.load(Ordering::SeqCst),
+        fetches,
+        "nothing looked up"
+    );
+    // Every shape the project's own identifiers take still passes.
+    let ok = f
+        .service
+        .safety_reveal(&service("safety"), "FACET-X", "F-001", "CASE-2027.01:7_a")
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
 }

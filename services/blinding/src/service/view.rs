@@ -6,7 +6,7 @@ use equipoise_common::time::format_rfc3339;
 
 use super::access::{preparer_scope, require_trial, viewer_scope};
 use super::reveals::period_start;
-use super::{BlindingService, Result, invalid_if_any, required, unknown_subject};
+use super::{BlindingService, Result, identifier, invalid_if_any};
 use crate::store::{RevealKind, RevealRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +47,9 @@ pub struct RevealEvent {
     pub audit_seq: u64,
 }
 
-/// A period of the subject. Arms and the deviation flag only for an
-/// unblinded preparer; `None`/false for everyone else.
+/// A period of the subject. Arms and the deviation flag only for unblinded
+/// roles (preparer, medical monitor, emergency desk); `None`/false for
+/// everyone else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeriodView {
     pub period_id: String,
@@ -90,12 +91,16 @@ impl BlindingService {
         };
         require_trial(caller, trial_id)?;
         let mut problems = Vec::new();
-        required("subject_id", subject_id, &mut problems);
+        identifier("subject_id", subject_id, &mut problems);
         invalid_if_any(problems)?;
-        let allocation = match self.allocation(trial_id, subject_id).await? {
-            Some(allocation) if scope.covers(&allocation.site_id) => allocation,
-            _ => return Err(unknown_subject(trial_id, subject_id)),
-        };
+        let allocation = self
+            .allocation_in_scope(trial_id, subject_id, &scope)
+            .await?;
+        // Arms and deviations only for unblinded roles: a preparer (at its
+        // sites, by its scope), the medical monitor and the emergency desk.
+        // Never site roles, trial admins or statisticians.
+        let unblinded =
+            preparer || caller.has_any_role(&[Role::MedicalMonitor, Role::EmergencyDesk]);
         let reveals = self.store.reveals(trial_id, subject_id).await?;
         let (state, continues_in_trial) = state_of(&reveals);
         let records = self.store.period_records(trial_id, subject_id).await?;
@@ -115,9 +120,9 @@ impl BlindingService {
                 });
                 PeriodView {
                     period_id: record.period_id,
-                    assigned_arm_id: preparer.then_some(record.assigned_arm_id),
-                    given_arm_id: preparer.then_some(record.given_arm_id),
-                    deviation: preparer && record.deviation,
+                    assigned_arm_id: unblinded.then_some(record.assigned_arm_id),
+                    given_arm_id: unblinded.then_some(record.given_arm_id),
+                    deviation: unblinded && record.deviation,
                     recorded_at: Some(record.recorded_at),
                     planned_reveal_at,
                 }

@@ -159,6 +159,9 @@ pub struct RevealRecord {
     pub period_id: Option<String>,
     pub withdraws: bool,
     pub at: String,
+    /// Hex of the row's random salt, hashed into the sha256 its audit
+    /// record chains. For verifying the row only: never returned to callers.
+    pub salt: String,
 }
 
 /// An unblinding notification: who, where, when and why, never the arm.
@@ -205,6 +208,8 @@ pub struct PeriodRecord {
     pub actor: String,
     pub recorded_at: String,
     pub audit_seq: u64,
+    /// As [`RevealRecord::salt`].
+    pub salt: String,
 }
 
 /// A trial's reveals by kind and its deviations: counts only.

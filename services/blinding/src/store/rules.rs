@@ -79,6 +79,18 @@ pub fn pool_issued(issued: Option<i64>, arm_id: &str) -> StoreResult<i64> {
     })
 }
 
+/// No pool of the trial may be empty: one empty pool refuses every arm,
+/// with the same error, so the refusal names no arm.
+pub fn no_pool_empty(empty_pools: i64, trial_id: &str) -> StoreResult<()> {
+    if empty_pools == 0 {
+        Ok(())
+    } else {
+        Err(StoreError::PoolEmpty {
+            trial_id: trial_id.to_owned(),
+        })
+    }
+}
+
 /// The code at the next position, or the pool is empty.
 pub fn next_code(code: Option<String>, trial_id: &str) -> StoreResult<String> {
     code.ok_or_else(|| StoreError::PoolEmpty {
@@ -123,9 +135,20 @@ pub fn pool_counts(rows: Vec<(String, i64, i64)>) -> StoreResult<BTreeMap<String
         .collect()
 }
 
-/// The sha256 of a reveal row's content: what its audit record chains in
-/// place of the arm, so a blinded export still verifies against the row.
-pub fn reveal_sha256(reveal: &NewReveal, at: &str, actor: &str, role: &str) -> String {
+/// A fresh random salt for a side row, as hex. Without it, every field of
+/// a row but the arm is readable by a blinded auditor, so hashing the row
+/// once per arm would find the arm its sha256 hides.
+pub fn new_salt() -> StoreResult<String> {
+    // The OS's generator, as for a master seed.
+    let bytes = equipoise_stream::MasterSeed::from_os()
+        .map_err(|e| StoreError::Unavailable(format!("no randomness for a salt: {e}")))?;
+    Ok(hex::encode(bytes.0))
+}
+
+/// The sha256 of a reveal row's content and salt: what its audit record
+/// chains in place of the arm, so a blinded export still verifies against
+/// the row, but cannot be recomputed for each arm without the salt.
+pub fn reveal_sha256(reveal: &NewReveal, at: &str, actor: &str, role: &str, salt: &str) -> String {
     use sha2::{Digest, Sha256};
     let row = serde_json::json!({
         "kind": reveal.kind.as_str(),
@@ -141,12 +164,14 @@ pub fn reveal_sha256(reveal: &NewReveal, at: &str, actor: &str, role: &str) -> S
         "period_id": reveal.period_id,
         "withdraws": reveal.withdraws,
         "at": at,
+        "salt": salt,
     });
     hex::encode(Sha256::digest(row.to_string().as_bytes()))
 }
 
-/// The sha256 of a period record's content, chained in place of its arms.
-pub fn period_sha256(record: &NewPeriodRecord, at: &str, actor: &str) -> String {
+/// The sha256 of a period record's content and salt, chained in place of
+/// its arms (salted as [`reveal_sha256`]).
+pub fn period_sha256(record: &NewPeriodRecord, at: &str, actor: &str, salt: &str) -> String {
     use sha2::{Digest, Sha256};
     let row = serde_json::json!({
         "trial_id": record.trial_id,
@@ -158,6 +183,7 @@ pub fn period_sha256(record: &NewPeriodRecord, at: &str, actor: &str) -> String 
         "note": record.note,
         "actor": actor,
         "recorded_at": at,
+        "salt": salt,
     });
     hex::encode(Sha256::digest(row.to_string().as_bytes()))
 }

@@ -70,15 +70,17 @@ macro_rules! impl_store {
                     .bind(&pool.arm_id)
                     .execute(&mut **tx)
                     .await?;
-                for (position, code) in (0_i64..).zip(&pool.codes) {
-                    sqlx::query(sql::INSERT_CODE)
-                        .bind(trial_id)
-                        .bind(&pool.arm_id)
-                        .bind(position)
-                        .bind(code)
-                        .bind(source.as_str())
-                        .execute(&mut **tx)
-                        .await?;
+                let numbered: Vec<(i64, &String)> = (0_i64..).zip(&pool.codes).collect();
+                for batch in numbered.chunks(sql::CODES_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<sqlx::$database>::new(sql::INSERT_CODES);
+                    insert.push_values(batch, |mut row, (position, code)| {
+                        row.push_bind(trial_id)
+                            .push_bind(&pool.arm_id)
+                            .push_bind(*position)
+                            .push_bind(*code)
+                            .push_bind(source.as_str());
+                    });
+                    insert.build().execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -247,6 +249,13 @@ macro_rules! impl_store {
                     if let Some(existing) = assignment_in(&mut tx, trial_id, subject_id).await? {
                         return rules::repeat(existing, site_id, arm_id);
                     }
+                    // Read under the trial row's lock, so no assignment
+                    // empties a pool between this check and the issue.
+                    let empty: i64 = sqlx::query_scalar(sql::EMPTY_POOLS)
+                        .bind(trial_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    rules::no_pool_empty(empty, trial_id)?;
                     let assignment =
                         issue_next(&mut tx, trial_id, subject_id, site_id, arm_id, &audit.at)
                             .await?;
@@ -288,8 +297,9 @@ macro_rules! impl_store {
                     reveal: NewReveal,
                     audit: AuditEntry,
                 ) -> StoreResult<RevealRecord> {
+                    let salt = rules::new_salt()?;
                     let digest =
-                        rules::reveal_sha256(&reveal, &audit.at, &audit.actor, &audit.role);
+                        rules::reveal_sha256(&reveal, &audit.at, &audit.actor, &audit.role, &salt);
                     let (at, actor, role) =
                         (audit.at.clone(), audit.actor.clone(), audit.role.clone());
                     let mut tx = begin_write(&self.pool).await?;
@@ -311,6 +321,7 @@ macro_rules! impl_store {
                         .bind(&reveal.period_id)
                         .bind(reveal.withdraws)
                         .bind(&at)
+                        .bind(&salt)
                         .execute(&mut *tx)
                         .await?;
                     if reveal.kind.notifies() {
@@ -343,6 +354,7 @@ macro_rules! impl_store {
                         period_id: reveal.period_id,
                         withdraws: reveal.withdraws,
                         at,
+                        salt,
                     })
                 }
 
@@ -392,7 +404,8 @@ macro_rules! impl_store {
                     if let Some(existing) = existing {
                         return rules::period_repeat(existing, &record);
                     }
-                    let digest = rules::period_sha256(&record, &audit.at, &audit.actor);
+                    let salt = rules::new_salt()?;
+                    let digest = rules::period_sha256(&record, &audit.at, &audit.actor, &salt);
                     let (at, actor) = (audit.at.clone(), audit.actor.clone());
                     let seq =
                         append_first(&mut tx, rules::with_detail(audit, "record_sha256", &digest))
@@ -409,6 +422,7 @@ macro_rules! impl_store {
                         .bind(&actor)
                         .bind(&at)
                         .bind(seq)
+                        .bind(&salt)
                         .execute(&mut *tx)
                         .await;
                     if let Err(error) = inserted {
@@ -439,6 +453,7 @@ macro_rules! impl_store {
                         actor,
                         recorded_at: at,
                         audit_seq: sql::from_column(seq, "audit seq")?,
+                        salt,
                     })
                 }
 

@@ -33,7 +33,20 @@ pub const REFRESH_DEFINITION: &str =
 
 pub const INSERT_POOL: &str = "INSERT INTO code_pools (trial_id, arm_id) VALUES ($1, $2)";
 
-pub const INSERT_CODE: &str = "INSERT INTO treatment_codes (trial_id, arm_id, position, code, source) VALUES ($1, $2, $3, $4, $5)";
+/// Followed by one `VALUES` row per code (a batch of [`CODES_PER_INSERT`]).
+pub const INSERT_CODES: &str =
+    "INSERT INTO treatment_codes (trial_id, arm_id, position, code, source) ";
+
+/// Codes per INSERT: one round trip per batch, not per code, and 2,500
+/// binds, well under both backends' limits (SQLite 32,766, PostgreSQL 65,535).
+pub const CODES_PER_INSERT: usize = 500;
+
+/// How many of the trial's pools have no code left. Any at all refuses
+/// every arm's assignment: refusing only the empty arm's subjects would
+/// tell them their arm.
+pub const EMPTY_POOLS: &str = "SELECT COUNT(*) FROM code_pools p
+     WHERE p.trial_id = $1 AND p.issued >= (SELECT COUNT(*) FROM treatment_codes c
+         WHERE c.trial_id = p.trial_id AND c.arm_id = p.arm_id)";
 
 /// How many codes of the arm's pool were issued: the next code's position.
 pub const POOL_ISSUED: &str = "SELECT issued FROM code_pools WHERE trial_id = $1 AND arm_id = $2";
@@ -68,12 +81,12 @@ pub const INSERT_ASSIGNMENT: &str =
 
 pub const INSERT_REVEAL: &str =
     "INSERT INTO reveals (audit_seq, kind, trial_id, subject_id, site_id, arm_id, actor, role,
-     reason_category, reason, case_id, period_id, withdraws, at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+     reason_category, reason, case_id, period_id, withdraws, at, salt)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 pub const REVEALS: &str =
     "SELECT audit_seq, kind, trial_id, subject_id, site_id, arm_id, actor, role,
-     reason_category, reason, case_id, period_id, withdraws, at FROM reveals
+     reason_category, reason, case_id, period_id, withdraws, at, salt FROM reveals
      WHERE trial_id = $1 AND subject_id = $2 ORDER BY audit_seq";
 
 pub const REVEAL_COUNTS: &str =
@@ -92,18 +105,18 @@ pub const NOTIFICATIONS: &str =
 
 pub const PERIOD_RECORD: &str =
     "SELECT trial_id, subject_id, period_id, assigned_arm_id, given_arm_id, deviation, note,
-     actor, recorded_at, audit_seq FROM period_records
+     actor, recorded_at, audit_seq, salt FROM period_records
      WHERE trial_id = $1 AND subject_id = $2 AND period_id = $3";
 
 pub const PERIOD_RECORDS: &str =
     "SELECT trial_id, subject_id, period_id, assigned_arm_id, given_arm_id, deviation, note,
-     actor, recorded_at, audit_seq FROM period_records
+     actor, recorded_at, audit_seq, salt FROM period_records
      WHERE trial_id = $1 AND subject_id = $2 ORDER BY audit_seq";
 
 pub const INSERT_PERIOD_RECORD: &str =
     "INSERT INTO period_records (trial_id, subject_id, period_id, assigned_arm_id, given_arm_id,
-     deviation, note, actor, recorded_at, audit_seq)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+     deviation, note, actor, recorded_at, audit_seq, salt)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 pub const DEVIATIONS: &str =
     "SELECT COUNT(*) FROM period_records WHERE trial_id = $1 AND deviation = $2";
@@ -194,6 +207,7 @@ pub struct RevealRow {
     period_id: Option<String>,
     withdraws: bool,
     at: String,
+    salt: String,
 }
 
 impl TryFrom<RevealRow> for RevealRecord {
@@ -215,6 +229,7 @@ impl TryFrom<RevealRow> for RevealRecord {
             period_id: row.period_id,
             withdraws: row.withdraws,
             at: row.at,
+            salt: row.salt,
         })
     }
 }
@@ -262,6 +277,7 @@ pub struct PeriodRow {
     actor: String,
     recorded_at: String,
     audit_seq: i64,
+    salt: String,
 }
 
 impl TryFrom<PeriodRow> for PeriodRecord {
@@ -279,6 +295,7 @@ impl TryFrom<PeriodRow> for PeriodRecord {
             note: row.note,
             actor: row.actor,
             recorded_at: row.recorded_at,
+            salt: row.salt,
         })
     }
 }

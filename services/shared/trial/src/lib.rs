@@ -33,7 +33,37 @@ pub enum CovariateInput {
 /// The level index of each stratification factor, in factor order.
 pub type StratumLevels = Vec<usize>;
 
+/// Codes per unit of ratio when `caps.total` is absent.
+pub const UNCAPPED_CODES_PER_RATIO_UNIT: u32 = 10_000;
+
+/// The most codes a trial's pools may hold together: far above any
+/// enrolment, and keeps a mistyped cap from exhausting memory.
+pub const MAX_CODE_POOL_SIZE: u32 = 1_000_000;
+
+/// A guessed code of the right format must be a real one at most once in
+/// this many tries.
+pub const MIN_UNUSED_CODES_PER_CODE: f64 = 1e4;
+
+/// Total codes over all arms for a cap and a ratio total: each arm gets the
+/// cap (or [`UNCAPPED_CODES_PER_RATIO_UNIT`]) times its ratio, so no arm can
+/// run out before the trial's cap is reached. The one rule the definition's
+/// validation and the blinding service's generation share.
+pub fn code_pool_size_for(total_cap: Option<u32>, ratio_sum: u32) -> u64 {
+    u64::from(total_cap.unwrap_or(UNCAPPED_CODES_PER_RATIO_UNIT)) * u64::from(ratio_sum)
+}
+
 impl TrialDefinition {
+    /// Codes each unit of ratio gets: an arm of ratio r has r times this.
+    pub fn codes_per_ratio_unit(&self) -> u32 {
+        self.caps.total.unwrap_or(UNCAPPED_CODES_PER_RATIO_UNIT)
+    }
+
+    /// Total codes of the trial's pools over all arms (see
+    /// [`code_pool_size_for`]).
+    pub fn code_pool_size(&self) -> u64 {
+        code_pool_size_for(self.caps.total, self.ratio_sum())
+    }
+
     /// SHA-256 of the definition's canonical JSON: sorted keys, parsed rules
     /// in their canonical text, so layout and comments do not change it.
     pub fn canonical_sha256(&self) -> String {

@@ -285,3 +285,44 @@ fn the_default_planned_unblinding_roles_leave_the_canonical_hash_unchanged() {
     let other = parse_definition(&facet_with_planned_roles("[medical_monitor]")).expect("parses");
     assert_ne!(implicit.canonical_sha256(), other.canonical_sha256());
 }
+
+#[test]
+fn the_code_pool_size_is_the_cap_times_the_ratio_total() {
+    let respine = parse_definition(RESPINE).expect("respine parses");
+    assert_eq!(respine.codes_per_ratio_unit(), 114);
+    assert_eq!(respine.code_pool_size(), 228);
+    let facet = parse_definition(FACET).expect("facet parses");
+    assert_eq!(facet.code_pool_size(), 80);
+    assert_eq!(
+        code_pool_size_for(None, 3),
+        3 * u64::from(UNCAPPED_CODES_PER_RATIO_UNIT)
+    );
+}
+
+/// The entropy check covers every arm's codes, not only the cap: 100 × 10^4
+/// fits 20 bits, the 200 codes two arms get do not, and generation would
+/// refuse them.
+#[test]
+fn a_code_format_too_small_for_the_pools_is_refused_at_validation() {
+    let small = RESPINE
+        .replace("caps: { total: 114 }", "caps: { total: 100 }")
+        .replace("R-{6 random base32}", "R-{4 random base32}");
+    assert_problem(&problems_of(&small), "too few distinct codes");
+    let enough = RESPINE
+        .replace("caps: { total: 114 }", "caps: { total: 50 }")
+        .replace("R-{6 random base32}", "R-{4 random base32}");
+    assert_eq!(problems_of(&enough), Vec::<String>::new());
+}
+
+#[test]
+fn the_first_period_cannot_have_a_planned_reveal() {
+    let first = FACET.replace(
+        "{ id: blinded, months: 6 }",
+        "{ id: blinded, months: 6, planned_unblinding_at_start: true }",
+    );
+    assert_ne!(first, FACET, "the example's first period");
+    assert_problem(
+        &problems_of(&first),
+        "periods[0].planned_unblinding_at_start: the first period cannot have a planned reveal",
+    );
+}

@@ -14,8 +14,9 @@ pub(super) async fn assignment_takes_the_next_code_of_its_arm_in_issue_order(sto
         ("CONF-A-001", "A", "A-0"),
         ("CONF-A-002", "B", "B-0"),
         ("CONF-A-003", "A", "A-1"),
-        ("CONF-A-004", "A", "A-2"),
-        ("CONF-A-005", "B", "B-1"),
+        ("CONF-A-004", "B", "B-1"),
+        // Empties A last: from then on every arm is refused.
+        ("CONF-A-005", "A", "A-2"),
     ];
     for (subject, arm, code) in plan {
         let before = audit_len(store).await;
@@ -105,24 +106,33 @@ pub(super) async fn an_empty_pool_is_refused_never_another_arms_code(store: &dyn
         .await
         .expect("pools");
     assert_eq!(assign(store, TRIAL, "CONF-E-001", "A").await.code, "A-0");
-    for subject in ["CONF-E-002", "CONF-E-003"] {
-        let error = refused_assignment(store, TRIAL, subject, "A").await;
+    let before = audit_len(store).await;
+    // Every arm gets the same refusal: one only for arm A's subjects would
+    // tell them their arm.
+    for (subject, arm) in [
+        ("CONF-E-002", "A"),
+        ("CONF-E-003", "B"),
+        ("CONF-E-004", "B"),
+    ] {
+        let error = refused_assignment(store, TRIAL, subject, arm).await;
         assert_eq!(
             error,
             StoreError::PoolEmpty {
                 trial_id: TRIAL.into()
-            }
+            },
+            "arm {arm}"
         );
     }
+    assert_appended(store, before, 0, "refused assignments").await;
     assert_eq!(
         pool_counts(store, TRIAL).await["B"],
         counts(3, 0),
         "the other arm's pool is untouched"
     );
     assert_eq!(
-        assign(store, TRIAL, "CONF-E-004", "B").await.code,
-        "B-0",
-        "the other arm still issues in order"
+        assign(store, TRIAL, "CONF-E-001", "A").await.code,
+        "A-0",
+        "a repeat still gets its code"
     );
 }
 

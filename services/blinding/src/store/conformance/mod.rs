@@ -41,6 +41,7 @@ macro_rules! blinding_store_suite {
                 pools::codes_are_unique_per_trial_not_across_trials,
                 pools::bad_pools_are_refused_and_write_nothing,
                 pools::pool_counts_follow_assignments,
+                pools::large_pools_are_stored_in_batches_in_order,
                 assignment::assignment_takes_the_next_code_of_its_arm_in_issue_order,
                 assignment::a_repeat_with_the_same_arm_returns_the_same_code,
                 assignment::a_repeat_naming_another_arm_is_a_conflict_and_changes_nothing,
@@ -54,6 +55,7 @@ macro_rules! blinding_store_suite {
                 reveals::a_reveal_is_recorded_with_its_audit_and_notification,
                 reveals::notifications_resume_after_a_cursor,
                 reveals::period_records_are_kept_once,
+                reveals::a_side_row_sha256_cannot_be_matched_to_an_arm_without_its_salt,
             ],
         }
     };

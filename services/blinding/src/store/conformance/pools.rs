@@ -157,3 +157,36 @@ pub(super) async fn pool_counts_follow_assignments(store: &dyn Store) {
     );
     assert_eq!(pool_counts(store, UNKNOWN_TRIAL).await, BTreeMap::new());
 }
+
+/// Pools larger than one INSERT batch keep every code, in order, across
+/// the batch boundaries, and issue from the first.
+pub(super) async fn large_pools_are_stored_in_batches_in_order(store: &dyn Store) {
+    const TRIAL: &str = "CONF-BATCH";
+    let large = CodePool {
+        arm_id: "A".into(),
+        codes: (0..1_201).map(|i| format!("A-{i:05}")).collect(),
+    };
+    let pools = vec![large.clone(), pool("B", &["B-0", "B-1"])];
+    put(store, TRIAL, &pools, CodeSource::Generated)
+        .await
+        .expect("store large pools");
+    assert_eq!(pool_counts(store, TRIAL).await["A"], counts(1_201, 0));
+    assert_eq!(pool_counts(store, TRIAL).await["B"], counts(2, 0));
+    for position in [0_u64, 499, 500, 501, 999, 1_000, 1_200] {
+        let code = &large.codes[usize::try_from(position).expect("small")];
+        assert_eq!(
+            stored_code(store, TRIAL, code).await,
+            CodeEntry {
+                arm_id: "A".into(),
+                position,
+                source: CodeSource::Generated,
+                subject_id: None,
+            },
+            "code {code}"
+        );
+    }
+    assert_eq!(
+        assign(store, TRIAL, "CONF-BATCH-1", "A").await.code,
+        "A-00000"
+    );
+}

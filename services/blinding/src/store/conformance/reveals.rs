@@ -273,3 +273,80 @@ pub(super) async fn period_records_are_kept_once(store: &dyn Store) {
         Ok(1)
     );
 }
+
+/// A blinded auditor reads every field of a reveal but the arm, and the
+/// sha256 chained in its audit record. Hashing the row once per arm must
+/// not find the arm without the row's salt; with the salt (an unblinded
+/// verifier's) exactly the stored arm matches, and likewise for a period
+/// record's arms.
+pub(super) async fn a_side_row_sha256_cannot_be_matched_to_an_arm_without_its_salt(
+    store: &dyn Store,
+) {
+    use crate::store::rules::{period_sha256, reveal_sha256};
+    const TRIAL: &str = "CONF-SALT";
+    const ARMS: [&str; 3] = ["ARM-SECRET", "A", "B"];
+    let recorded = record(
+        store,
+        reveal(RevealKind::Emergency, TRIAL, "CONF-S-1", SITE),
+    )
+    .await;
+    let audit = last_audit(store).await;
+    let chained = audit.entry.details["reveal_sha256"]
+        .as_str()
+        .expect("chained sha256")
+        .to_owned();
+    assert!(
+        !audit.entry.details.to_string().contains(&recorded.salt),
+        "the salt stays out of the chain"
+    );
+    assert_eq!(recorded.salt.len(), 64);
+    let candidate = |arm: &str| NewReveal {
+        arm_id: arm.into(),
+        ..reveal(RevealKind::Emergency, TRIAL, "CONF-S-1", SITE)
+    };
+    let hash = |arm: &str, salt: &str| {
+        reveal_sha256(
+            &candidate(arm),
+            &audit.entry.at,
+            &audit.entry.actor,
+            &audit.entry.role,
+            salt,
+        )
+    };
+    for arm in ARMS {
+        assert_ne!(hash(arm, ""), chained, "{arm} found without the salt");
+    }
+    let matching: Vec<&str> = ARMS
+        .into_iter()
+        .filter(|arm| hash(arm, &recorded.salt) == chained)
+        .collect();
+    assert_eq!(matching, ["ARM-SECRET"], "the salt verifies the stored arm");
+    let stored = store.reveals(TRIAL, "CONF-S-1").await.expect("read");
+    assert_eq!(stored, vec![recorded], "the salt is kept with the row");
+
+    let given = store
+        .record_period(period(TRIAL, "CONF-S-1", "B"), entry("period.recorded"))
+        .await
+        .expect("record");
+    let audit = last_audit(store).await;
+    let chained = audit.entry.details["record_sha256"]
+        .as_str()
+        .expect("chained sha256")
+        .to_owned();
+    let mut matching = Vec::new();
+    for assigned in ["A", "B"] {
+        for given_arm in ["A", "B"] {
+            let guess = NewPeriodRecord {
+                assigned_arm_id: assigned.into(),
+                given_arm_id: given_arm.into(),
+                ..period(TRIAL, "CONF-S-1", "B")
+            };
+            let at = &audit.entry.at;
+            assert_ne!(period_sha256(&guess, at, &audit.entry.actor, ""), chained);
+            if period_sha256(&guess, at, &audit.entry.actor, &given.salt) == chained {
+                matching.push((assigned, given_arm));
+            }
+        }
+    }
+    assert_eq!(matching, [("A", "B")]);
+}

@@ -5,7 +5,7 @@ use super::*;
 
 pub(super) fn read_blinding(
     top: &Object<'_>,
-    total_cap: Option<u32>,
+    pool_size: u64,
     problems: &mut Problems,
 ) -> Option<Blinding> {
     let value = top.required("blinding", problems)?;
@@ -27,8 +27,18 @@ pub(super) fn read_blinding(
             return None;
         }
     };
-    // Codes must be hard to guess: at least 10^4 unused codes per used one.
-    let needed = (f64::from(total_cap.unwrap_or(100_000)) * 1e4).log2();
+    // The pools the blinding service will generate must fit, and their
+    // codes be hard to guess: at least 10^4 unused codes per used one.
+    if pool_size > u64::from(crate::MAX_CODE_POOL_SIZE) {
+        problems.add(
+            "caps.total",
+            format!(
+                "the code pools would hold {pool_size} codes (cap times the ratio total), above the limit of {}",
+                crate::MAX_CODE_POOL_SIZE
+            ),
+        );
+    }
+    let needed = (pool_size as f64 * crate::MIN_UNUSED_CODES_PER_CODE).log2();
     if code_format.entropy_bits() < needed {
         problems.add(
             "blinding.code_format",

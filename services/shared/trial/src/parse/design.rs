@@ -134,6 +134,16 @@ pub(super) fn read_periods(top: &Object<'_>, arms: &[Arm], problems: &mut Proble
             paths.push(path);
         }
     }
+    // A planned reveal at the start of the first period would be due at
+    // randomisation: the subject would never be blinded.
+    if let (Some(first), Some(path)) = (periods.first(), paths.first())
+        && first.planned_unblinding_at_start
+    {
+        problems.add(
+            &format!("{path}.planned_unblinding_at_start"),
+            "the first period cannot have a planned reveal at its start: it would unblind every subject at randomisation",
+        );
+    }
     check_unique(
         paths
             .iter()

@@ -97,7 +97,9 @@ fn read_definition(value: &Value, problems: &mut Problems) -> Option<TrialDefini
     let stratification = read_stratification(&top, &covariates, &sites, problems);
     let method = read_method(&top, &arms, &stratification, problems);
     let periods = read_periods(&top, &arms, problems);
-    let blinding = read_blinding(&top, caps.as_ref().and_then(|c| c.total), problems);
+    let ratio_sum = arms.iter().map(|a| a.ratio).sum();
+    let pool_size = crate::code_pool_size_for(caps.as_ref().and_then(|c| c.total), ratio_sum);
+    let blinding = read_blinding(&top, pool_size, problems);
     let unblinding = read_unblinding(&top, problems);
     let safety = read_safety(&top, problems);
     Some(TrialDefinition {
