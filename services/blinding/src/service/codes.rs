@@ -93,7 +93,11 @@ impl BlindingService {
             });
         }
         if self.store.pool_counts(trial_id).await?.is_empty() {
-            self.generate_pools(caller, trial_id).await?;
+            let generating = Arc::clone(&self.pool_generation).lock_owned().await;
+            // Another call may have stored them while this one waited.
+            if self.store.pool_counts(trial_id).await?.is_empty() {
+                self.generate_pools(caller, trial_id, generating).await?;
+            }
         }
         let entry = self.entry(
             caller,
@@ -124,7 +128,14 @@ impl BlindingService {
     /// checked. Generating and storing run in a task of their own, so a
     /// caller's deadline or cancellation cannot leave them half done and
     /// make the next call start over.
-    async fn generate_pools(&self, caller: &Caller, trial_id: &str) -> Result<()> {
+    /// `generating` is held until the pools are stored, even if this
+    /// caller gives up first.
+    async fn generate_pools(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        generating: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<()> {
         let fetched = match self.randomisation.trial_for_blinding(trial_id).await {
             Ok(fetched) => fetched,
             Err(LookupError::NotFound) => return Err(unknown_trial(trial_id)),
@@ -163,6 +174,7 @@ impl BlindingService {
         let seed = MasterSeed(fetched.code_seed);
         let trial_id = trial_id.to_owned();
         let task = tokio::spawn(async move {
+            let _generating = generating;
             // Drawing up to a million codes is CPU work: off the runtime.
             let format = trial.blinding.code_format.clone();
             let arms = trial.arms.clone();

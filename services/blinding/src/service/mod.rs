@@ -147,6 +147,11 @@ pub struct BlindingService {
     notified: Arc<Notify>,
     watch_poll: Duration,
     shutdown: signal::Sender<bool>,
+    /// Held while a trial's pools are generated, so concurrent first calls
+    /// (a burst of Randomise at go-live) wait for one generation instead of
+    /// each drawing and inserting the whole pool. Generation is once per
+    /// trial, so one lock for all trials costs nothing.
+    pool_generation: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl BlindingService {
@@ -164,6 +169,7 @@ impl BlindingService {
             notified: Arc::new(Notify::new()),
             watch_poll: Duration::from_millis(250),
             shutdown: signal::channel(false).0,
+            pool_generation: Arc::default(),
         }
     }
 

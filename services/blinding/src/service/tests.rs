@@ -234,6 +234,41 @@ async fn assign_code_generates_pools_once_and_a_retry_returns_the_same_code() {
     );
 }
 
+/// A burst of first calls at go-live: one generation, one fetch of the
+/// trial, and every subject gets a distinct code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_calls_generate_the_pools_once() {
+    let f = fixture().await;
+    let blinding = Arc::new(f.service);
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..16 {
+        let blinding = Arc::clone(&blinding);
+        calls.spawn(async move {
+            let arm = if n % 2 == 0 { "MSC" } else { "SHAM" };
+            blinding
+                .assign_code(
+                    &service("randomisation"),
+                    "RESPINE",
+                    &format!("R-{n:03}"),
+                    "FR-MTP",
+                    arm,
+                    None,
+                )
+                .await
+        });
+    }
+    let mut codes = std::collections::BTreeSet::new();
+    while let Some(joined) = calls.join_next().await {
+        codes.insert(joined.expect("task").expect("assign").code);
+    }
+    assert_eq!(codes.len(), 16, "distinct codes");
+    assert_eq!(
+        f.randomisation.fetches.load(Ordering::SeqCst),
+        1,
+        "one generation"
+    );
+}
+
 #[tokio::test]
 async fn assign_code_is_for_the_randomisation_service_only() {
     let f = fixture().await;
