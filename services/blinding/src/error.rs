@@ -111,6 +111,8 @@ impl From<StoreError> for BlindingError {
             StoreError::Invalid(message) | StoreError::Conflict(message) => {
                 BlindingError::FailedPrecondition(message)
             }
+            // The service names the rows; this is the fallback.
+            StoreError::CodesTaken(_) => BlindingError::invalid("csv", error.to_string()),
             StoreError::Unavailable(message) => BlindingError::unavailable(format!(
                 "the blinding database is unavailable: {message}"
             )),

@@ -17,7 +17,7 @@ pub use generate::{
     MAX_POOL_SIZE, MIN_UNUSED_CODES_PER_CODE, generate_pools,
 };
 pub use stock::{LowPoolRule, PoolCounts, PoolLevel};
-pub use upload::{UploadProblem, UploadProblems, UploadedCode, validate_upload};
+pub use upload::{UploadProblem, UploadProblems, UploadedCode, validate_top_up, validate_upload};
 
 /// The codes of one arm, in the order they are to be issued.
 #[derive(Debug, Clone, PartialEq, Eq)]

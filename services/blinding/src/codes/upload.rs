@@ -37,6 +37,9 @@ pub enum UploadProblem {
         code: String,
         first_row: usize,
     },
+    /// Names the row, never the arm the stored code belongs to.
+    #[error("row {row}: code '{code}' is already in the trial's pools")]
+    AlreadyStored { row: usize, code: String },
     #[error("arm '{0}' has no codes")]
     ArmWithoutCodes(String),
     #[error(
@@ -105,6 +108,58 @@ pub fn validate_upload(
     } else {
         Err(UploadProblems(problems))
     }
+}
+
+/// A top-up of pools already holding `stored` codes: as [`validate_upload`],
+/// except that an arm may be left out (its pool is absent from the result)
+/// and the format must leave room for the stored and the new codes together.
+/// Clashes with stored codes are the store's to find, under its lock.
+pub fn validate_top_up(
+    format: &CodeFormat,
+    arms: &[Arm],
+    rows: &[UploadedCode],
+    stored: usize,
+) -> Result<Vec<CodePool>, UploadProblems> {
+    // The upload's own problems, less the two a top-up judges differently.
+    let mut problems = match validate_upload(format, arms, rows) {
+        Ok(_) => Vec::new(),
+        Err(UploadProblems(problems)) => problems
+            .into_iter()
+            .filter(|problem| {
+                !matches!(
+                    problem,
+                    UploadProblem::ArmWithoutCodes(_) | UploadProblem::TooManyForFormat { .. }
+                )
+            })
+            .collect(),
+    };
+    let total = stored.saturating_add(rows.len());
+    if too_many_for_format(format, total) {
+        problems.push(UploadProblem::TooManyForFormat {
+            count: total,
+            format: format.source.clone(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(UploadProblems(problems));
+    }
+    Ok(top_up_pools(arms, rows))
+}
+
+/// The rows as pools in the order of `arms`, arms without rows left out.
+/// Only called once every row was found valid.
+fn top_up_pools(arms: &[Arm], rows: &[UploadedCode]) -> Vec<CodePool> {
+    arms.iter()
+        .map(|arm| CodePool {
+            arm_id: arm.id.clone(),
+            codes: rows
+                .iter()
+                .filter(|row| row.arm_id == arm.id)
+                .map(|row| row.code.clone())
+                .collect(),
+        })
+        .filter(|pool| !pool.codes.is_empty())
+        .collect()
 }
 
 /// The first problem of one row, if any; the code is remembered even when

@@ -1,6 +1,7 @@
-//! Treatment codes: generating or uploading a trial's pools, assigning one
-//! code per allocation, and the pool status (never by arm).
+//! Treatment codes: generating, uploading or topping up a trial's pools,
+//! assigning one code per allocation, and the pool status (never by arm).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use equipoise_common::auth::{Caller, Role};
@@ -11,7 +12,10 @@ use sha2::{Digest, Sha256};
 
 use super::access::{require_any, require_service, require_trial};
 use super::{BlindingService, LookupError, Result, invalid_if_any, required, unknown_trial};
-use crate::codes::{MAX_POOL_SIZE, PoolLevel, UploadedCode, generate_pools, validate_upload};
+use crate::codes::{
+    CodePool, MAX_POOL_SIZE, PoolLevel, UploadProblem, UploadProblems, UploadedCode,
+    generate_pools, validate_top_up, validate_upload,
+};
 use crate::error::BlindingError;
 use crate::store::{CodeSource, DefinitionSnapshot, StoreError};
 
@@ -199,8 +203,16 @@ impl BlindingService {
             .map_err(|e| BlindingError::Internal(format!("code generation failed: {e}")))?
     }
 
-    /// Stores a statistician's pools in place of generated ones, before
-    /// the trial's first code is issued.
+    /// A statistician's codes. Before the trial's first code is issued they
+    /// are its pools, in place of generated ones, and must cover every arm.
+    /// Once pools are stored they are a top-up: appended to their arms'
+    /// pools (an upload may cover only some arms), so a low or empty pool
+    /// recovers. Either way the rows are checked against the trial's code
+    /// format and arms, and a top-up's codes against every code the trial
+    /// already has, each clash named by its row, never by the arm holding
+    /// the stored code. The audit details carry counts and the upload's
+    /// sha256 only: arms or per-arm counts would show a blinded auditor the
+    /// allocation balance.
     pub async fn upload_codes(
         &self,
         caller: &Caller,
@@ -210,11 +222,9 @@ impl BlindingService {
         require_any(caller, &[Role::Statistician], "UploadCodes")?;
         require_trial(caller, trial_id)?;
         let rows = parse_csv(csv)?;
-        if !self.store.pool_counts(trial_id).await?.is_empty() {
-            return Err(BlindingError::FailedPrecondition(format!(
-                "trial {trial_id} already has code pools; an upload must come before its first code is issued"
-            )));
-        }
+        let counts = self.store.pool_counts(trial_id).await?;
+        let top_up = !counts.is_empty();
+        let stored: u64 = counts.values().map(|c| u64::from(c.pool_size)).sum();
         let fetched = match self.randomisation.trial_for_blinding(trial_id).await {
             Ok(fetched) => fetched,
             Err(LookupError::NotFound) => return Err(unknown_trial(trial_id)),
@@ -222,8 +232,14 @@ impl BlindingService {
         };
         let trial = super::parse(&fetched.definition_yaml)?;
         check_mode(&trial)?;
-        let pools = validate_upload(&trial.blinding.code_format, &trial.arms, &rows)
-            .map_err(|problems| BlindingError::invalid("csv", problems.to_string()))?;
+        let format = &trial.blinding.code_format;
+        let pools = if top_up {
+            let stored = usize::try_from(stored).unwrap_or(usize::MAX);
+            validate_top_up(format, &trial.arms, &rows, stored)
+        } else {
+            validate_upload(format, &trial.arms, &rows)
+        }
+        .map_err(|problems| BlindingError::invalid("csv", problems.to_string()))?;
         let mut digest = Sha256::new();
         for row in &rows {
             digest.update(format!("{},{}\n", row.arm_id, row.code).as_bytes());
@@ -233,6 +249,11 @@ impl BlindingService {
             codes: u32::try_from(rows.len()).unwrap_or(u32::MAX),
             codes_sha256: hex::encode(digest.finalize()),
         };
+        if top_up {
+            self.top_up(caller, trial_id, &rows, &pools, &summary)
+                .await?;
+            return Ok(summary);
+        }
         let snapshot = DefinitionSnapshot {
             version: fetched.version,
             definition_yaml: fetched.definition_yaml,
@@ -247,12 +268,54 @@ impl BlindingService {
             .put_pools(trial_id, &pools, CodeSource::Uploaded, &snapshot, entry)
             .await
             .map_err(|error| match error {
+                // Pools stored since they were counted: this upload was
+                // checked as whole pools, not as a top-up.
                 StoreError::Conflict(_) => BlindingError::FailedPrecondition(format!(
-                    "trial {trial_id} already has code pools; an upload must come before its first code is issued"
+                    "trial {trial_id}'s pools were stored while this upload was checked; send it again to top them up"
                 )),
                 other => other.into(),
             })?;
         Ok(summary)
+    }
+
+    /// Appends checked codes to the stored pools; a code the trial already
+    /// has refuses the whole upload, naming each such row.
+    async fn top_up(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        rows: &[UploadedCode],
+        pools: &[CodePool],
+        summary: &UploadSummary,
+    ) -> Result<()> {
+        // Only the total: the arms and per-arm counts stay out of the
+        // chain, which blinded auditors read.
+        let entry = self.entry(
+            caller,
+            "pools.topped_up",
+            format!("trial/{trial_id}"),
+            json!({ "codes": summary.codes, "codes_sha256": summary.codes_sha256 }),
+        );
+        match self.store.add_codes(trial_id, pools, entry).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::CodesTaken(codes)) => {
+                let taken: HashSet<&str> = codes.iter().map(String::as_str).collect();
+                let problems = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, row)| taken.contains(row.code.as_str()))
+                    .map(|(offset, row)| UploadProblem::AlreadyStored {
+                        row: offset + 1,
+                        code: row.code.clone(),
+                    })
+                    .collect();
+                Err(BlindingError::invalid(
+                    "csv",
+                    UploadProblems(problems).to_string(),
+                ))
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     pub async fn blinding_status(&self, caller: &Caller, trial_id: &str) -> Result<BlindingStatus> {

@@ -349,7 +349,7 @@ async fn an_empty_pool_is_resource_exhausted_naming_the_trial_not_the_arm() {
 }
 
 #[tokio::test]
-async fn uploads_are_for_statisticians_before_the_first_code() {
+async fn uploads_are_for_statisticians_and_whole_pools_cover_every_arm() {
     let f = fixture().await;
     let refused = f
         .service
@@ -367,13 +367,143 @@ async fn uploads_are_for_statisticians_before_the_first_code() {
         .await;
     assert_eq!(bad.as_ref().map_err(field_of), Err(vec!["csv".to_owned()]));
     f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
-    let late = f
+    // Once pools exist (generated here) an upload is a top-up, and the
+    // same codes a second time clash.
+    let topped_up = f
+        .service
+        .upload_codes(&statistician, "RESPINE", &upload_csv())
+        .await
+        .expect("top up generated pools");
+    assert_eq!((topped_up.arms, topped_up.codes), (2, 2));
+    let again = f
         .service
         .upload_codes(&statistician, "RESPINE", &upload_csv())
         .await;
+    assert_eq!(
+        again.as_ref().map_err(field_of),
+        Err(vec!["csv".to_owned()])
+    );
+}
+
+fn top_up_refusal(result: Result<UploadSummary>) -> String {
+    match result {
+        Err(BlindingError::InvalidArgument(problems)) => problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+/// A statistician tops up an emptied pool: the status recovers and both
+/// arms are given codes again, the new ones after the old. Others may not
+/// top up, and a code the trial already has, in either arm, is refused by
+/// its row without naming that arm.
+#[tokio::test]
+async fn a_statistician_tops_up_an_empty_pool_and_assignment_resumes() {
+    let f = fixture().await;
+    let statistician = caller(&[Role::Statistician], &[], None);
+    let admin = caller(&[Role::TrialAdmin], &[], None);
+    f.service
+        .upload_codes(&statistician, "RESPINE", &upload_csv())
+        .await
+        .expect("upload");
+    f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    let status = f
+        .service
+        .blinding_status(&admin, "RESPINE")
+        .await
+        .expect("status");
+    assert_eq!(status.pool_level, Some(crate::codes::PoolLevel::Empty));
+
+    let top_up = "arm,code\nMSC,R-DDDDDD\nMSC,R-EEEEEE\nSHAM,R-FFFFFF\n";
+    let before = f.audit_len().await;
+    for roles in [
+        &[Role::TrialAdmin][..],
+        &[Role::MedicalMonitor],
+        &[Role::EmergencyDesk],
+    ] {
+        let refused = f
+            .service
+            .upload_codes(&caller(roles, &[], None), "RESPINE", top_up)
+            .await;
+        assert!(
+            matches!(refused, Err(BlindingError::PermissionDenied(_))),
+            "{roles:?}: {refused:?}"
+        );
+    }
+
+    // R-AAAAAA is MSC's, R-BBBBBB SHAM's: each clash is named by its row
+    // only, and the good row beside them is not stored.
+    let clash = f
+        .service
+        .upload_codes(
+            &statistician,
+            "RESPINE",
+            "arm,code\nMSC,R-DDDDDD\nMSC,R-BBBBBB\nSHAM,R-AAAAAA\n",
+        )
+        .await;
+    let message = top_up_refusal(clash);
     assert!(
-        matches!(late, Err(BlindingError::FailedPrecondition(_))),
-        "{late:?}"
+        message.contains("row 2: code 'R-BBBBBB' is already in the trial's pools"),
+        "{message}"
+    );
+    assert!(
+        message.contains("row 3: code 'R-AAAAAA' is already in the trial's pools"),
+        "{message}"
+    );
+    assert!(!message.contains("row 1"), "{message}");
+    for arm in ["MSC", "SHAM", "Sham", "BM-MSC"] {
+        assert!(!message.contains(arm), "'{arm}' named: {message}");
+    }
+    assert_eq!(f.service.store.code("RESPINE", "R-DDDDDD").await, Ok(None));
+    assert_eq!(f.audit_len().await, before, "nothing written");
+
+    let summary = f
+        .service
+        .upload_codes(&statistician, "RESPINE", top_up)
+        .await
+        .expect("top up");
+    assert_eq!((summary.arms, summary.codes), (2, 3));
+    assert_eq!(f.audit_len().await, before + 1);
+    let record = f
+        .service
+        .store
+        .audit_records(1, u32::MAX)
+        .await
+        .expect("audit")
+        .pop()
+        .expect("a record");
+    assert_eq!(record.entry.action, "pools.topped_up");
+    assert_eq!(
+        record.entry.details,
+        json!({ "codes": 3, "codes_sha256": summary.codes_sha256 }),
+        "counts and the upload's digest only, never arms"
+    );
+    let status = f
+        .service
+        .blinding_status(&admin, "RESPINE")
+        .await
+        .expect("status");
+    assert_eq!(status.pool_level, Some(crate::codes::PoolLevel::Sufficient));
+
+    let mut codes = Vec::new();
+    for (subject, arm) in [("R-002", "MSC"), ("R-003", "SHAM"), ("R-004", "SHAM")] {
+        codes.push(f.allocate("RESPINE", subject, "FR-MTP", arm).await);
+    }
+    assert_eq!(codes, ["R-DDDDDD", "R-BBBBBB", "R-FFFFFF"]);
+
+    // A top-up of one arm is enough when only that arm runs low.
+    let summary = f
+        .service
+        .upload_codes(&statistician, "RESPINE", "arm,code\nSHAM,R-GGGGGG\n")
+        .await
+        .expect("top up one arm");
+    assert_eq!((summary.arms, summary.codes), (1, 1));
+    assert_eq!(
+        f.allocate("RESPINE", "R-005", "FR-MTP", "SHAM").await,
+        "R-GGGGGG"
     );
 }
 

@@ -234,9 +234,13 @@ pub enum StoreError {
     #[error("a code pool of trial {trial_id} is empty")]
     PoolEmpty { trial_id: String },
     /// Pools that cannot be stored as given (no pools, an empty pool, an arm
-    /// or code twice).
+    /// or code twice, a top-up for an arm without a pool).
     #[error("{0}")]
     Invalid(String),
+    /// A top-up's codes the trial already has. Names the codes, never the
+    /// arms they are in: the caller may be blind.
+    #[error("{} code(s) already in the trial's pools", .0.len())]
+    CodesTaken(Vec<String>),
     /// The record exists and differs: never replaced silently.
     #[error("{0}")]
     Conflict(String),
@@ -258,7 +262,8 @@ equipoise_common::store_error_from_database!(StoreError);
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Stores a trial's pools, each in issue order, with its audit record.
-    /// Once per trial: a second call is a Conflict and changes nothing.
+    /// Once per trial: a second call is a Conflict and changes nothing (more
+    /// codes come through [`Store::add_codes`]).
     /// With them, the definition snapshot they were made from.
     async fn put_pools(
         &self,
@@ -266,6 +271,21 @@ pub trait Store: Send + Sync {
         pools: &[CodePool],
         source: CodeSource,
         definition: &DefinitionSnapshot,
+        audit: AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// Tops up a trial's stored pools: each pool's codes are appended to its
+    /// arm's pool after its last position, in the order given, with source
+    /// `uploaded`, in one transaction with the audit record (whose details
+    /// must name no arm nor per-arm count). Pools may cover only some arms;
+    /// codes already issued and the `issued` counts are untouched. No pools
+    /// stored: NotFound. An arm without a pool, an arm twice, a code twice or
+    /// no codes at all: Invalid. Codes the trial already has, in any arm:
+    /// CodesTaken listing all of them. A refusal writes nothing.
+    async fn add_codes(
+        &self,
+        trial_id: &str,
+        pools: &[CodePool],
         audit: AuditEntry,
     ) -> StoreResult<()>;
 

@@ -84,6 +84,15 @@ mod tests {
             .assign_code("T", "S1", "SITE-1", "A", entry("assign"))
             .await
             .expect("assign");
+        // A topped-up code is as immutable as a stored one.
+        let top_up = crate::codes::CodePool {
+            arm_id: "A".into(),
+            codes: vec!["A-3".into()],
+        };
+        store
+            .add_codes("T", &[top_up], entry("top-up"))
+            .await
+            .expect("top up");
         crate::store::conformance::write_side_records(&store).await;
         let refusals = [
             ("UPDATE reveals SET arm_id = 'B'", "append-only"),
@@ -115,6 +124,14 @@ mod tests {
             ),
             (
                 "DELETE FROM treatment_codes WHERE code = 'A-1'",
+                "never deleted",
+            ),
+            (
+                "UPDATE treatment_codes SET arm_id = 'B' WHERE code = 'A-3'",
+                "immutable",
+            ),
+            (
+                "DELETE FROM treatment_codes WHERE code = 'A-3'",
                 "never deleted",
             ),
             (

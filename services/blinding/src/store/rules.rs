@@ -44,6 +44,50 @@ pub fn storable(pools: &[CodePool]) -> StoreResult<()> {
     Ok(())
 }
 
+/// Codes a top-up can append: at least one, each arm once and each code
+/// once. Unlike [`storable`], an arm may be left out or have no codes.
+pub fn addable(pools: &[CodePool]) -> StoreResult<()> {
+    if pools.iter().all(|pool| pool.codes.is_empty()) {
+        return Err(StoreError::Invalid("no codes given".into()));
+    }
+    let mut arms = HashSet::new();
+    let mut codes = HashSet::new();
+    for pool in pools {
+        if !arms.insert(pool.arm_id.as_str()) {
+            return Err(StoreError::Invalid(format!(
+                "arm '{}' is given more than once",
+                pool.arm_id
+            )));
+        }
+        if let Some(code) = pool.codes.iter().find(|c| !codes.insert(c.as_str())) {
+            // Names the code, not the arms it is in.
+            return Err(StoreError::Invalid(format!(
+                "code '{code}' appears more than once"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A top-up names only arms that have a pool.
+pub fn topped_up_arm(issued: Option<i64>, arm_id: &str) -> StoreResult<()> {
+    match issued {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Invalid(format!(
+            "the trial has no code pool for arm '{arm_id}'"
+        ))),
+    }
+}
+
+/// Codes a top-up would add twice to the trial refuse the whole top-up.
+pub fn none_taken(taken: Vec<String>) -> StoreResult<()> {
+    if taken.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::CodesTaken(taken))
+    }
+}
+
 /// The trial's row was inserted only if its pools were not stored yet.
 pub fn first_pools(rows_inserted: u64, trial_id: &str) -> StoreResult<()> {
     match rows_inserted {

@@ -15,7 +15,7 @@
 //!   `append_audit` holds the chain's head its own way, and `audit_records`.
 //!
 //! Lock order, the same in every write: the trial row first (`put_pools`
-//! inserts it, `assign_code` reads it with `TRIAL_FOR_WRITE`), then the
+//! inserts it, `assign_code` and `add_codes` read it with `TRIAL_FOR_WRITE`), then the
 //! pool and code rows, and the audit head last (`finish`). On PostgreSQL
 //! the trial row serialises a trial's assignments, so the count read from a
 //! pool is still the count when it is moved on, and writers cannot deadlock.
@@ -70,7 +70,18 @@ macro_rules! impl_store {
                     .bind(&pool.arm_id)
                     .execute(&mut **tx)
                     .await?;
-                let numbered: Vec<(i64, &String)> = (0_i64..).zip(&pool.codes).collect();
+                insert_codes(tx, trial_id, pool, 0, source).await
+            }
+
+            /// Inserts the pool's codes in batches, numbered on from `first`.
+            async fn insert_codes(
+                tx: &mut WriteTransaction,
+                trial_id: &str,
+                pool: &CodePool,
+                first: i64,
+                source: CodeSource,
+            ) -> StoreResult<()> {
+                let numbered: Vec<(i64, &String)> = (first..).zip(&pool.codes).collect();
                 for batch in numbered.chunks(sql::CODES_PER_INSERT) {
                     let mut insert = sqlx::QueryBuilder::<sqlx::$database>::new(sql::INSERT_CODES);
                     insert.push_values(batch, |mut row, (position, code)| {
@@ -83,6 +94,29 @@ macro_rules! impl_store {
                     insert.build().execute(&mut **tx).await?;
                 }
                 Ok(())
+            }
+
+            /// Which of the given codes the trial already has, in any arm.
+            async fn codes_taken(
+                tx: &mut WriteTransaction,
+                trial_id: &str,
+                pools: &[CodePool],
+            ) -> StoreResult<Vec<String>> {
+                let codes: Vec<&String> = pools.iter().flat_map(|pool| &pool.codes).collect();
+                let mut taken = Vec::new();
+                for batch in codes.chunks(sql::CODES_PER_INSERT) {
+                    let mut select = sqlx::QueryBuilder::<sqlx::$database>::new(sql::CODES_STORED);
+                    select.push_bind(trial_id).push(" AND code IN (");
+                    let mut list = select.separated(", ");
+                    for code in batch {
+                        list.push_bind(*code);
+                    }
+                    list.push_unseparated(")");
+                    let found: Vec<String> =
+                        select.build_query_scalar().fetch_all(&mut **tx).await?;
+                    taken.extend(found);
+                }
+                Ok(taken)
             }
 
             /// Takes the next code of the arm's pool for the allocation.
@@ -191,6 +225,43 @@ macro_rules! impl_store {
                     rules::first_pools(inserted.rows_affected(), trial_id)?;
                     for pool in pools {
                         insert_pool(&mut tx, trial_id, pool, source).await?;
+                    }
+                    finish(tx, audit).await
+                }
+
+                async fn add_codes(
+                    &self,
+                    trial_id: &str,
+                    pools: &[CodePool],
+                    audit: AuditEntry,
+                ) -> StoreResult<()> {
+                    rules::addable(pools)?;
+                    let mut tx = begin_write(&self.pool).await?;
+                    // Under the trial row's lock on PostgreSQL, so no other
+                    // write adds codes or moves a pool meanwhile.
+                    let trial: Option<String> = sqlx::query_scalar(TRIAL_FOR_WRITE)
+                        .bind(trial_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    trial.ok_or(StoreError::NotFound)?;
+                    for pool in pools {
+                        let issued: Option<i64> = sqlx::query_scalar(sql::POOL_ISSUED)
+                            .bind(trial_id)
+                            .bind(&pool.arm_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        rules::topped_up_arm(issued, &pool.arm_id)?;
+                    }
+                    // Every clash is found before anything is written, so the
+                    // caller can name them all.
+                    rules::none_taken(codes_taken(&mut tx, trial_id, pools).await?)?;
+                    for pool in pools.iter().filter(|pool| !pool.codes.is_empty()) {
+                        let next: i64 = sqlx::query_scalar(sql::NEXT_POSITION)
+                            .bind(trial_id)
+                            .bind(&pool.arm_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        insert_codes(&mut tx, trial_id, pool, next, CodeSource::Uploaded).await?;
                     }
                     finish(tx, audit).await
                 }

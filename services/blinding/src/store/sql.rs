@@ -41,6 +41,14 @@ pub const INSERT_CODES: &str =
 /// binds, well under both backends' limits (SQLite 32,766, PostgreSQL 65,535).
 pub const CODES_PER_INSERT: usize = 500;
 
+/// The position after the arm's last code: where a top-up continues.
+pub const NEXT_POSITION: &str = "SELECT COALESCE(MAX(position) + 1, 0) FROM treatment_codes
+     WHERE trial_id = $1 AND arm_id = $2";
+
+/// Followed by `(code, ...)`: which of the given codes the trial already has,
+/// in any arm (a batch of [`CODES_PER_INSERT`]).
+pub const CODES_STORED: &str = "SELECT code FROM treatment_codes WHERE trial_id = ";
+
 /// How many of the trial's pools have no code left. Any at all refuses
 /// every arm's assignment: refusing only the empty arm's subjects would
 /// tell them their arm.

@@ -468,3 +468,39 @@ fn a_pool_smaller_than_the_absolute_threshold_warns_at_once() {
     assert_eq!(never_by_count.level(counts(6)), PoolLevel::Sufficient);
     assert_eq!(never_by_count.level(counts(5)), PoolLevel::Low);
 }
+
+#[test]
+fn a_top_up_may_leave_arms_out_but_not_break_the_format() {
+    let source = "R-{6 random base32}";
+    let arms = arms(&[("active", 1), ("placebo", 1), ("low", 1)]);
+    let rows = [row("placebo", "R-AAAAAA"), row("placebo", "R-BBBBBB")];
+    let pools = validate_top_up(&format(source), &arms, &rows, 3).expect("valid");
+    assert_eq!(
+        pools,
+        [CodePool {
+            arm_id: "placebo".into(),
+            codes: vec!["R-AAAAAA".into(), "R-BBBBBB".into()],
+        }]
+    );
+    let rows = [row("placebo", "R-AAAAAA"), row("sham", "R-AAAAAA")];
+    let problems = validate_top_up(&format(source), &arms, &rows, 3).expect_err("problems");
+    let messages: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        ["row 2: code 'R-AAAAAA' already appears in row 1"]
+    );
+}
+
+#[test]
+fn a_top_up_counts_the_stored_codes_against_the_format() {
+    // About 100 codes fit six digits at one guess in 10,000.
+    let rows: Vec<UploadedCode> = (0..10).map(|n| row("a", &format!("{n:06}"))).collect();
+    let arms = arms(&[("a", 1), ("b", 1)]);
+    let format = format("{6 random digits}");
+    assert!(validate_top_up(&format, &arms, &rows, 0).is_ok());
+    let problems = validate_top_up(&format, &arms, &rows, 95).expect_err("too many");
+    assert!(matches!(
+        problems.0.as_slice(),
+        [UploadProblem::TooManyForFormat { count: 105, .. }]
+    ));
+}

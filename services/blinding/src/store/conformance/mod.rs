@@ -27,6 +27,7 @@ mod assignment;
 mod audit;
 mod pools;
 mod reveals;
+mod topup;
 
 /// Every check, once per backend.
 macro_rules! blinding_store_suite {
@@ -42,6 +43,9 @@ macro_rules! blinding_store_suite {
                 pools::bad_pools_are_refused_and_write_nothing,
                 pools::pool_counts_follow_assignments,
                 pools::large_pools_are_stored_in_batches_in_order,
+                topup::a_top_up_appends_after_each_arms_last_code,
+                topup::a_bad_top_up_is_refused_and_writes_nothing,
+                topup::a_top_up_clashes_only_within_its_trial,
                 assignment::assignment_takes_the_next_code_of_its_arm_in_issue_order,
                 assignment::a_repeat_with_the_same_arm_returns_the_same_code,
                 assignment::a_repeat_naming_another_arm_is_a_conflict_and_changes_nothing,
