@@ -96,10 +96,12 @@ impl BlindingService {
                 replayed: true,
             });
         }
-        if self.store.pool_counts(trial_id).await?.is_empty() {
+        // The definition snapshot is stored with the pools: a cheap test
+        // for "pools exist" on every assignment.
+        if self.store.definition(trial_id).await?.is_none() {
             let generating = Arc::clone(&self.pool_generation).lock_owned().await;
             // Another call may have stored them while this one waited.
-            if self.store.pool_counts(trial_id).await?.is_empty() {
+            if self.store.definition(trial_id).await?.is_none() {
                 self.generate_pools(caller, trial_id, generating).await?;
             }
         }

@@ -52,9 +52,13 @@ pub const CODES_STORED: &str = "SELECT code FROM treatment_codes WHERE trial_id 
 /// How many of the trial's pools have no code left. Any at all refuses
 /// every arm's assignment: refusing only the empty arm's subjects would
 /// tell them their arm.
+///
+/// Positions run from 0 without gaps (top-ups append), so a pool is empty
+/// when it has no code at its `issued` position: one index probe per arm,
+/// not a count of the pool, inside the assignment's transaction.
 pub const EMPTY_POOLS: &str = "SELECT COUNT(*) FROM code_pools p
-     WHERE p.trial_id = $1 AND p.issued >= (SELECT COUNT(*) FROM treatment_codes c
-         WHERE c.trial_id = p.trial_id AND c.arm_id = p.arm_id)";
+     WHERE p.trial_id = $1 AND NOT EXISTS (SELECT 1 FROM treatment_codes c
+         WHERE c.trial_id = p.trial_id AND c.arm_id = p.arm_id AND c.position = p.issued)";
 
 /// How many codes of the arm's pool were issued: the next code's position.
 pub const POOL_ISSUED: &str = "SELECT issued FROM code_pools WHERE trial_id = $1 AND arm_id = $2";
