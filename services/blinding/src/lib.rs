@@ -8,13 +8,12 @@
 //!
 //! Layers: `codes` (the treatment-code domain as plain Rust), `store`
 //! (SQLite or PostgreSQL), `service` (the application, authorising every
-//! caller), `grpc` (the thin tonic layer), `randomisation_client` (the
-//! port to randomisation over gRPC), `settings` and `server`.
+//! caller), `grpc` (the thin tonic layer, with `grpc::randomisation_client`,
+//! the port to randomisation over gRPC), `settings` and `server`.
 
 pub mod codes;
 pub mod error;
 pub mod grpc;
-pub mod randomisation_client;
 pub mod server;
 pub mod service;
 pub mod settings;

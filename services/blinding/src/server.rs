@@ -28,7 +28,7 @@ pub enum StartupError {
 }
 
 /// Opens the store and builds the service. `randomisation` is the port to
-/// the randomisation service (`randomisation_client::GrpcRandomisationLookup`).
+/// the randomisation service (`grpc::randomisation_client::GrpcRandomisationLookup`).
 pub async fn build_service(
     settings: &BlindingSettings,
     data_dir: &Path,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use equipoise_blinding::BlindingService;
-use equipoise_blinding::randomisation_client::GrpcRandomisationLookup;
+use equipoise_blinding::grpc::randomisation_client::GrpcRandomisationLookup;
 use equipoise_blinding::server as blinding;
 use equipoise_common::grpc::client::{
     AuthenticatedChannel, ClientError, Timeouts, authenticated, connect_lazy,

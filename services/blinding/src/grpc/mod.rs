@@ -2,6 +2,8 @@
 //! the domain, convert back. No decisions are made here.
 
 mod convert;
+pub mod randomisation_client;
+mod status;
 
 use std::pin::Pin;
 use std::sync::Arc;
