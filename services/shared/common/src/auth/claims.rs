@@ -104,8 +104,28 @@ pub struct Claims {
     pub auth_time: Option<i64>,
     pub exp: u64,
     pub iat: Option<u64>,
+    /// One audience; a token may carry an array (RFC 7519), which the
+    /// verifier has already checked names this server's audience.
+    #[serde(deserialize_with = "one_audience")]
     pub aud: String,
     pub iss: String,
+}
+
+/// `"aud"` as a string, or the first of an array of them.
+fn one_audience<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Audience {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Audience::deserialize(deserializer)? {
+        Audience::One(audience) => Ok(audience),
+        Audience::Many(audiences) => audiences
+            .into_iter()
+            .next()
+            .ok_or_else(|| serde::de::Error::custom("empty audience array")),
+    }
 }
 
 /// Two roles that one person must never hold in one token.
@@ -144,6 +164,10 @@ impl Caller {
             .collect::<Result<BTreeSet<_>, _>>()?;
         if roles.is_empty() {
             return Err("token carries no roles".to_owned());
+        }
+        // The subject is who the audit trail names: never blank.
+        if claims.sub.trim().is_empty() {
+            return Err("token has an empty subject".to_owned());
         }
         check_role_pairs(&roles).map_err(|conflict| conflict.to_string())?;
         let trials = if claims.trials.iter().any(|t| t == "*") {
@@ -191,16 +215,18 @@ impl Caller {
     }
 }
 
-/// Refuses a site role beside any unblinded role, and `dsmb` beside any
-/// operational role.
+/// Refuses a site role beside any unblinded role or beside a role that sees
+/// the design (`statistician`, `trial_admin`: block sizes, list state), and
+/// `dsmb` beside any operational role.
 pub fn check_role_pairs(roles: &BTreeSet<Role>) -> Result<(), RoleConflict> {
     let conflict = |first: &Role, second: &Role| RoleConflict {
         first: first.clone(),
         second: second.clone(),
     };
+    let sees_design = |role: &&Role| matches!(role, Role::Statistician | Role::TrialAdmin);
     for site_role in roles.iter().filter(|r| r.is_site_role()) {
-        if let Some(unblinded) = roles.iter().find(|r| r.is_unblinded()) {
-            return Err(conflict(site_role, unblinded));
+        if let Some(other) = roles.iter().find(|r| r.is_unblinded() || sees_design(r)) {
+            return Err(conflict(site_role, other));
         }
     }
     if roles.contains(&Role::Dsmb)
@@ -247,6 +273,18 @@ mod tests {
         assert_eq!(err.first, Role::SiteInvestigator);
         assert!(check_role_pairs(&roles(&["site_coordinator", "safety_officer"])).is_err());
         assert!(check_role_pairs(&roles(&["site_coordinator", "site_investigator"])).is_ok());
+    }
+
+    #[test]
+    fn site_role_with_a_role_that_sees_the_design_is_refused() {
+        for (site, design) in [
+            ("site_investigator", "statistician"),
+            ("site_coordinator", "trial_admin"),
+        ] {
+            let err = check_role_pairs(&roles(&[site, design])).expect_err("conflict");
+            assert_eq!(err.first.to_string(), site);
+            assert_eq!(err.second.to_string(), design);
+        }
     }
 
     #[test]

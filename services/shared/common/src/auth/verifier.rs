@@ -131,11 +131,7 @@ impl TokenVerifier {
         let secret = self.service_secret.as_deref().ok_or_else(|| {
             AuthError::InvalidServiceToken("this server accepts no service tokens".into())
         })?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[&self.audience]);
-        validation.set_issuer(&[SERVICE_TOKEN_ISSUER]);
-        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        validation.leeway = 30;
+        let validation = self.validation(Algorithm::HS256, SERVICE_TOKEN_ISSUER);
         let data = decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
             .map_err(map_jwt_error)?;
         let claims = data.claims;
@@ -160,13 +156,22 @@ impl TokenVerifier {
     fn verify_user(&self, token: &str) -> Result<Caller, AuthError> {
         let header = decode_header(token).map_err(map_jwt_error)?;
         let (key, algorithm) = self.key_for(&header)?;
-        let mut validation = Validation::new(algorithm);
-        validation.set_audience(&[&self.audience]);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        validation.leeway = 30;
+        let validation = self.validation(algorithm, &self.issuer);
         let data = decode::<Claims>(token, &key, &validation).map_err(map_jwt_error)?;
         Caller::from_claims(&data.claims).map_err(AuthError::RoleConflict)
+    }
+
+    /// What every token must satisfy: signature, this server's audience
+    /// (a string or an array naming it), the issuer, `exp`, and `nbf` when
+    /// present, with 30 s of clock skew.
+    fn validation(&self, algorithm: Algorithm, issuer: &str) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.set_audience(&[&self.audience]);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        validation
     }
 
     fn key_for(&self, header: &Header) -> Result<(DecodingKey, Algorithm), AuthError> {
@@ -267,6 +272,48 @@ mod tests {
             "equipoise-dev",
         )
         .expect("verifier")
+    }
+
+    /// A token with the standard claims of `claims` changed by `adjust`,
+    /// for claims the `Claims` struct does not model (`nbf`, array `aud`).
+    fn raw_token(adjust: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut value =
+            serde_json::to_value(claims(&["statistician"], 600, "equipoise")).expect("json");
+        adjust(&mut value);
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &value,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("mint")
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let later = jsonwebtoken::get_current_timestamp() + 3600;
+        let token = raw_token(|v| v["nbf"] = later.into());
+        assert!(verifier().verify(&token).is_err(), "nbf an hour ahead");
+        let earlier = jsonwebtoken::get_current_timestamp() - 60;
+        let token = raw_token(|v| v["nbf"] = earlier.into());
+        assert!(verifier().verify(&token).is_ok());
+    }
+
+    #[test]
+    fn an_audience_array_must_name_this_server() {
+        let token = raw_token(|v| v["aud"] = serde_json::json!(["other", "equipoise"]));
+        assert!(verifier().verify(&token).is_ok());
+        let token = raw_token(|v| v["aud"] = serde_json::json!(["other", "another"]));
+        assert!(matches!(
+            verifier().verify(&token),
+            Err(AuthError::WrongAudience)
+        ));
+    }
+
+    #[test]
+    fn an_empty_subject_is_refused() {
+        let token = raw_token(|v| v["sub"] = " ".into());
+        let error = verifier().verify(&token).expect_err("blank subject");
+        assert!(error.to_string().contains("empty subject"), "{error}");
     }
 
     #[test]
