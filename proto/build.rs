@@ -5,6 +5,7 @@ use std::{env, path::PathBuf};
 const PROTOS: &[&str] = &[
     "equipoise/randomisation/v1/randomisation.proto",
     "equipoise/blinding/v1/blinding.proto",
+    "equipoise/safety/v1/safety.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,5 +12,11 @@ pub mod blinding {
     }
 }
 
+pub mod safety {
+    pub mod v1 {
+        tonic::include_proto!("equipoise.safety.v1");
+    }
+}
+
 /// Encoded descriptors of every Equipoise API, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("equipoise_descriptor");
