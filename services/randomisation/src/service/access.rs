@@ -61,7 +61,21 @@ impl Operation {
             Operation::Simulate => &[Statistician, TrialAdmin],
         }
     }
+
+    /// The safety service reads a trial's definition (sites, arms' flags,
+    /// safety settings, time zone) and checks that a reported subject was
+    /// randomised at the reporting site. Neither read carries an arm.
+    fn allows_safety_service(self) -> bool {
+        matches!(self, Operation::GetTrial | Operation::ReadAllocations)
+    }
 }
+
+/// The calling service, when the caller is `service:safety`.
+fn is_safety_service(caller: &Caller) -> bool {
+    caller.has_role(&Role::Service(SAFETY_SERVICE.to_owned()))
+}
+
+const SAFETY_SERVICE: &str = "safety";
 
 /// Checks role and trial scope. Says nothing about whether the trial exists.
 pub fn authorise(
@@ -69,7 +83,8 @@ pub fn authorise(
     operation: Operation,
     trial_id: Option<&str>,
 ) -> Result<(), RandomisationError> {
-    if !caller.has_any_role(operation.allowed_roles()) {
+    let as_service = operation.allows_safety_service() && is_safety_service(caller);
+    if !caller.has_any_role(operation.allowed_roles()) && !as_service {
         return Err(RandomisationError::PermissionDenied(format!(
             "{operation:?} needs one of the roles: {}",
             role_names(operation.allowed_roles())
@@ -102,9 +117,10 @@ pub fn sees_all_sites(caller: &Caller) -> bool {
 }
 
 /// Statisticians and trial administrators may see the full definition and
-/// list warnings; everyone else sees concealed summaries.
+/// list warnings; everyone else sees concealed summaries. The safety
+/// service reads the definition too (never shown to a person by it).
 pub fn sees_design(caller: &Caller) -> bool {
-    caller.has_any_role(&[Role::Statistician, Role::TrialAdmin])
+    caller.has_any_role(&[Role::Statistician, Role::TrialAdmin]) || is_safety_service(caller)
 }
 
 fn role_names(roles: &[Role]) -> String {

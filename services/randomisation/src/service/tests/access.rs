@@ -130,3 +130,60 @@ async fn roles_sites_and_trial_scope_bound_what_each_caller_does_and_sees() {
         .expect("statistician reads trial");
     assert_eq!(statistician_view.definition_yaml, RESPINE_YAML);
 }
+
+/// The safety service reads a trial's definition and checks an allocation
+/// exists at the reporting site; no other service does, and it may not
+/// randomise or see the design through any other call.
+#[tokio::test]
+async fn the_safety_service_reads_definitions_and_allocations_only() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    fixture
+        .randomise("FR-MTP", "MTP-1", "RESPINE", respine_subject(MODERATE_PAIN))
+        .await
+        .expect("allocates");
+    let safety = caller(
+        "service:safety",
+        &[Role::Service("safety".into())],
+        &[],
+        TrialScope::All,
+    );
+    let blinding = caller(
+        "service:blinding",
+        &[Role::Service("blinding".into())],
+        &[],
+        TrialScope::All,
+    );
+
+    let trial = fixture
+        .service
+        .get_trial(&safety, "RESPINE")
+        .await
+        .expect("definition");
+    assert!(
+        trial.definition_yaml.contains("safety:"),
+        "the safety service sees the definition"
+    );
+    let allocation = fixture
+        .service
+        .get_allocation(&safety, "RESPINE", "MTP-1")
+        .await
+        .expect("allocation");
+    assert_eq!(allocation.site_id, "FR-MTP");
+
+    assert_permission_denied(&fixture.service.get_trial(&blinding, "RESPINE").await);
+    assert_permission_denied(
+        &fixture
+            .service
+            .get_allocation(&blinding, "RESPINE", "MTP-1")
+            .await,
+    );
+    let randomised = fixture
+        .service
+        .randomise(
+            &safety,
+            &command("RESPINE", "FR-MTP", "S-9", respine_subject(MODERATE_PAIN)),
+        )
+        .await;
+    assert_permission_denied(&randomised);
+}
