@@ -1,6 +1,6 @@
-//! Randomisation and blinding as real `equipoise serve` processes sharing
-//! one token secret: either one `--target all` process, or one process per
-//! service pointing at each other. Tests mint user tokens and service
+//! The services as real `equipoise serve` processes sharing one token
+//! secret: either one `--target all` process, or one process per service
+//! pointing at each other. Tests mint user tokens and service
 //! tokens from the same secret, as the processes do.
 
 use std::path::PathBuf;
@@ -11,12 +11,14 @@ use equipoise_common::settings::ensure_secret_file;
 use equipoise_proto::blinding::v1::blinding_service_client::BlindingServiceClient;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_proto::randomisation::v1::blinding_support_service_client::BlindingSupportServiceClient;
+use equipoise_proto::safety::v1::safety_service_client::SafetyServiceClient;
 use equipoise_testkit::{BLINDING_URL_VARIABLE, RANDOMISATION_URL_VARIABLE, Replica, free_port};
 
 use crate::{Client, TIMEOUTS};
 
 pub type BlindingClient = BlindingServiceClient<AuthenticatedChannel>;
 pub type SupportClient = BlindingSupportServiceClient<AuthenticatedChannel>;
+pub type SafetyClient = SafetyServiceClient<AuthenticatedChannel>;
 
 const AUDIENCE: &str = "equipoise";
 const USER_ISSUER: &str = "equipoise-dev";
@@ -26,6 +28,8 @@ pub struct System {
     pub randomisation: Replica,
     /// The blinding process, when it runs on its own.
     pub blinding: Option<Replica>,
+    /// The safety process, when it runs on its own.
+    pub safety: Option<Replica>,
     files: tempfile::TempDir,
     secret: Vec<u8>,
 }
@@ -41,34 +45,40 @@ impl System {
         Self {
             randomisation,
             blinding: None,
+            safety: None,
             files,
             secret,
         }
     }
 
-    /// Randomisation and blinding as two processes, each told where the
-    /// other listens.
+    /// Randomisation, blinding and safety as three processes, each told
+    /// where the others listen.
     pub fn separate(env: &[(&str, String)]) -> Self {
         let files = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let secret = shared_secret(&files);
         let randomisation_port = free_port();
         let blinding_port = free_port();
+        let safety_port = free_port();
         let mut variables = common_env(&files);
         variables.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        variables.push((
-            BLINDING_URL_VARIABLE.to_owned(),
-            format!("http://127.0.0.1:{blinding_port}"),
-        ));
-        variables.push((
-            RANDOMISATION_URL_VARIABLE.to_owned(),
-            format!("http://127.0.0.1:{randomisation_port}"),
-        ));
+        let randomisation_url = format!("http://127.0.0.1:{randomisation_port}");
+        let blinding_url = format!("http://127.0.0.1:{blinding_port}");
+        for (variable, url) in [
+            (BLINDING_URL_VARIABLE, &blinding_url),
+            (RANDOMISATION_URL_VARIABLE, &randomisation_url),
+            ("EQUIPOISE_SAFETY__BLINDING_URL", &blinding_url),
+            ("EQUIPOISE_SAFETY__RANDOMISATION_URL", &randomisation_url),
+        ] {
+            variables.push((variable.to_owned(), url.clone()));
+        }
         let blinding = Replica::start_target_at("blinding", blinding_port, &borrowed(&variables));
         let randomisation =
             Replica::start_target_at("randomisation", randomisation_port, &borrowed(&variables));
+        let safety = Replica::start_target_at("safety", safety_port, &borrowed(&variables));
         Self {
             randomisation,
             blinding: Some(blinding),
+            safety: Some(safety),
             files,
             secret,
         }
@@ -84,11 +94,16 @@ impl System {
         self.files.path().join("blinding.db")
     }
 
+    /// The safety service's SQLite file.
+    pub fn safety_db(&self) -> PathBuf {
+        self.files.path().join("safety.db")
+    }
+
     /// Every log line of every process so far.
     pub fn logs(&self) -> String {
         let mut logs = self.randomisation.log();
-        if let Some(blinding) = &self.blinding {
-            logs.push_str(&blinding.log());
+        for replica in [&self.blinding, &self.safety].into_iter().flatten() {
+            logs.push_str(&replica.log());
         }
         logs
     }
@@ -140,6 +155,12 @@ impl System {
     pub async fn blinding_client(&self, token: &str) -> BlindingClient {
         let replica = self.blinding.as_ref().unwrap_or(&self.randomisation);
         BlindingServiceClient::new(self.channel(replica, token).await)
+    }
+
+    /// The safety service, wherever it runs.
+    pub async fn safety_client(&self, token: &str) -> SafetyClient {
+        let replica = self.safety.as_ref().unwrap_or(&self.randomisation);
+        SafetyServiceClient::new(self.channel(replica, token).await)
     }
 
     pub async fn support_client(&self, token: &str) -> SupportClient {

@@ -9,9 +9,11 @@ use equipoise_common::error::RemoteError;
 use equipoise_common::grpc::client::{self, ClientInterceptor, Timeouts};
 use equipoise_proto::blinding::v1::blinding_service_client::BlindingServiceClient;
 use equipoise_proto::randomisation::v1 as pb;
+use equipoise_proto::safety::v1::safety_service_client::SafetyServiceClient;
 use pb::randomisation_service_client::RandomisationServiceClient;
 
 use super::desk::{self, DeskCall};
+use super::safety::{self, SafetyCall};
 use crate::CliError;
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +37,8 @@ pub enum Call {
     Randomisation(RandomisationCall),
     #[command(flatten)]
     Desk(DeskCall),
+    #[command(flatten)]
+    Safety(SafetyCall),
 }
 
 /// Calls to the randomisation service.
@@ -91,6 +95,7 @@ pub async fn run(args: ClientArgs) -> Result<String, CliError> {
             randomisation(RandomisationServiceClient::new(channel), call).await
         }
         Call::Desk(call) => desk::run(BlindingServiceClient::new(channel), call).await,
+        Call::Safety(call) => safety::run(SafetyServiceClient::new(channel), call).await,
     }
 }
 

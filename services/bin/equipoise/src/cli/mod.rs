@@ -3,6 +3,7 @@
 pub mod client;
 pub mod desk;
 pub mod offline;
+pub mod safety;
 pub mod simulate;
 
 use std::path::PathBuf;
