@@ -791,7 +791,11 @@ async fn dsmb_arms_are_for_the_safety_service_only() {
         Role::UnblindedPreparer,
     ];
     for role in users {
-        let user = caller(&[role.clone()], &["FR-MTP"], Some(now_seconds()));
+        let user = caller(
+            std::slice::from_ref(&role),
+            &["FR-MTP"],
+            Some(now_seconds()),
+        );
         let refused = f
             .service
             .arms_for_dsmb(&user, "RESPINE", &ids(&["R-001"]))

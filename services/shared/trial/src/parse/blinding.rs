@@ -257,16 +257,16 @@ fn read_rsi_versions(object: &Object<'_>, problems: &mut Problems) -> Option<Vec
                         None
                     }
                 });
-        if let (Some(date), Some(previous)) = (effective_from, versions.last()) {
-            if date <= previous.effective_from {
-                problems.add(
-                    &entry.field_path("effective_from"),
-                    format!(
-                        "must be after the previous version's {}",
-                        previous.effective_from
-                    ),
-                );
-            }
+        if let (Some(date), Some(previous)) = (effective_from, versions.last())
+            && date <= previous.effective_from
+        {
+            problems.add(
+                &entry.field_path("effective_from"),
+                format!(
+                    "must be after the previous version's {}",
+                    previous.effective_from
+                ),
+            );
         }
         let expected_events = entry.string_list("expected_events", problems);
         if let (Some(version), Some(effective_from)) = (version, effective_from) {
