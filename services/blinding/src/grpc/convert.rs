@@ -6,7 +6,7 @@ use equipoise_proto::blinding::v1 as pb;
 use crate::codes::PoolLevel;
 use crate::service::{
     AssignedCode, BlindingState, BlindingStatus, PeriodView, PreparationInstruction,
-    ReasonCategory, Reveal, RevealEvent, SafetyReveal, SubjectBlinding, UploadSummary,
+    ReasonCategory, Reveal, RevealEvent, SafetyReveal, SubjectArm, SubjectBlinding, UploadSummary,
 };
 use crate::store::{Notification, PeriodRecord, RevealKind};
 
@@ -184,6 +184,19 @@ pub fn safety(value: SafetyReveal) -> pb::SafetyRevealResponse {
     }
 }
 
+pub fn dsmb_arms(values: Vec<SubjectArm>) -> pb::GetArmsForDsmbResponse {
+    pb::GetArmsForDsmbResponse {
+        arms: values
+            .into_iter()
+            .map(|value| pb::SubjectArm {
+                subject_id: value.subject_id,
+                arm_id: value.arm_id,
+                arm_label: value.arm_label,
+            })
+            .collect(),
+    }
+}
+
 pub fn notification(value: Notification) -> pb::UnblindingNotification {
     pb::UnblindingNotification {
         cursor: value.cursor,
@@ -195,5 +208,36 @@ pub fn notification(value: Notification) -> pb::UnblindingNotification {
         actor: value.actor,
         role: value.role,
         reason_category: reason_category_value(value.reason_category.as_deref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsmb_arms_keep_every_subject_in_order() {
+        let arm = |subject: &str, arm: &str, label: &str| SubjectArm {
+            subject_id: subject.into(),
+            arm_id: arm.into(),
+            arm_label: label.into(),
+        };
+        let response = dsmb_arms(vec![arm("S2", "A", "Active"), arm("S1", "P", "Placebo")]);
+        assert_eq!(
+            response.arms,
+            [
+                pb::SubjectArm {
+                    subject_id: "S2".into(),
+                    arm_id: "A".into(),
+                    arm_label: "Active".into(),
+                },
+                pb::SubjectArm {
+                    subject_id: "S1".into(),
+                    arm_id: "P".into(),
+                    arm_label: "Placebo".into(),
+                },
+            ]
+        );
+        assert!(dsmb_arms(Vec::new()).arms.is_empty());
     }
 }

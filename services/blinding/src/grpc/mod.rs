@@ -175,6 +175,19 @@ impl BlindingApi for BlindingGrpc {
         reply(result, convert::safety)
     }
 
+    async fn get_arms_for_dsmb(
+        &self,
+        request: Request<pb::GetArmsForDsmbRequest>,
+    ) -> Reply<pb::GetArmsForDsmbResponse> {
+        let caller = caller(&request)?;
+        let body = request.get_ref();
+        let result = self
+            .service
+            .arms_for_dsmb(&caller, &body.trial_id, &body.subject_ids)
+            .await;
+        reply(result, convert::dsmb_arms)
+    }
+
     async fn planned_period_reveal(
         &self,
         request: Request<pb::PlannedPeriodRevealRequest>,
@@ -459,5 +472,56 @@ mod tests {
             .err()
             .map(|s| s.code());
         assert_eq!(anonymous, Some(tonic::Code::Unauthenticated));
+    }
+
+    fn dsmb_request(caller: Option<Caller>, subjects: usize) -> Request<pb::GetArmsForDsmbRequest> {
+        let mut request = Request::new(pb::GetArmsForDsmbRequest {
+            trial_id: "T".into(),
+            subject_ids: (0..subjects).map(|i| format!("S{i}")).collect(),
+        });
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller);
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn dsmb_arms_map_refusals_to_their_status() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.expect("store"));
+        let service = BlindingService::new(
+            store,
+            Arc::new(Unreachable),
+            system_clock(),
+            LowPoolRule {
+                warn_at_fraction: 0.1,
+                warn_at_count: 1,
+            },
+        );
+        let grpc = BlindingGrpc::new(Arc::new(service));
+        let code = |result: Reply<pb::GetArmsForDsmbResponse>| result.err().map(|s| s.code());
+        let safety = caller(Role::Service("safety".into()), &[]);
+        assert_eq!(
+            code(grpc.get_arms_for_dsmb(dsmb_request(None, 1)).await),
+            Some(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(
+                grpc.get_arms_for_dsmb(dsmb_request(Some(caller(Role::Dsmb, &[])), 1))
+                    .await
+            ),
+            Some(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(
+            code(
+                grpc.get_arms_for_dsmb(dsmb_request(Some(safety.clone()), 10_001))
+                    .await
+            ),
+            Some(tonic::Code::InvalidArgument)
+        );
+        assert_eq!(
+            code(grpc.get_arms_for_dsmb(dsmb_request(Some(safety), 2)).await),
+            Some(tonic::Code::Unavailable),
+            "no definition while randomisation is down and none is stored"
+        );
     }
 }

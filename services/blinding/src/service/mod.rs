@@ -32,7 +32,9 @@ use crate::error::BlindingError;
 use crate::store::{DefinitionSnapshot, Store};
 
 pub use codes::{AssignedCode, BlindingStatus, UploadSummary};
-pub use reveals::{PreparationInstruction, ReasonCategory, Reveal, SafetyReveal};
+pub use reveals::{
+    MAX_DSMB_SUBJECTS, PreparationInstruction, ReasonCategory, Reveal, SafetyReveal, SubjectArm,
+};
 pub use view::{BlindingState, PeriodView, RevealEvent, SubjectBlinding};
 pub use watch::{NotificationBatch, WatchScope};
 

@@ -74,6 +74,26 @@ pub struct SafetyReveal {
     pub audit_seq: u64,
 }
 
+/// One subject's arm for the DSMB's counts, for the safety service only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubjectArm {
+    pub subject_id: String,
+    pub arm_id: String,
+    pub arm_label: String,
+}
+
+/// Never prints the arm.
+impl std::fmt::Debug for SubjectArm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubjectArm")
+            .field("subject_id", &self.subject_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The most subjects one `arms_for_dsmb` call may name.
+pub const MAX_DSMB_SUBJECTS: usize = 10_000;
+
 /// What to prepare for a code, for the unblinded preparer only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparationInstruction {
@@ -392,6 +412,58 @@ impl BlindingService {
             active,
             audit_seq: shown.audit_seq,
         })
+    }
+
+    /// The arms of the subjects that have a code, for the DSMB's counts by
+    /// arm; `service:safety` only. Subjects without a code are left out;
+    /// a subject named twice is answered once, in the order first named.
+    /// One audit record `reveal.dsmb` names the trial and the number of
+    /// subjects whose arm was returned, never a subject or an arm; no
+    /// reveal is recorded and no one is notified.
+    pub async fn arms_for_dsmb(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        subject_ids: &[String],
+    ) -> Result<Vec<SubjectArm>> {
+        require_service(caller, "safety", "GetArmsForDsmb")?;
+        require_trial(caller, trial_id)?;
+        let mut problems = Vec::new();
+        if subject_ids.len() > MAX_DSMB_SUBJECTS {
+            problems.push(equipoise_trial::Problem {
+                path: "subject_ids".into(),
+                message: format!("at most {MAX_DSMB_SUBJECTS} subjects per request"),
+            });
+            return Err(BlindingError::InvalidArgument(problems));
+        }
+        for (index, subject_id) in subject_ids.iter().enumerate() {
+            identifier(&format!("subject_ids[{index}]"), subject_id, &mut problems);
+        }
+        invalid_if_any(problems)?;
+        let trial = self.definition(caller, trial_id).await?;
+        let mut seen = std::collections::HashSet::new();
+        let mut arms = Vec::new();
+        for subject_id in subject_ids {
+            if !seen.insert(subject_id.as_str()) {
+                continue;
+            }
+            if let Some(assigned) = self.store.assignment(trial_id, subject_id).await? {
+                let arm = arm(&trial, &assigned.arm_id)?;
+                arms.push(SubjectArm {
+                    subject_id: assigned.subject_id,
+                    arm_id: arm.id.clone(),
+                    arm_label: arm.label.clone(),
+                });
+            }
+        }
+        let entry = self.entry(
+            caller,
+            "reveal.dsmb",
+            format!("trial/{trial_id}"),
+            json!({ "kind": "dsmb", "subjects": arms.len() }),
+        );
+        self.store.append_audit(entry).await?;
+        Ok(arms)
     }
 
     /// The planned reveal at the start of a period that has one, once that

@@ -768,6 +768,177 @@ async fn safety_reveals_are_for_the_safety_service_with_a_case() {
     );
 }
 
+// ------------------------------------------------------------------ DSMB
+
+fn ids(subjects: &[&str]) -> Vec<String> {
+    subjects.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn dsmb_arms_are_for_the_safety_service_only() {
+    let f = fixture().await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "SHAM").await;
+    let before = f.audit_len().await;
+    let users = [
+        Role::Dsmb,
+        Role::SafetyOfficer,
+        Role::MedicalMonitor,
+        Role::Statistician,
+        Role::TrialAdmin,
+        Role::EmergencyDesk,
+        Role::SiteInvestigator,
+        Role::SiteCoordinator,
+        Role::UnblindedPreparer,
+    ];
+    for role in users {
+        let user = caller(
+            std::slice::from_ref(&role),
+            &["FR-MTP"],
+            Some(now_seconds()),
+        );
+        let refused = f
+            .service
+            .arms_for_dsmb(&user, "RESPINE", &ids(&["R-001"]))
+            .await;
+        assert!(
+            matches!(refused, Err(BlindingError::PermissionDenied(_))),
+            "{role:?}"
+        );
+    }
+    let refused = f
+        .service
+        .arms_for_dsmb(&service("randomisation"), "RESPINE", &ids(&["R-001"]))
+        .await;
+    assert!(matches!(refused, Err(BlindingError::PermissionDenied(_))));
+    assert_eq!(f.audit_len().await, before, "nothing audited for a refusal");
+}
+
+#[tokio::test]
+async fn dsmb_arms_leave_out_uncoded_subjects_and_audit_only_a_count() {
+    let f = fixture().await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "SHAM").await;
+    f.allocate("RESPINE", "R-002", "FR-PAR", "MSC").await;
+    // Randomised, code still pending: left out like an unknown subject.
+    f.randomisation
+        .allocate("RESPINE", "R-003", "FR-MTP", "MSC", "2026-06-02T09:00:00Z");
+    let before = f.audit_len().await;
+    let arms = f
+        .service
+        .arms_for_dsmb(
+            &service("safety"),
+            "RESPINE",
+            &ids(&["R-002", "R-003", "R-999", "R-001", "R-002"]),
+        )
+        .await
+        .expect("arms");
+    let shown: Vec<(&str, &str, &str)> = arms
+        .iter()
+        .map(|a| {
+            (
+                a.subject_id.as_str(),
+                a.arm_id.as_str(),
+                a.arm_label.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("R-002", "MSC", "BM-MSC 20e6 cells in 2 ml, intradiscal"),
+            ("R-001", "SHAM", "Sham paravertebral injection"),
+        ]
+    );
+    assert!(!format!("{arms:?}").contains("SHAM"), "Debug hides the arm");
+
+    let audit = f
+        .service
+        .store
+        .audit_records(1, u32::MAX)
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), before + 1, "one audit record");
+    let last = &audit.last().expect("record").entry;
+    assert_eq!(last.action, "reveal.dsmb");
+    assert_eq!(last.entity, "trial/RESPINE");
+    assert_eq!(last.details, json!({ "kind": "dsmb", "subjects": 2 }));
+    for subject in ["R-001", "R-002", "R-003", "R-999"] {
+        f.assert_nothing_revealed("RESPINE", subject).await;
+    }
+
+    let none = f
+        .service
+        .arms_for_dsmb(&service("safety"), "RESPINE", &[])
+        .await
+        .expect("no subjects");
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn dsmb_requests_are_bounded_and_every_id_checked_before_any_audit() {
+    let f = fixture().await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "SHAM").await;
+    let before = f.audit_len().await;
+    let too_many: Vec<String> = (0..=MAX_DSMB_SUBJECTS).map(|i| format!("R-{i}")).collect();
+    let refused = f
+        .service
+        .arms_for_dsmb(&service("safety"), "RESPINE", &too_many)
+        .await
+        .expect_err("too many");
+    assert_eq!(field_of(&refused), vec!["subject_ids".to_owned()]);
+
+    let long = "R".repeat(MAX_IDENTIFIER_CHARS + 1);
+    let refused = f
+        .service
+        .arms_for_dsmb(
+            &service("safety"),
+            "RESPINE",
+            &ids(&["R-001", "R 002", " ", &long, "R-<script>"]),
+        )
+        .await
+        .expect_err("bad ids");
+    assert_eq!(
+        field_of(&refused),
+        [
+            "subject_ids[1]",
+            "subject_ids[2]",
+            "subject_ids[3]",
+            "subject_ids[4]"
+        ]
+    );
+    assert_eq!(f.audit_len().await, before, "nothing audited");
+
+    let unknown = f
+        .service
+        .arms_for_dsmb(&service("safety"), "NO-SUCH-TRIAL", &ids(&["R-001"]))
+        .await;
+    assert!(matches!(unknown, Err(BlindingError::NotFound(_))));
+
+    let most: Vec<String> = (0..MAX_DSMB_SUBJECTS)
+        .map(|i| format!("R-{i:03}"))
+        .collect();
+    let arms = f
+        .service
+        .arms_for_dsmb(&service("safety"), "RESPINE", &most)
+        .await
+        .expect("10,000 subjects");
+    assert_eq!(arms.len(), 1);
+    assert_eq!(arms[0].subject_id, "R-001");
+}
+
+#[tokio::test]
+async fn dsmb_arms_are_answered_from_the_stored_definition_while_randomisation_is_down() {
+    let f = fixture().await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    f.randomisation.set_down(true);
+    let arms = f
+        .service
+        .arms_for_dsmb(&service("safety"), "RESPINE", &ids(&["R-001"]))
+        .await
+        .expect("arms");
+    assert_eq!(arms.len(), 1);
+    assert_eq!(arms[0].arm_label, "BM-MSC 20e6 cells in 2 ml, intradiscal");
+}
+
 #[tokio::test]
 async fn preparation_instructions_are_for_the_subjects_preparer_only() {
     let f = fixture().await;

@@ -265,9 +265,83 @@ pub struct Unblinding {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Safety {
-    pub reference_safety_information: String,
+    pub reference_safety_information: ReferenceSafetyInformation,
+    /// The expected events of the single-version form; empty in the
+    /// versioned form, whose versions carry their own.
     pub expected_events: Vec<String>,
     pub safety_window_months: u32,
+}
+
+/// The reference safety information (RSI) expectedness is judged against.
+/// Serialised untagged, so the single-version form keeps the canonical form
+/// (and hash) of definitions written before versions existed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ReferenceSafetyInformation {
+    /// One version, in force from the start, with `safety.expected_events`.
+    Single(String),
+    /// Versions in strictly increasing `effective_from` order (at least one).
+    Versions(Vec<RsiVersion>),
+}
+
+/// One version of the RSI and the date it came into force.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RsiVersion {
+    pub version: String,
+    #[serde(serialize_with = "serialize_date")]
+    pub effective_from: jiff::civil::Date,
+    pub expected_events: Vec<String>,
+}
+
+/// A date as `YYYY-MM-DD` in the canonical form.
+fn serialize_date<S: serde::Serializer>(
+    date: &jiff::civil::Date,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(date)
+}
+
+impl Safety {
+    /// Every RSI version with the date it came into force, in order;
+    /// `None` for the single-version form, in force from the start.
+    pub fn rsi_versions(&self) -> Vec<(&str, Option<jiff::civil::Date>)> {
+        match &self.reference_safety_information {
+            ReferenceSafetyInformation::Single(version) => vec![(version.as_str(), None)],
+            ReferenceSafetyInformation::Versions(versions) => versions
+                .iter()
+                .map(|v| (v.version.as_str(), Some(v.effective_from)))
+                .collect(),
+        }
+    }
+
+    /// Whether `term` is an expected event for an onset on `onset`, and the
+    /// RSI version in force then: the version with the latest
+    /// `effective_from` on or before the onset (the single-version form
+    /// applies always). Terms match case-insensitively once trimmed. Before
+    /// the first version came into force no RSI lists the event: it is
+    /// unexpected (the conservative answer for SUSAR classification), and
+    /// the version is empty.
+    pub fn expectedness(&self, onset: jiff::civil::Date, term: &str) -> (bool, String) {
+        let (version, events) = match &self.reference_safety_information {
+            ReferenceSafetyInformation::Single(version) => {
+                (version.as_str(), self.expected_events.as_slice())
+            }
+            ReferenceSafetyInformation::Versions(versions) => {
+                match versions.iter().rev().find(|v| v.effective_from <= onset) {
+                    Some(v) => (v.version.as_str(), v.expected_events.as_slice()),
+                    None => return (false, String::new()),
+                }
+            }
+        };
+        let term = normalise_term(term);
+        let expected = !term.is_empty() && events.iter().any(|e| normalise_term(e) == term);
+        (expected, version.to_owned())
+    }
+}
+
+/// A term as expectedness compares it: trimmed, case folded.
+fn normalise_term(term: &str) -> String {
+    term.trim().to_lowercase()
 }
 
 impl TrialDefinition {

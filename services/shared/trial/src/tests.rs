@@ -326,3 +326,197 @@ fn the_first_period_cannot_have_a_planned_reveal() {
         "periods[0].planned_unblinding_at_start: the first period cannot have a planned reveal",
     );
 }
+
+// ------------------------------------------------------------ RSI versions
+
+fn date(text: &str) -> jiff::civil::Date {
+    text.parse().expect("date")
+}
+
+fn respine_with_safety(safety: &str) -> String {
+    let old = "safety:\n  reference_safety_information: RSI-v3\n  expected_events: [injection site pain, transient radicular pain, headache]\n  safety_window_months: 60\n";
+    assert!(RESPINE.contains(old), "the example's safety section");
+    RESPINE.replace(old, safety)
+}
+
+const TWO_VERSIONS: &str = "safety:
+  reference_safety_information:
+    - { version: IB-v1, effective_from: 2025-01-01, expected_events: [headache] }
+    - version: IB-v2
+      effective_from: '2026-03-01'
+      expected_events: [Headache, '  Transient radicular pain ']
+  safety_window_months: 60
+";
+
+/// The examples' canonical hashes, pinned: the single-version form of the
+/// reference safety information must serialise as it always has.
+#[test]
+fn the_single_version_form_keeps_the_examples_and_their_hashes() {
+    let respine = parse_definition(RESPINE).expect("respine parses");
+    assert_eq!(
+        respine.canonical_sha256(),
+        "6f1d39b84d030b8cb5c8560a1d5106cbc6122f0acb4f6320a408530a3a635b9f"
+    );
+    assert_eq!(
+        serde_json::to_value(&respine.safety).expect("json"),
+        serde_json::json!({
+            "reference_safety_information": "RSI-v3",
+            "expected_events": ["injection site pain", "transient radicular pain", "headache"],
+            "safety_window_months": 60,
+        })
+    );
+    let facet = parse_definition(FACET).expect("facet parses");
+    assert_eq!(
+        facet.canonical_sha256(),
+        "2e91cb04943cdca359cffa776b9b179a77b54d3625a2c207bf695e39ca11838b"
+    );
+    assert_eq!(respine.safety.rsi_versions(), vec![("RSI-v3", None)]);
+    assert_eq!(facet.safety.rsi_versions(), vec![("IB-2024", None)]);
+}
+
+/// The product's shared trials, when this machine has them, parse with the
+/// hashes they had before RSI versions existed.
+#[test]
+fn the_shared_trials_keep_their_hashes() {
+    let dir = std::path::Path::new("/work/shared/trials");
+    for (name, hash) in [
+        (
+            "respine.yaml",
+            "7cc3ffe95af58861ef88547b6ab224ac276f044f4965c03451f0be21502c4a40",
+        ),
+        (
+            "facet-crossover.yaml",
+            "b16b23ae0d24ed54597c406edbc79dfbc07a43cda65c7fa97007cf9b46e38b0e",
+        ),
+    ] {
+        let Ok(yaml) = std::fs::read_to_string(dir.join(name)) else {
+            continue;
+        };
+        let trial = parse_definition(&yaml).expect("shared trial parses");
+        assert_eq!(trial.canonical_sha256(), hash, "{name}");
+    }
+}
+
+#[test]
+fn the_single_version_applies_always_and_matches_trimmed_terms_in_any_case() {
+    let safety = parse_definition(RESPINE).expect("parses").safety;
+    for onset in ["1990-01-01", "2026-06-15", "2099-12-31"] {
+        assert_eq!(
+            safety.expectedness(date(onset), "  HEADACHE "),
+            (true, "RSI-v3".to_owned())
+        );
+    }
+    assert_eq!(
+        safety.expectedness(date("2026-06-15"), "anaphylaxis"),
+        (false, "RSI-v3".to_owned())
+    );
+    assert_eq!(
+        safety.expectedness(date("2026-06-15"), "   "),
+        (false, "RSI-v3".to_owned())
+    );
+}
+
+#[test]
+fn the_version_in_force_on_the_onset_decides_expectedness() {
+    let trial = parse_definition(&respine_with_safety(TWO_VERSIONS)).expect("parses");
+    let safety = &trial.safety;
+    assert_eq!(
+        safety.rsi_versions(),
+        vec![
+            ("IB-v1", Some(date("2025-01-01"))),
+            ("IB-v2", Some(date("2026-03-01")))
+        ]
+    );
+    let term = "transient radicular pain";
+    assert_eq!(
+        safety.expectedness(date("2026-02-28"), term),
+        (false, "IB-v1".to_owned())
+    );
+    assert_eq!(
+        safety.expectedness(date("2026-03-01"), term),
+        (true, "IB-v2".to_owned()),
+        "in force from its effective date"
+    );
+    assert_eq!(
+        safety.expectedness(date("2025-01-01"), "HEADACHE"),
+        (true, "IB-v1".to_owned())
+    );
+    assert_eq!(
+        safety.expectedness(date("2024-12-31"), "headache"),
+        (false, String::new()),
+        "no version in force yet"
+    );
+    let hash = trial.canonical_sha256();
+    let reordered_keys = respine_with_safety(&TWO_VERSIONS.replace(
+        "{ version: IB-v1, effective_from: 2025-01-01,",
+        "{ effective_from: '2025-01-01', version: IB-v1,",
+    ));
+    assert_eq!(
+        parse_definition(&reordered_keys)
+            .expect("parses")
+            .canonical_sha256(),
+        hash
+    );
+    let changed = respine_with_safety(&TWO_VERSIONS.replace("2026-03-01", "2026-03-02"));
+    assert_ne!(
+        parse_definition(&changed)
+            .expect("parses")
+            .canonical_sha256(),
+        hash
+    );
+}
+
+#[test]
+fn rsi_versions_are_unique_dated_and_increasing() {
+    let cases = [
+        (
+            TWO_VERSIONS.replace("version: IB-v2", "version: IB-v1"),
+            "reference_safety_information[1].version: 'IB-v1' appears more than once",
+        ),
+        (
+            TWO_VERSIONS.replace("2026-03-01", "2024-06-01"),
+            "reference_safety_information[1].effective_from: must be after",
+        ),
+        (
+            TWO_VERSIONS.replace("2026-03-01", "2025-01-01"),
+            "reference_safety_information[1].effective_from: must be after",
+        ),
+        (
+            TWO_VERSIONS.replace("2026-03-01", "2026-02-30"),
+            "'2026-02-30' is not a valid YYYY-MM-DD date",
+        ),
+        (
+            TWO_VERSIONS.replace("2026-03-01", "2026-3-1"),
+            "'2026-3-1' is not a valid YYYY-MM-DD date",
+        ),
+        (
+            TWO_VERSIONS.replace("effective_from: 2025-01-01, ", ""),
+            "reference_safety_information[0].effective_from: is required",
+        ),
+        (
+            TWO_VERSIONS.replace("version: IB-v2", "version: ' '"),
+            "reference_safety_information[1].version: must not be empty",
+        ),
+        (
+            TWO_VERSIONS.replace(
+                "expected_events: [headache] }",
+                "expected_events: [headache], url: x }",
+            ),
+            "reference_safety_information[0].url: unknown key",
+        ),
+        (
+            "safety:\n  reference_safety_information: []\n  safety_window_months: 60\n".to_owned(),
+            "safety.reference_safety_information: must list at least one version",
+        ),
+        (
+            TWO_VERSIONS.replace(
+                "  safety_window_months: 60",
+                "  expected_events: [headache]\n  safety_window_months: 60",
+            ),
+            "safety.expected_events: is ambiguous",
+        ),
+    ];
+    for (safety, needle) in cases {
+        assert_problem(&problems_of(&respine_with_safety(&safety)), needle);
+    }
+}

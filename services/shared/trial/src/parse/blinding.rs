@@ -182,8 +182,26 @@ pub(super) fn read_safety(top: &Object<'_>, problems: &mut Problems) -> Option<S
         "safety_window_months",
     ];
     let object = Object::new(value, "safety", keys, problems)?;
-    let reference_safety_information = object.string("reference_safety_information", problems)?;
-    let expected_events = object.string_list("expected_events", problems);
+    let rsi_value = object.required("reference_safety_information", problems)?;
+    let reference_safety_information = match rsi_value {
+        serde_norway::Value::Sequence(_) => {
+            if object.get("expected_events").is_some() {
+                problems.add(
+                    "safety.expected_events",
+                    "is ambiguous beside versioned reference_safety_information: \
+                     list each version's expected_events under it",
+                );
+            }
+            ReferenceSafetyInformation::Versions(read_rsi_versions(&object, problems)?)
+        }
+        _ => ReferenceSafetyInformation::Single(
+            object.string("reference_safety_information", problems)?,
+        ),
+    };
+    let expected_events = match reference_safety_information {
+        ReferenceSafetyInformation::Single(_) => object.string_list("expected_events", problems),
+        ReferenceSafetyInformation::Versions(_) => Vec::new(),
+    };
     let safety_window_months = object.u32("safety_window_months", problems)?;
     positive(
         safety_window_months,
@@ -195,4 +213,82 @@ pub(super) fn read_safety(top: &Object<'_>, problems: &mut Problems) -> Option<S
         expected_events,
         safety_window_months,
     })
+}
+
+/// The versioned form: `{ version, effective_from: YYYY-MM-DD,
+/// expected_events }`, versions unique, dates strictly increasing.
+fn read_rsi_versions(object: &Object<'_>, problems: &mut Problems) -> Option<Vec<RsiVersion>> {
+    let items = object.list("reference_safety_information", true, problems);
+    if items.is_empty() {
+        problems.add(
+            "safety.reference_safety_information",
+            "must list at least one version",
+        );
+        return None;
+    }
+    let before = problems.0.len();
+    let mut versions: Vec<RsiVersion> = Vec::new();
+    for (path, item) in items {
+        let keys = &["version", "effective_from", "expected_events"];
+        let Some(entry) = Object::new(item, &path, keys, problems) else {
+            continue;
+        };
+        let version = entry.string("version", problems);
+        if let Some(version) = &version {
+            if version.trim().is_empty() {
+                problems.add(&entry.field_path("version"), "must not be empty");
+            } else if versions.iter().any(|v| v.version == *version) {
+                problems.add(
+                    &entry.field_path("version"),
+                    format!("'{version}' appears more than once"),
+                );
+            }
+        }
+        let effective_from =
+            entry
+                .string("effective_from", problems)
+                .and_then(|text| match calendar_date(&text) {
+                    Some(date) => Some(date),
+                    None => {
+                        problems.add(
+                            &entry.field_path("effective_from"),
+                            format!("'{text}' is not a valid YYYY-MM-DD date"),
+                        );
+                        None
+                    }
+                });
+        if let (Some(date), Some(previous)) = (effective_from, versions.last())
+            && date <= previous.effective_from
+        {
+            problems.add(
+                &entry.field_path("effective_from"),
+                format!(
+                    "must be after the previous version's {}",
+                    previous.effective_from
+                ),
+            );
+        }
+        let expected_events = entry.string_list("expected_events", problems);
+        if let (Some(version), Some(effective_from)) = (version, effective_from) {
+            versions.push(RsiVersion {
+                version,
+                effective_from,
+                expected_events,
+            });
+        }
+    }
+    (problems.0.len() == before).then_some(versions)
+}
+
+/// A calendar date written exactly `YYYY-MM-DD`.
+fn calendar_date(text: &str) -> Option<jiff::civil::Date> {
+    let shape = text.len() == 10
+        && text.char_indices().all(|(i, c)| match i {
+            4 | 7 => c == '-',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape {
+        return None;
+    }
+    text.parse().ok()
 }
