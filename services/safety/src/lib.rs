@@ -11,3 +11,4 @@
 
 pub mod clocks;
 pub mod e2b;
+pub mod store;
