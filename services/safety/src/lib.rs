@@ -11,4 +11,8 @@
 
 pub mod clocks;
 pub mod e2b;
+pub mod error;
+pub mod service;
 pub mod store;
+
+pub use service::{Blinding, SafetyService, TrialDefinitions};
