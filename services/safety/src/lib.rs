@@ -16,3 +16,6 @@ pub mod service;
 pub mod store;
 
 pub use service::{Blinding, SafetyService, TrialDefinitions};
+pub mod grpc;
+pub mod server;
+pub mod settings;
