@@ -161,3 +161,134 @@ impl SafetyApi for SafetyGrpc {
         reply(result, convert::exported)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The tonic layer end to end in-process: the caller from the request's
+    //! extensions, conversions both ways, errors as statuses.
+
+    use tonic::Code;
+
+    use super::*;
+    use crate::service::tests::{
+        fixture, investigator, medical_monitor, safety_officer, susar_report,
+    };
+
+    fn with_caller<T>(body: T, caller: Caller) -> Request<T> {
+        let mut request = Request::new(body);
+        request.extensions_mut().insert(caller);
+        request
+    }
+
+    fn proto_report(subject: &str) -> pb::CaseReport {
+        let report = susar_report(subject);
+        let event = report.event.expect("event");
+        let reporter = report.reporter.expect("reporter");
+        pb::CaseReport {
+            trial_id: report.trial_id,
+            site_id: report.site_id,
+            subject_id: report.subject_id,
+            reporter: Some(pb::Reporter {
+                name: reporter.name,
+                qualification: reporter.qualification,
+            }),
+            suspect_product: report.suspect_product,
+            event: Some(pb::CodedEvent {
+                llt_code: event.llt_code,
+                term: event.term,
+                meddra_version: event.meddra_version,
+            }),
+            onset_date: report.onset_date,
+            serious: true,
+            seriousness: Some(pb::Seriousness {
+                hospitalisation: true,
+                ..pb::Seriousness::default()
+            }),
+            outcome: pb::Outcome::Recovering as i32,
+            investigator_causality: pb::Causality::Related as i32,
+            narrative: report.narrative,
+            site_aware_at: report.site_aware_at.map(convert::proto_time),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_report_round_trips_and_views_are_masked_by_role() {
+        let f = fixture().await;
+        f.allocate("RSP-200", true);
+        let api = SafetyGrpc::new(Arc::clone(&f.service));
+        let reported = api
+            .report_case(with_caller(
+                pb::ReportCaseRequest {
+                    report: Some(proto_report("RSP-200")),
+                },
+                investigator("FR-MTP"),
+            ))
+            .await
+            .expect("reported")
+            .into_inner();
+        assert_eq!(reported.version, 1);
+        assert_eq!(reported.report, Some(proto_report("RSP-200")));
+        assert_eq!(reported.classification, pb::Classification::Assessed as i32);
+        assert!(reported.obligations.is_empty() && reported.day_zero.is_none());
+
+        let get = |caller: Caller| {
+            api.get_case(with_caller(
+                pb::GetCaseRequest {
+                    case_id: reported.case_id.clone(),
+                    version: 0,
+                },
+                caller,
+            ))
+        };
+        let unblinded = get(safety_officer()).await.expect("read").into_inner();
+        assert_eq!(unblinded.classification, pb::Classification::Susar as i32);
+        assert_eq!(unblinded.obligations.len(), 1);
+        assert_eq!(
+            unblinded.obligations[0].kind,
+            pb::ObligationKind::Initial15Day as i32
+        );
+        assert_eq!(unblinded.obligations[0].due_date, "2026-12-06");
+        assert!(unblinded.day_zero.is_some());
+        let blinded = get(medical_monitor()).await.expect("read").into_inner();
+        assert_eq!(blinded.classification, pb::Classification::Assessed as i32);
+
+        let listed = api
+            .list_obligations(with_caller(
+                pb::ListObligationsRequest {
+                    trial_id: String::new(),
+                    include_submitted: false,
+                },
+                safety_officer(),
+            ))
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(listed.obligations, unblinded.obligations);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_statuses_naming_the_field() {
+        let f = fixture().await;
+        let api = SafetyGrpc::new(Arc::clone(&f.service));
+        let mut report = proto_report("RSP-201");
+        report.outcome = 0;
+        let refused = api
+            .report_case(with_caller(
+                pb::ReportCaseRequest {
+                    report: Some(report),
+                },
+                investigator("FR-MTP"),
+            ))
+            .await
+            .expect_err("no outcome");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(refused.message().contains("report.outcome"), "{refused:?}");
+        let anonymous = api
+            .list_cases(Request::new(pb::ListCasesRequest {
+                trial_id: "RESPINE".into(),
+            }))
+            .await
+            .expect_err("no caller");
+        assert_eq!(anonymous.code(), Code::Unauthenticated);
+    }
+}

@@ -26,7 +26,7 @@ const NOW: &str = "2026-11-21T10:00:00Z";
 // ------------------------------------------------------------------ fakes
 
 #[derive(Default)]
-struct FakeBlinding {
+pub(crate) struct FakeBlinding {
     arms: Mutex<HashMap<(String, String), RevealedArm>>,
     down: AtomicBool,
     reveals: AtomicUsize,
@@ -134,9 +134,9 @@ fn stand_in_rules() -> Rules {
     }
 }
 
-struct Fixture {
-    service: Arc<SafetyService>,
-    blinding: Arc<FakeBlinding>,
+pub(crate) struct Fixture {
+    pub(crate) service: Arc<SafetyService>,
+    pub(crate) blinding: Arc<FakeBlinding>,
     now: Arc<Mutex<Timestamp>>,
 }
 
@@ -165,7 +165,7 @@ async fn fixture_with(rules: Rules) -> Fixture {
     }
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     fixture_with(stand_in_rules()).await
 }
 
@@ -196,7 +196,7 @@ impl Fixture {
     }
 
     /// A RESPINE allocation: MSC is active, SHAM is not.
-    fn allocate(&self, subject: &str, active: bool) {
+    pub(crate) fn allocate(&self, subject: &str, active: bool) {
         if active {
             self.blinding.allocate(
                 "RESPINE",
@@ -217,7 +217,7 @@ impl Fixture {
     }
 }
 
-fn caller(roles: &[Role], sites: &[&str]) -> Caller {
+pub(crate) fn caller(roles: &[Role], sites: &[&str]) -> Caller {
     Caller {
         subject: "user-1".into(),
         display_name: "User One".into(),
@@ -231,20 +231,20 @@ fn caller(roles: &[Role], sites: &[&str]) -> Caller {
     }
 }
 
-fn investigator(site: &str) -> Caller {
+pub(crate) fn investigator(site: &str) -> Caller {
     caller(&[Role::SiteInvestigator], &[site])
 }
 
-fn safety_officer() -> Caller {
+pub(crate) fn safety_officer() -> Caller {
     caller(&[Role::SafetyOfficer], &[])
 }
 
-fn medical_monitor() -> Caller {
+pub(crate) fn medical_monitor() -> Caller {
     caller(&[Role::MedicalMonitor], &[])
 }
 
 /// A serious, related, unexpected event at FR-MTP: a potential SUSAR.
-fn susar_report(subject: &str) -> CaseReportInput {
+pub(crate) fn susar_report(subject: &str) -> CaseReportInput {
     CaseReportInput {
         trial_id: "RESPINE".into(),
         site_id: "FR-MTP".into(),

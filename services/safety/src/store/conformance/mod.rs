@@ -10,7 +10,7 @@ use serde_json::json;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::{
-    AsOf, AssessmentRow, CaseRow, NewObligation, Settled, Settlement, Store, StoreError,
+    AssessmentRow, CaseRow, NewObligation, Settled, Settlement, Store, StoreError,
     StoredClassification, Submission, VersionRow, sealed_sha256,
 };
 
@@ -249,7 +249,3 @@ pub(crate) const TRIGGER_REFUSALS: [(&str, &str); 16] = [
         "closed once",
     ),
 ];
-
-/// Unused-import guard for the groups.
-#[allow(dead_code)]
-fn _types(_: AsOf, _: StoreError) {}

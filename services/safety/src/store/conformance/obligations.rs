@@ -177,8 +177,4 @@ pub(super) async fn racing_settlements_write_once(store: &dyn Store) {
         .expect("read")
         .expect("case");
     assert_eq!(record.obligations.len(), 1);
-    let _ = AsOf {
-        version: 1,
-        assessments: 0,
-    };
 }
