@@ -20,6 +20,9 @@ pub enum SafetyError {
     FailedPrecondition(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A concurrent change won; the same request may be sent again.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{message}")]
     Unavailable {
         message: String,
@@ -71,6 +74,7 @@ impl ServiceError for SafetyError {
             SafetyError::NotFound(_) => ErrorCode::NotFound,
             SafetyError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             SafetyError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            SafetyError::Aborted(_) => ErrorCode::Aborted,
             SafetyError::Unavailable { .. } => ErrorCode::Unavailable,
             SafetyError::Internal(_) => ErrorCode::Internal,
         }

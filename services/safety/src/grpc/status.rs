@@ -26,6 +26,7 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (SafetyError::unavailable("x"), Code::Unavailable),
+            (SafetyError::Aborted("x".into()), Code::Aborted),
             (
                 SafetyError::from(StoreError::Conflict("x".into())),
                 Code::FailedPrecondition,

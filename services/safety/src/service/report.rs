@@ -11,7 +11,7 @@ use super::access::{self, Scope};
 use super::model::{CaseReport, CaseReportInput, CaseView, Causality, CodedEvent, Reporter};
 use super::{Result, SafetyService, random_hex16, subject_tag};
 use crate::error::SafetyError;
-use crate::store::{AssessmentRow, CaseRow, StoredClassification, VersionRow};
+use crate::store::{AssessmentRow, CaseRow, StoreError, StoredClassification, VersionRow};
 
 pub const MAX_ID_CHARS: usize = 64;
 pub const MAX_NAME_CHARS: usize = 200;
@@ -319,7 +319,14 @@ impl SafetyService {
                 "late": late,
             }),
         );
-        self.store.add_version(row, obligations, audit).await?;
+        self.store
+            .add_version(row, obligations, audit)
+            .await
+            .map_err(|error| match error {
+                // Another follow-up took version n+1 since the case was read.
+                StoreError::Conflict(message) => SafetyError::Aborted(message),
+                other => other.into(),
+            })?;
         self.classify_after_write(case_id).await;
         self.case_view(caller, case_id, 0).await
     }

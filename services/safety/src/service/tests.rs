@@ -744,6 +744,41 @@ async fn a_pending_case_no_longer_potential_after_a_follow_up_is_not_pending() {
 // ------------------------------------------------------------ follow-ups
 
 #[tokio::test]
+async fn day_zero_is_the_receipt_of_the_follow_up_that_made_it_a_potential_susar() {
+    let f = fixture().await;
+    f.allocate("RSP-031", true);
+    let mut first = susar_report("RSP-031");
+    first.investigator_causality = None;
+    let case = f
+        .service
+        .report_case(&investigator("FR-MTP"), first)
+        .await
+        .expect("reported");
+    assert_eq!(case.classification, Classification::NotPotentialSusar);
+    f.advance(SignedDuration::from_hours(50));
+    let view = f
+        .service
+        .report_follow_up(
+            &investigator("FR-MTP"),
+            &case.case_id,
+            susar_report("RSP-031"),
+        )
+        .await
+        .expect("related now");
+    assert_eq!(view.classification, Classification::Assessed);
+    let view = f
+        .service
+        .get_case(&safety_officer(), &case.case_id, 0)
+        .await
+        .expect("read");
+    assert_eq!(view.day_zero, Some(f.now()));
+    assert_eq!(
+        view.obligations[0].due_date,
+        Date::new(2026, 12, 8).expect("d")
+    );
+}
+
+#[tokio::test]
 async fn follow_ups_add_versions_and_never_overwrite() {
     let f = fixture().await;
     let mut first = susar_report("RSP-030");
