@@ -11,3 +11,11 @@
 
 pub mod clocks;
 pub mod e2b;
+pub mod error;
+pub mod service;
+pub mod store;
+
+pub use service::{Blinding, SafetyService, TrialDefinitions};
+pub mod grpc;
+pub mod server;
+pub mod settings;
