@@ -31,7 +31,7 @@ fn report(subject: &str, term: &str, seriousness: spb::Seriousness) -> spb::Case
             name: "Dr Sam Martin".into(),
             qualification: "physician".into(),
         }),
-        suspect_product: "Allogeneic BM-MSC".into(),
+        suspect_product: "RESPINE blinded study product".into(),
         event: Some(spb::CodedEvent {
             llt_code: "10000891".into(),
             term: term.into(),
@@ -166,9 +166,15 @@ async fn susars_are_classified_through_a_safety_reveal_and_their_clocks_run() {
     let susar = classified(&mut officer, &active_case.case_id).await;
     assert_eq!(susar.classification, spb::Classification::Susar as i32);
     assert_eq!(susar.obligations.len(), 1);
-    assert_eq!(susar.obligations[0].kind, spb::ObligationKind::Initial15Day as i32);
+    assert_eq!(
+        susar.obligations[0].kind,
+        spb::ObligationKind::Initial15Day as i32
+    );
     let not_reportable = classified(&mut officer, &sham_case.case_id).await;
-    assert_eq!(not_reportable.classification, spb::Classification::NotReportable as i32);
+    assert_eq!(
+        not_reportable.classification,
+        spb::Classification::NotReportable as i32
+    );
     assert!(not_reportable.obligations.is_empty());
     assert!(!not_reportable.not_reportable_reason.is_empty());
 
@@ -181,7 +187,12 @@ async fn susars_are_classified_through_a_safety_reveal_and_their_clocks_run() {
         assert!(view.obligations.is_empty());
         assert!(view.day_zero.is_none());
         let text = format!("{view:?}");
-        for word in ["MSC", "SHAM", "Sham paravertebral", "not the investigational"] {
+        for word in [
+            "MSC",
+            "SHAM",
+            "Sham paravertebral",
+            "not the investigational",
+        ] {
             assert!(!text.contains(word), "the site's view shows {word}: {text}");
         }
     }
@@ -196,7 +207,10 @@ async fn susars_are_classified_through_a_safety_reveal_and_their_clocks_run() {
         .into_inner();
     let expected = classified(&mut officer, &expected.case_id).await;
     assert!(expected.expected);
-    assert_eq!(expected.classification, spb::Classification::NotPotentialSusar as i32);
+    assert_eq!(
+        expected.classification,
+        spb::Classification::NotPotentialSusar as i32
+    );
 
     // A fatal follow-up of the SUSAR brings the 7-day rule from its awareness.
     let mut fatal = report(
@@ -220,7 +234,10 @@ async fn susars_are_classified_through_a_safety_reveal_and_their_clocks_run() {
     assert_eq!(follow_up.version, 2);
     let upgraded = classified(&mut officer, &active_case.case_id).await;
     let kinds: Vec<i32> = upgraded.obligations.iter().map(|o| o.kind).collect();
-    assert!(kinds.contains(&(spb::ObligationKind::Initial7Day as i32)), "{kinds:?}");
+    assert!(
+        kinds.contains(&(spb::ObligationKind::Initial7Day as i32)),
+        "{kinds:?}"
+    );
     let first = case_as(&mut officer, &active_case.case_id).await;
     assert_eq!(first.version, 2);
     let version_one = officer
@@ -231,7 +248,15 @@ async fn susars_are_classified_through_a_safety_reveal_and_their_clocks_run() {
         .await
         .expect("version 1")
         .into_inner();
-    assert!(!version_one.report.expect("report").seriousness.expect("flags").death, "version 1 unchanged");
+    assert!(
+        !version_one
+            .report
+            .expect("report")
+            .seriousness
+            .expect("flags")
+            .death,
+        "version 1 unchanged"
+    );
 
     // The queue, ordered by due time; a submission closes an obligation once.
     let queue = officer
@@ -240,7 +265,11 @@ async fn susars_are_classified_through_a_safety_reveal_and_their_clocks_run() {
         .expect("queue")
         .into_inner()
         .obligations;
-    assert!(queue.windows(2).all(|w| w[0].due_at.map(|t| t.seconds) <= w[1].due_at.map(|t| t.seconds)));
+    assert!(
+        queue
+            .windows(2)
+            .all(|w| w[0].due_at.map(|t| t.seconds) <= w[1].due_at.map(|t| t.seconds))
+    );
     let seven_day = queue
         .iter()
         .find(|o| o.kind == spb::ObligationKind::Initial7Day as i32)
@@ -258,7 +287,10 @@ async fn susars_are_classified_through_a_safety_reveal_and_their_clocks_run() {
         .expect("submission")
         .into_inner();
     assert!(closed.submitted_at.is_some());
-    let again = officer.record_submission(submission).await.expect_err("closed once");
+    let again = officer
+        .record_submission(submission)
+        .await
+        .expect_err("closed once");
     assert_eq!(again.code(), Code::FailedPrecondition);
     let with_follow_up = case_as(&mut officer, &active_case.case_id).await;
     assert!(
@@ -291,7 +323,11 @@ async fn susars_are_classified_through_a_safety_reveal_and_their_clocks_run() {
         .map(|a| (a.arm_id.clone(), a.serious_cases))
         .collect();
     assert_eq!(summary.serious_cases, 3);
-    assert_eq!(by_arm.values().sum::<u32>() + summary.arm_unknown, 3, "{by_arm:?}");
+    assert_eq!(
+        by_arm.values().sum::<u32>() + summary.arm_unknown,
+        3,
+        "{by_arm:?}"
+    );
     let admin = system.token("ada", &["trial_admin"], &[]);
     let pooled = system
         .safety_client(&admin)
@@ -326,7 +362,10 @@ async fn susars_are_classified_through_a_safety_reveal_and_their_clocks_run() {
     assert_eq!(by_site.code(), Code::PermissionDenied);
 
     let logs = system.logs();
-    assert!(!logs.contains("Sham paravertebral"), "no arm label in the logs");
+    assert!(
+        !logs.contains("Sham paravertebral"),
+        "no arm label in the logs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -354,7 +393,9 @@ async fn bad_reports_are_refused_naming_the_problem_and_nothing_is_written() {
     let mut onset_after = good.clone();
     onset_after.onset_date = "2099-01-01".into();
     let mut future = good.clone();
-    future.site_aware_at = Some(timestamp(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48)));
+    future.site_aware_at = Some(timestamp(
+        jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48),
+    ));
     let mut bad_llt = good.clone();
     if let Some(event) = bad_llt.event.as_mut() {
         event.llt_code = "1234".into();
@@ -373,6 +414,17 @@ async fn bad_reports_are_refused_naming_the_problem_and_nothing_is_written() {
             .expect_err("refused");
         assert_eq!(status.code(), code, "{status:?}");
     }
+    // A subject randomisation does not know, and one randomised at another
+    // site, get the same NOT_FOUND.
+    let mut unknown = good.clone();
+    unknown.subject_id = "MTP-999".into();
+    let unknown = site
+        .report_case(spb::ReportCaseRequest {
+            report: Some(unknown),
+        })
+        .await
+        .expect_err("unknown subject");
+    assert_eq!(unknown.code(), Code::NotFound);
     // Another site's coordinator reporting for an FR-MTP subject.
     let par_token = system.token("paz", &["site_coordinator"], &["FR-PAR"]);
     let status = system
@@ -402,7 +454,11 @@ async fn bad_reports_are_refused_naming_the_problem_and_nothing_is_written() {
         .await
         .expect_err("sponsor causality is not a site's");
     assert_eq!(status.code(), Code::PermissionDenied);
-    assert_eq!(case_count(&mut officer).await, before, "nothing was written");
+    assert_eq!(
+        case_count(&mut officer).await,
+        before,
+        "nothing was written"
+    );
     let case = case_as(&mut officer, &case.case_id).await;
     assert_eq!(case.version, 1);
     assert_eq!(case.sponsor_causality, spb::Causality::Unspecified as i32);

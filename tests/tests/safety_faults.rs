@@ -31,7 +31,7 @@ fn potential_susar(subject: &str) -> spb::CaseReport {
             name: "Dr Sam Martin".into(),
             qualification: "physician".into(),
         }),
-        suspect_product: "Allogeneic BM-MSC".into(),
+        suspect_product: "RESPINE blinded study product".into(),
         event: Some(spb::CodedEvent {
             llt_code: "10028596".into(),
             term: "Myocardial infarction".into(),
@@ -86,7 +86,11 @@ async fn blinding_killed_while_twenty_potential_susars_are_reported() {
         assert_eq!(case.classification, spb::Classification::Pending as i32);
         cases.push(case.case_id);
     }
-    system.blinding.as_mut().expect("separate blinding").restart();
+    system
+        .blinding
+        .as_mut()
+        .expect("separate blinding")
+        .restart();
 
     let officer_token = system.token("pv", &["safety_officer"], &[]);
     let mut officer = system.safety_client(&officer_token).await;
@@ -125,24 +129,47 @@ async fn blinding_killed_while_twenty_potential_susars_are_reported() {
         .into_inner()
         .obligations;
     let obligated: Vec<&String> = queue.iter().map(|o| &o.case_id).collect();
-    assert_eq!(obligated.len(), susars.len(), "every obligation exists once");
+    assert_eq!(
+        obligated.len(),
+        susars.len(),
+        "every obligation exists once"
+    );
     assert!(obligated.iter().all(|c| susars.contains(*c)));
-    assert!(!susars.is_empty() && susars.len() < 20, "both arms occur in 20 subjects");
+    assert!(
+        !susars.is_empty() && susars.len() < 20,
+        "both arms occur in 20 subjects"
+    );
 
     let randomisation_store =
         equipoise_randomisation::store::sqlite::SqliteStore::open(&system.randomisation_db())
             .await
             .expect("randomisation store");
-    verify_chain(&randomisation_store.audit_records(1, u32::MAX).await.expect("audit"))
-        .expect("randomisation chain");
-    let blinding_store = equipoise_blinding::store::sqlite::SqliteStore::open(&system.blinding_db())
-        .await
-        .expect("blinding store");
-    verify_chain(&blinding_store.audit_records(1, u32::MAX).await.expect("audit"))
-        .expect("blinding chain");
+    verify_chain(
+        &randomisation_store
+            .audit_records(1, u32::MAX)
+            .await
+            .expect("audit"),
+    )
+    .expect("randomisation chain");
+    let blinding_store =
+        equipoise_blinding::store::sqlite::SqliteStore::open(&system.blinding_db())
+            .await
+            .expect("blinding store");
+    verify_chain(
+        &blinding_store
+            .audit_records(1, u32::MAX)
+            .await
+            .expect("audit"),
+    )
+    .expect("blinding chain");
     let safety_store = equipoise_safety::store::sqlite::SqliteStore::open(&system.safety_db())
         .await
         .expect("safety store");
-    verify_chain(&safety_store.audit_records(1, u32::MAX).await.expect("audit"))
-        .expect("safety chain");
+    verify_chain(
+        &safety_store
+            .audit_records(1, u32::MAX)
+            .await
+            .expect("audit"),
+    )
+    .expect("safety chain");
 }

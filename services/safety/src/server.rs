@@ -12,7 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::grpc::{SafetyGrpc, SafetyServiceServer};
-use crate::service::{Blinding, RETRY_BATCH, Rules, SafetyService, TrialDefinitions, system_clock};
+use crate::service::{
+    Allocations, Blinding, RETRY_BATCH, Rules, SafetyService, TrialDefinitions, system_clock,
+};
 use crate::settings::SafetySettings;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -38,6 +40,7 @@ pub async fn build_service(
     data_dir: &Path,
     blinding: Arc<dyn Blinding>,
     trials: Arc<dyn TrialDefinitions>,
+    allocations: Arc<dyn Allocations>,
 ) -> Result<Arc<SafetyService>, StartupError> {
     settings.validate()?;
     std::fs::create_dir_all(data_dir).map_err(|e| StartupError::DataDir {
@@ -45,14 +48,16 @@ pub async fn build_service(
         reason: e.to_string(),
     })?;
     let store = open_store(settings, data_dir).await?;
-    Ok(Arc::new(SafetyService::new(
+    let service = SafetyService::new(
         store,
         blinding,
         trials,
         system_clock(),
         Rules::regulatory(),
         settings.sender_id.trim(),
-    )))
+    )
+    .with_allocations(allocations);
+    Ok(Arc::new(service))
 }
 
 async fn open_store(

@@ -17,6 +17,10 @@ use equipoise_common::grpc::client::{
 use equipoise_common::serve::{ServerParts, Services, serve};
 use equipoise_randomisation::server::{self as randomisation, StartupError};
 use equipoise_randomisation::service::CodeReconciler;
+use equipoise_safety::SafetyService;
+use equipoise_safety::grpc::blinding_client::GrpcBlinding;
+use equipoise_safety::grpc::randomisation_client::GrpcRandomisation;
+use equipoise_safety::server as safety;
 use tokio::net::TcpListener;
 
 use crate::settings::Settings;
@@ -27,6 +31,7 @@ pub enum Target {
     All,
     Randomisation,
     Blinding,
+    Safety,
 }
 
 impl Target {
@@ -37,11 +42,16 @@ impl Target {
     fn runs_blinding(self) -> bool {
         matches!(self, Target::All | Target::Blinding)
     }
+
+    fn runs_safety(self) -> bool {
+        matches!(self, Target::All | Target::Safety)
+    }
 }
 
 /// The name each service calls the others as: its token's `service:<name>`.
 pub const RANDOMISATION_SERVICE: &str = "randomisation";
 pub const BLINDING_SERVICE: &str = "blinding";
+pub const SAFETY_SERVICE: &str = "safety";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -69,6 +79,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     BlindingStartup(#[from] blinding::StartupError),
+    #[error(transparent)]
+    SafetyStartup(#[from] safety::StartupError),
 }
 
 pub async fn bind(settings: &Settings) -> Result<TcpListener, ServeError> {
@@ -118,9 +130,16 @@ pub async fn run(
     } else {
         None
     };
+    let safety_service = if target.runs_safety() {
+        Some(safety_routes(settings, target, local, &mut services).await?)
+    } else {
+        None
+    };
     // Started once everything is built, so a failed start leaves no task.
     let reconciler: Option<CodeReconciler> = randomisation_service
         .map(|service| randomisation::start_reconciler(&settings.randomisation, service));
+    let classification_retry =
+        safety_service.map(|service| safety::start_classification_retry(&settings.safety, service));
     tracing::info!(address = %local, ?target, data_dir = %settings.data_dir.display(), "serving");
     let parts = ServerParts {
         services,
@@ -140,6 +159,9 @@ pub async fn run(
     // After the drain: no call is left that could race the reconciler's stop.
     if let Some(reconciler) = reconciler {
         reconciler.stop().await;
+    }
+    if let Some(retry) = classification_retry {
+        retry.stop().await;
     }
     served?;
     tracing::info!("stopped");
@@ -172,6 +194,53 @@ async fn blinding_routes(
     let lookup = Arc::new(GrpcRandomisationLookup::new(channel));
     let service = blinding::build_service(&settings.blinding, &settings.data_dir, lookup).await?;
     blinding::add_routes(services, service.clone(), settings.max_message_bytes);
+    Ok(service)
+}
+
+/// Mounts the safety service, which calls blinding (safety reveals, DSMB
+/// arms) and randomisation (definitions, allocation sites) as
+/// `service:safety`.
+async fn safety_routes(
+    settings: &Settings,
+    target: Target,
+    local: SocketAddr,
+    services: &mut Services,
+) -> Result<Arc<SafetyService>, ServeError> {
+    let timeout = settings.safety.blinding_call_timeout_ms;
+    let blinding_url = dependency_url(
+        settings.safety.blinding_url.as_deref(),
+        target,
+        local,
+        ("safety.blinding_url", "safety", "blinding"),
+    )?;
+    let randomisation_url = dependency_url(
+        settings.safety.randomisation_url.as_deref(),
+        target,
+        local,
+        ("safety.randomisation_url", "safety", "randomisation"),
+    )?;
+    let to_blinding = service_channel(
+        settings,
+        SAFETY_SERVICE,
+        &blinding_url,
+        ("safety.blinding_url", timeout),
+    )?;
+    let to_randomisation = service_channel(
+        settings,
+        SAFETY_SERVICE,
+        &randomisation_url,
+        ("safety.randomisation_url", timeout),
+    )?;
+    let randomisation = Arc::new(GrpcRandomisation::new(to_randomisation));
+    let service = safety::build_service(
+        &settings.safety,
+        &settings.data_dir,
+        Arc::new(GrpcBlinding::new(to_blinding)),
+        randomisation.clone(),
+        randomisation,
+    )
+    .await?;
+    safety::add_routes(services, service.clone(), settings.max_message_bytes);
     Ok(service)
 }
 
@@ -319,7 +388,7 @@ mod tests {
             .auth
             .verifier(&settings.data_dir)
             .expect("verifier");
-        for service in [RANDOMISATION_SERVICE, BLINDING_SERVICE] {
+        for service in [RANDOMISATION_SERVICE, BLINDING_SERVICE, SAFETY_SERVICE] {
             // The channel is lazy: building it connects to nothing.
             service_channel(&settings, service, "http://127.0.0.1:1", ("test.url", 1000))
                 .expect("a channel");

@@ -11,6 +11,7 @@ use equipoise_blinding::settings::BlindingSettings;
 use equipoise_common::logging::LogFormat;
 use equipoise_common::settings::{AuthSettings, OutOfRange, between};
 use equipoise_randomisation::settings::RandomisationSettings;
+use equipoise_safety::settings::SafetySettings;
 use figment::providers::{Data, Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -41,6 +42,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub randomisation: RandomisationSettings,
     pub blinding: BlindingSettings,
+    pub safety: SafetySettings,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             randomisation: RandomisationSettings::default(),
             blinding: BlindingSettings::default(),
+            safety: SafetySettings::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ impl Settings {
         )?;
         between("drain_delay_ms", self.drain_delay_ms, 0, MAX_DRAIN_DELAY_MS)?;
         self.blinding.validate()?;
+        self.safety.validate()?;
         self.randomisation.validate()
     }
 }

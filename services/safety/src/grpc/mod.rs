@@ -3,6 +3,7 @@
 
 pub mod blinding_client;
 mod convert;
+pub mod randomisation_client;
 mod status;
 
 use std::sync::Arc;

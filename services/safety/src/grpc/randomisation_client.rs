@@ -63,7 +63,11 @@ impl TrialDefinitions for GrpcRandomisation {
 
 #[async_trait]
 impl Allocations for GrpcRandomisation {
-    async fn site_of(&self, trial_id: &str, subject_id: &str) -> Result<Option<String>, DefinitionError> {
+    async fn site_of(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+    ) -> Result<Option<String>, DefinitionError> {
         let request = pb::GetAllocationRequest {
             trial_id: trial_id.to_owned(),
             subject_id: subject_id.to_owned(),

@@ -139,6 +139,18 @@ pub trait TrialDefinitions: Send + Sync {
     ) -> std::result::Result<TrialDefinition, DefinitionError>;
 }
 
+/// Where the safety service checks that a reported subject was randomised,
+/// and at which site (randomisation's `GetAllocation`, which has no arm).
+#[async_trait]
+pub trait Allocations: Send + Sync {
+    /// `None`: no such allocation.
+    async fn site_of(
+        &self,
+        trial_id: &str,
+        subject_id: &str,
+    ) -> std::result::Result<Option<String>, DefinitionError>;
+}
+
 /// The regulatory rules the service applies, as functions, so tests can
 /// run the service before `clocks` and `e2b` are written
 /// ([`Rules::regulatory`] is what production uses).
@@ -176,6 +188,8 @@ pub struct SafetyService {
     store: Arc<dyn Store>,
     blinding: Arc<dyn Blinding>,
     trials: Arc<dyn TrialDefinitions>,
+    /// When set, a new report must name a subject randomised at its site.
+    allocations: Option<Arc<dyn Allocations>>,
     clock: Clock,
     rules: Rules,
     sender_id: String,
@@ -194,6 +208,7 @@ impl SafetyService {
             store,
             blinding,
             trials,
+            allocations: None,
             clock,
             rules,
             sender_id: sender_id.into(),
@@ -206,6 +221,34 @@ impl SafetyService {
 
     fn now(&self) -> Timestamp {
         (self.clock)()
+    }
+
+    /// Checks new reports against randomisation's allocations.
+    pub fn with_allocations(mut self, allocations: Arc<dyn Allocations>) -> Self {
+        self.allocations = Some(allocations);
+        self
+    }
+
+    /// A subject unknown to randomisation and one randomised at another site
+    /// get the same answer, so a site never learns another site's subjects.
+    async fn require_allocation_at_site(
+        &self,
+        trial_id: &str,
+        site_id: &str,
+        subject_id: &str,
+    ) -> Result<()> {
+        let Some(allocations) = &self.allocations else {
+            return Ok(());
+        };
+        match allocations.site_of(trial_id, subject_id).await {
+            Ok(Some(site)) if site == site_id => Ok(()),
+            Ok(_) | Err(DefinitionError::NotFound) => Err(SafetyError::NotFound(format!(
+                "no subject {subject_id} randomised at site {site_id} in trial {trial_id}"
+            ))),
+            Err(DefinitionError::Unavailable(reason)) => Err(SafetyError::unavailable(format!(
+                "randomisation cannot confirm the subject now: {reason}"
+            ))),
+        }
     }
 
     async fn definition(&self, trial_id: &str) -> Result<TrialDefinition> {

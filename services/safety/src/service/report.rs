@@ -21,20 +21,10 @@ pub const MAX_NARRATIVE_CHARS: usize = 20_000;
 pub const MAX_COMMENT_CHARS: usize = 2_000;
 
 /// Whether `term` is expected against the reference safety information
-/// in force at `onset`, and that RSI's version. The one place to switch
-/// to RSI versions with effective dates when the trial crate has them.
+/// in force at `onset`, and that RSI's version.
 pub fn expectedness(definition: &TrialDefinition, onset: Date, term: &str) -> (bool, String) {
-    let _ = onset;
-    let term = term.trim().to_lowercase();
-    let expected = definition
-        .safety
-        .expected_events
-        .iter()
-        .any(|event| event.trim().to_lowercase() == term);
-    (
-        expected,
-        definition.safety.reference_safety_information.clone(),
-    )
+    // The reference safety information in force on the onset date.
+    definition.safety.expectedness(onset, term)
 }
 
 struct Checker {
@@ -213,6 +203,8 @@ impl SafetyService {
                 format!("is not a site of trial {}", report.trial_id),
             ));
         }
+        self.require_allocation_at_site(&report.trial_id, &report.site_id, &report.subject_id)
+            .await?;
         let case_id = format!("EQP-{}-{}", report.trial_id, random_hex16()?);
         let received_at = format_rfc3339(now);
         let late = (self.rules.is_late)(report.site_aware_at, now);

@@ -1322,7 +1322,6 @@ async fn an_export_is_for_the_safety_officer_and_is_audited() {
 // ------------------------------------- with the rules of branch safety-rules
 
 #[tokio::test]
-#[ignore = "needs clocks/e2b from branch safety-rules"]
 async fn with_the_regulatory_rules_a_susar_is_due_by_the_end_of_day_fifteen_in_paris() {
     let f = fixture_with(Rules::regulatory()).await;
     f.allocate("RSP-100", true);
@@ -1350,7 +1349,6 @@ async fn with_the_regulatory_rules_a_susar_is_due_by_the_end_of_day_fifteen_in_p
 }
 
 #[tokio::test]
-#[ignore = "needs clocks/e2b from branch safety-rules"]
 async fn with_the_regulatory_rules_a_submitted_seven_day_report_opens_its_follow_up() {
     let f = fixture_with(Rules::regulatory()).await;
     f.allocate("RSP-101", true);
@@ -1394,7 +1392,6 @@ async fn with_the_regulatory_rules_a_submitted_seven_day_report_opens_its_follow
 }
 
 #[tokio::test]
-#[ignore = "needs clocks/e2b from branch safety-rules"]
 async fn with_the_regulatory_rules_lateness_and_the_e2b_message_come_from_the_rules() {
     let f = fixture_with(Rules::regulatory()).await;
     let mut report = susar_report("RSP-102");
