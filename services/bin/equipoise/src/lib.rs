@@ -22,6 +22,8 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error("blinding store: {0}")]
     BlindingStore(#[from] equipoise_blinding::store::StoreError),
+    #[error("safety store: {0}")]
+    SafetyStore(#[from] equipoise_safety::store::StoreError),
     #[error(transparent)]
     Startup(#[from] equipoise_randomisation::server::StartupError),
     #[error(transparent)]

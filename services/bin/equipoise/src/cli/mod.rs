@@ -78,6 +78,7 @@ pub enum AuditCommand {
 pub enum AuditedService {
     Randomisation,
     Blinding,
+    Safety,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,9 @@ use equipoise_randomisation::methods::regenerate_list;
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::postgres::PostgresStore;
 use equipoise_randomisation::store::sqlite::SqliteStore;
+use equipoise_safety::store::Store as SafetyStore;
+use equipoise_safety::store::postgres::PostgresStore as SafetyPostgres;
+use equipoise_safety::store::sqlite::SqliteStore as SafetySqlite;
 use equipoise_stream::{ALGORITHM_VERSION, MasterSeed};
 use equipoise_trial::{TrialDefinition, parse_definition};
 
@@ -100,6 +103,22 @@ async fn open_blinding_store(settings: &Settings) -> Result<Box<dyn BlindingStor
     Ok(Box::new(BlindingSqlite::open(&path).await?))
 }
 
+/// The safety service's store: PostgreSQL when configured, else its SQLite
+/// file.
+async fn open_safety_store(settings: &Settings) -> Result<Box<dyn SafetyStore>, CliError> {
+    if let Some(url) = &settings.safety.database_url {
+        return Ok(Box::new(SafetyPostgres::connect(url, 1).await?));
+    }
+    let path = settings.safety.sqlite_path(&settings.data_dir);
+    if !path.exists() {
+        return Err(CliError::Usage(format!(
+            "no safety database at {}",
+            path.display()
+        )));
+    }
+    Ok(Box::new(SafetySqlite::open(&path).await?))
+}
+
 /// Records per read, so a long trail is never held twice in memory.
 const AUDIT_PAGE: u32 = 10_000;
 
@@ -112,6 +131,10 @@ pub async fn audit_verify(settings: &Settings, service: AuditedService) -> Resul
         }
         AuditedService::Blinding => {
             let store = open_blinding_store(settings).await?;
+            all_records(|next| store.audit_records(next, AUDIT_PAGE)).await?
+        }
+        AuditedService::Safety => {
+            let store = open_safety_store(settings).await?;
             all_records(|next| store.audit_records(next, AUDIT_PAGE)).await?
         }
     };

@@ -13,13 +13,13 @@ use crate::CliError;
 #[derive(Debug, clap::Subcommand)]
 pub enum SafetyCall {
     /// Report a serious adverse event (a new case, version 1).
-    ReportSae(CaseArgs),
+    ReportSae(Box<CaseArgs>),
     /// A follow-up to a case: version n+1 under the same case id.
     FollowUp {
         #[arg(long = "case")]
         case_id: String,
         #[command(flatten)]
-        report: CaseArgs,
+        report: Box<CaseArgs>,
     },
     /// The sponsor's causality assessment of a case's latest version.
     Assess {
@@ -160,14 +160,14 @@ pub async fn run(mut client: Client, call: SafetyCall) -> Result<String, CliErro
     let output = match call {
         SafetyCall::ReportSae(args) => {
             let request = pb::ReportCaseRequest {
-                report: Some(case_report(args)?),
+                report: Some(case_report(*args)?),
             };
             case_view(client.report_case(request).await?.into_inner())
         }
         SafetyCall::FollowUp { case_id, report } => {
             let request = pb::ReportFollowUpRequest {
                 case_id,
-                report: Some(case_report(report)?),
+                report: Some(case_report(*report)?),
             };
             case_view(client.report_follow_up(request).await?.into_inner())
         }
