@@ -476,3 +476,103 @@ async fn bad_reports_are_refused_naming_the_problem_and_nothing_is_written() {
         .into_inner();
     assert_eq!(allocation.site_id, "FR-MTP");
 }
+
+/// Runs `equipoise client …` against the system; Err(stderr) when refused.
+fn cli(system: &System, token: &str, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new(equipoise_testkit::equipoise_binary())
+        .arg("client")
+        .args(["--endpoint", &system.randomisation.endpoint()])
+        .args(["--token", token])
+        .args(args)
+        .output()
+        .expect("run equipoise client");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pharmacovigilance_commands_of_the_cli() {
+    let system = System::all_in_one(&[]);
+    system.activate(RESPINE_YAML).await;
+    let arms = randomise_and_learn_arms(&system).await;
+    let active = subject_in(&arms, "MSC");
+    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
+    let report = [
+        "report-sae",
+        "--trial",
+        "RESPINE",
+        "--site",
+        "FR-MTP",
+        "--subject",
+        &active,
+        "--reporter",
+        "Dr Sam Martin",
+        "--product",
+        "RESPINE study product (blinded)",
+        "--llt",
+        "10028596",
+        "--term",
+        "Myocardial infarction",
+        "--onset",
+        "2026-01-02",
+        "--criterion",
+        "life-threatening",
+        "--outcome",
+        "recovering",
+        "--causality",
+        "related",
+        "--narrative",
+        "Chest pain; admitted.",
+        "--aware-at",
+        "2026-01-03T08:00:00Z",
+    ];
+    let reported = cli(&system, &site, &report).expect("report-sae");
+    assert!(reported.contains("classification:  assessed"), "{reported}");
+    let mut bad = report.to_vec();
+    let llt = bad.iter().position(|a| *a == "10028596").expect("llt");
+    bad[llt] = "1234";
+    let refused = cli(&system, &site, &bad).expect_err("a malformed LLT code");
+    assert!(
+        refused.contains("InvalidArgument") && refused.contains("llt_code"),
+        "{refused}"
+    );
+
+    let officer = system.token("pv", &["safety_officer"], &[]);
+    let queue = cli(&system, &officer, &["queue"]).expect("queue");
+    assert!(queue.contains("initial_7_day"), "{queue}");
+    let obligation = queue.split_whitespace().next().expect("an obligation id");
+    let case = queue.split_whitespace().nth(3).expect("a case id");
+    let submitted = cli(
+        &system,
+        &officer,
+        &[
+            "submit",
+            "--obligation",
+            obligation,
+            "--recipient",
+            "EudraVigilance",
+            "--ack",
+            "EV-1",
+        ],
+    )
+    .expect("submit");
+    assert!(submitted.contains("submitted"), "{submitted}");
+    let view = cli(&system, &officer, &["case", case]).expect("case");
+    assert!(
+        view.contains("classification:  susar") && view.contains("follow_up_8_day"),
+        "{view}"
+    );
+    let xml = cli(&system, &officer, &["export", case]).expect("export");
+    assert!(
+        xml.starts_with("<?xml") && xml.contains("10028596"),
+        "{xml}"
+    );
+    let dsmb = system.token("dee", &["dsmb"], &[]);
+    let summary = cli(&system, &dsmb, &["safety-summary", "RESPINE"]).expect("summary");
+    assert!(summary.contains("arm MSC"), "{summary}");
+    let by_site = cli(&system, &site, &["queue"]).expect_err("the queue is the safety officer's");
+    assert!(by_site.contains("PermissionDenied"), "{by_site}");
+}
