@@ -8,8 +8,8 @@ mod status;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use equipoise_common::auth::Caller;
 use equipoise_common::grpc::status::to_status;
+use equipoise_common::grpc::{Reply, caller, reply};
 use equipoise_proto::blinding::v1 as pb;
 use pb::blinding_service_server::BlindingService as BlindingApi;
 use tokio::sync::mpsc;
@@ -17,7 +17,6 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::error::BlindingError;
 use crate::service::{BlindingService, WatchScope};
 pub use pb::blinding_service_server::BlindingServiceServer;
 
@@ -29,22 +28,6 @@ impl BlindingGrpc {
     pub fn new(service: Arc<BlindingService>) -> Self {
         Self { service }
     }
-}
-
-fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
-}
-
-type Reply<T> = Result<Response<T>, Status>;
-
-fn reply<T, U>(result: Result<T, BlindingError>, convert: impl FnOnce(T) -> U) -> Reply<U> {
-    result
-        .map(|value| Response::new(convert(value)))
-        .map_err(to_status)
 }
 
 type NotificationStream =
@@ -282,6 +265,8 @@ mod tests {
 
     use std::collections::BTreeSet;
     use std::time::Duration;
+
+    use equipoise_common::auth::Caller;
 
     use async_trait::async_trait;
     use equipoise_common::audit::AuditEntry;

@@ -9,7 +9,7 @@ pub mod status;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use equipoise_common::auth::Caller;
+use equipoise_common::grpc::{Reply, caller, reply};
 use equipoise_proto::randomisation::v1 as pb;
 use pb::randomisation_service_server::RandomisationService as RandomisationApi;
 use tokio_stream::Stream;
@@ -33,25 +33,6 @@ impl RandomisationGrpc {
     pub fn new(service: Arc<RandomisationService>) -> Self {
         Self { service }
     }
-}
-
-pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
-}
-
-pub(crate) type Reply<T> = Result<Response<T>, Status>;
-
-pub(crate) fn reply<T, U>(
-    result: Result<T, RandomisationError>,
-    convert: impl FnOnce(T) -> U,
-) -> Reply<U> {
-    result
-        .map(|value| Response::new(convert(value)))
-        .map_err(to_status)
 }
 
 fn filter(filter: Option<pb::AllocationFilter>) -> AllocationFilter {

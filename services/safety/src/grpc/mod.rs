@@ -8,13 +8,11 @@ mod status;
 
 use std::sync::Arc;
 
-use equipoise_common::auth::Caller;
-use equipoise_common::grpc::status::to_status;
+use equipoise_common::grpc::{Reply, caller, reply};
 use equipoise_proto::safety::v1 as pb;
 use pb::safety_service_server::SafetyService as SafetyApi;
-use tonic::{Request, Response, Status};
+use tonic::Request;
 
-use crate::error::SafetyError;
 use crate::service::SafetyService;
 pub use pb::safety_service_server::SafetyServiceServer;
 
@@ -26,22 +24,6 @@ impl SafetyGrpc {
     pub fn new(service: Arc<SafetyService>) -> Self {
         Self { service }
     }
-}
-
-fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
-}
-
-type Reply<T> = Result<Response<T>, Status>;
-
-fn reply<T, U>(result: Result<T, SafetyError>, convert: impl FnOnce(T) -> U) -> Reply<U> {
-    result
-        .map(|value| Response::new(convert(value)))
-        .map_err(to_status)
 }
 
 #[tonic::async_trait]
@@ -168,6 +150,7 @@ mod tests {
     //! The tonic layer end to end in-process: the caller from the request's
     //! extensions, conversions both ways, errors as statuses.
 
+    use equipoise_common::auth::Caller;
     use tonic::Code;
 
     use super::*;

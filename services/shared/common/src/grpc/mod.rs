@@ -7,7 +7,33 @@ pub mod client;
 pub mod convert;
 pub mod status;
 
-use tonic::Code;
+use tonic::{Code, Request, Response, Status};
+
+use crate::auth::Caller;
+use crate::error::ServiceError;
+
+/// The caller the authentication layer put on the request. Missing only if
+/// a service was mounted without that layer: refused, never served.
+pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+}
+
+pub type Reply<T> = Result<Response<T>, Status>;
+
+/// A use case's result as a gRPC reply: `convert` on success, the one
+/// error-to-status mapping on failure.
+pub fn reply<T, U, E: ServiceError>(
+    result: Result<T, E>,
+    convert: impl FnOnce(T) -> U,
+) -> Reply<U> {
+    result
+        .map(|value| Response::new(convert(value)))
+        .map_err(status::to_status)
+}
 
 /// The code's name as the gRPC specification writes it, e.g. `NOT_FOUND`.
 pub fn code_name(code: Code) -> &'static str {
