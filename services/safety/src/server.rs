@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use equipoise_common::serve::Services;
 use equipoise_common::settings::OutOfRange;
+use equipoise_common::telemetry::metrics;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -112,6 +113,11 @@ impl ClassificationRetry {
                             tracing::warn!(%error, "classification retry failed");
                         }
                     }
+                }
+                // The overdue gauge rides on the same beat: one small read.
+                match service.overdue_obligations().await {
+                    Ok(overdue) => metrics::record_overdue_obligations(overdue),
+                    Err(error) => tracing::warn!(%error, "could not count overdue obligations"),
                 }
             }
         });

@@ -30,6 +30,8 @@ pub enum CliError {
     Chain(#[from] equipoise_common::audit::ChainBreak),
     #[error(transparent)]
     Serve(#[from] serve::ServeError),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] equipoise_common::telemetry::TelemetryError),
     #[error("{}", cli::client::describe_status(.0))]
     Rpc(#[from] tonic::Status),
 }

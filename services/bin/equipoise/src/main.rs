@@ -7,6 +7,7 @@ use equipoise::cli::{
 };
 use equipoise::serve;
 use equipoise::settings::Settings;
+use equipoise_common::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -27,15 +28,14 @@ async fn run(cli: Cli) -> Result<String, CliError> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve { target } => {
-            equipoise_common::logging::init(settings.log_format);
-            let listener = serve::bind(&settings).await?;
-            serve::run(
-                &settings,
-                target,
-                listener,
-                equipoise_common::serve::shutdown_signal(),
-            )
-            .await?;
+            let telemetry = telemetry::init(
+                settings.log_format,
+                target.service_name(),
+                &telemetry::OtlpExport::from_environment(),
+            )?;
+            let served = serve_target(&settings, target).await;
+            telemetry.shutdown().await;
+            served?;
             Ok(String::new())
         }
         Command::Token {
@@ -61,4 +61,16 @@ async fn run(cli: Cli) -> Result<String, CliError> {
             .map_err(|e| CliError::Usage(e.to_string()))?,
         Command::Client(args) => client::run(args).await,
     }
+}
+
+async fn serve_target(settings: &Settings, target: serve::Target) -> Result<(), CliError> {
+    let listener = serve::bind(settings).await?;
+    serve::run(
+        settings,
+        target,
+        listener,
+        equipoise_common::serve::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
 }

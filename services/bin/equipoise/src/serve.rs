@@ -46,6 +46,17 @@ impl Target {
     fn runs_safety(self) -> bool {
         matches!(self, Target::All | Target::Safety)
     }
+
+    /// The telemetry resource's `service.name` unless `OTEL_SERVICE_NAME`
+    /// gives one.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Target::All => "equipoise",
+            Target::Randomisation => "equipoise-randomisation",
+            Target::Blinding => "equipoise-blinding",
+            Target::Safety => "equipoise-safety",
+        }
+    }
 }
 
 /// The name each service calls the others as: its token's `service:<name>`.
@@ -101,6 +112,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let verifier = Arc::new(settings.auth.verifier(&settings.data_dir)?);
+    // Every service keys its subject tags alike, so tags match across them.
+    equipoise_common::telemetry::set_subject_tag_key(
+        &settings.auth.service_secret(&settings.data_dir)?,
+    );
     let local = listener.local_addr().map_err(|e| ServeError::Listen {
         address: settings.listen.to_string(),
         reason: e.to_string(),

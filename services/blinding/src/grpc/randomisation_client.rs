@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use equipoise_common::grpc::client::AuthenticatedChannel;
+use equipoise_common::grpc::client::traced;
 use equipoise_proto::randomisation::v1 as pb;
 use pb::blinding_support_service_client::BlindingSupportServiceClient;
 use tonic::{Code, Status};
@@ -10,6 +11,12 @@ use tonic::{Code, Status};
 use crate::service::{
     AllocatedArm, LookupError, RandomisationLookup, TrialForBlinding, TrialState,
 };
+
+// The gRPC paths of the calls made here, naming their client spans.
+const GET_TRIAL_FOR_BLINDING: &str =
+    "/equipoise.randomisation.v1.BlindingSupportService/GetTrialForBlinding";
+const LOOK_UP_ALLOCATION: &str =
+    "/equipoise.randomisation.v1.BlindingSupportService/LookUpAllocation";
 
 pub struct GrpcRandomisationLookup {
     client: BlindingSupportServiceClient<AuthenticatedChannel>,
@@ -63,13 +70,15 @@ fn timestamp(at: Option<prost_types::Timestamp>) -> Option<jiff::Timestamp> {
 impl RandomisationLookup for GrpcRandomisationLookup {
     async fn trial_for_blinding(&self, trial_id: &str) -> Result<TrialForBlinding, LookupError> {
         let mut client = self.client.clone();
-        let reply = client
-            .get_trial_for_blinding(pb::GetTrialForBlindingRequest {
+        let reply = traced(
+            GET_TRIAL_FOR_BLINDING,
+            client.get_trial_for_blinding(pb::GetTrialForBlindingRequest {
                 trial_id: trial_id.to_owned(),
-            })
-            .await
-            .map_err(|status| lookup_error(&status))?
-            .into_inner();
+            }),
+        )
+        .await
+        .map_err(|status| lookup_error(&status))?
+        .into_inner();
         let code_seed: [u8; 32] = reply.code_seed.as_slice().try_into().map_err(|_| {
             LookupError::Refused(format!(
                 "the code seed of trial {trial_id} is {} bytes, not 32",
@@ -97,12 +106,14 @@ impl RandomisationLookup for GrpcRandomisationLookup {
         subject_id: &str,
     ) -> Result<Option<AllocatedArm>, LookupError> {
         let mut client = self.client.clone();
-        let reply = client
-            .look_up_allocation(pb::LookUpAllocationRequest {
+        let reply = traced(
+            LOOK_UP_ALLOCATION,
+            client.look_up_allocation(pb::LookUpAllocationRequest {
                 trial_id: trial_id.to_owned(),
                 subject_id: subject_id.to_owned(),
-            })
-            .await;
+            }),
+        )
+        .await;
         let reply = match reply {
             Ok(reply) => reply.into_inner(),
             Err(status) => {

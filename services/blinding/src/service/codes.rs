@@ -3,12 +3,15 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use equipoise_common::auth::{Caller, Role};
+use equipoise_common::telemetry::metrics;
 use equipoise_stream::MasterSeed;
 use equipoise_trial::TrialDefinition;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::access::{require_any, require_service, require_trial};
 use super::{BlindingService, LookupError, Result, invalid_if_any, required, unknown_trial};
@@ -116,10 +119,14 @@ impl BlindingService {
             }),
         );
         let at = entry.at.clone();
+        let committing = Instant::now();
         let assignment = self
             .store
             .assign_code(trial_id, subject_id, site_id, arm_id, entry)
-            .await?;
+            .instrument(tracing::info_span!("store.assign_code"))
+            .await;
+        metrics::record_store_commit("blinding", "assign_code", committing.elapsed());
+        let assignment = assignment?;
         // A racing repeat gets the first caller's assignment, written at
         // another time.
         let replayed = assignment.assigned_at != at;

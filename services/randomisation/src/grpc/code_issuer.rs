@@ -6,11 +6,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use equipoise_common::error::{ErrorCode, RemoteError};
 use equipoise_common::grpc::client::AuthenticatedChannel;
+use equipoise_common::grpc::client::traced;
 use equipoise_common::grpc::convert::to_proto_timestamp;
 use equipoise_proto::blinding::v1 as pb;
 use pb::blinding_service_client::BlindingServiceClient;
 
 use crate::service::{CodeIssueError, CodeIssuer, CodeRequest};
+
+// The gRPC paths of the calls made here, naming their client spans.
+const ASSIGN_CODE: &str = "/equipoise.blinding.v1.BlindingService/AssignCode";
 
 /// Default for how long one `AssignCode` may take (`randomisation.blinding_call_timeout_ms`).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,7 +54,7 @@ impl CodeIssuer for GrpcCodeIssuer {
         call.set_timeout(self.call_timeout);
         // A clone per call: tonic clients are cheap handles on one channel.
         let mut client = self.client.clone();
-        match client.assign_code(call).await {
+        match traced(ASSIGN_CODE, client.assign_code(call)).await {
             Ok(response) => Ok(response.into_inner().code),
             Err(status) => Err(issue_error(RemoteError::from_status(&status))),
         }

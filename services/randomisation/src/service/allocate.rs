@@ -11,11 +11,15 @@
 //!    still missing, so a retry never allocates twice.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use equipoise_common::auth::Caller;
+use equipoise_common::error::ServiceError;
+use equipoise_common::telemetry::metrics;
 use equipoise_common::time::now_rfc3339;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::access::{Operation, authorise, authorise_site};
 use super::codes::CodeActor;
@@ -55,6 +59,16 @@ struct Candidate {
     caps: CapLimits,
 }
 
+/// The allocations metric's outcome: `allocated`, `replayed`, or the
+/// refusal's status code (no arm, no subject).
+fn outcome_label(outcome: &Result<RandomiseOutcome, RandomisationError>) -> &'static str {
+    match outcome {
+        Ok(outcome) if outcome.replayed => "replayed",
+        Ok(_) => "allocated",
+        Err(error) => error.error_code().name(),
+    }
+}
+
 /// The arm at a stream position and how it was chosen.
 struct ArmChoice {
     arm: usize,
@@ -63,6 +77,16 @@ struct ArmChoice {
 
 impl RandomisationService {
     pub async fn randomise(
+        &self,
+        caller: &Caller,
+        command: &RandomiseCommand,
+    ) -> Result<RandomiseOutcome, RandomisationError> {
+        let outcome = self.randomise_with_code(caller, command).await;
+        metrics::record_allocation(&command.trial_id, outcome_label(&outcome));
+        outcome
+    }
+
+    async fn randomise_with_code(
         &self,
         caller: &Caller,
         command: &RandomiseCommand,
@@ -104,7 +128,14 @@ impl RandomisationService {
         }
         let candidate = admit(&trial, command, fingerprint)?;
         let lock_key = format!("allocation/{}/{}", command.trial_id, candidate.stream_key);
-        let lease = self.locks.acquire(&lock_key).await?;
+        let waited = Instant::now();
+        let lease = self
+            .locks
+            .acquire(&lock_key)
+            .instrument(tracing::info_span!("allocation.lock.wait"))
+            .await;
+        metrics::record_lock_wait(waited.elapsed(), lease.is_ok());
+        let lease = lease?;
         let outcome = self
             .allocate_locked(caller, &trial, command, &candidate)
             .await;
@@ -138,7 +169,14 @@ impl RandomisationService {
         let choice = self.choose_arm(trial, candidate, position).await?;
         let request = commit_request(caller, trial, command, candidate, position, choice);
         self.faults.before_commit().await;
-        match self.store.commit_allocation(&request).await {
+        let committing = Instant::now();
+        let committed = self
+            .store
+            .commit_allocation(&request)
+            .instrument(tracing::info_span!("store.commit_allocation"))
+            .await;
+        metrics::record_store_commit("randomisation", "commit_allocation", committing.elapsed());
+        match committed {
             Ok(allocation) => {
                 self.faults.after_commit().await;
                 self.warn_if_list_low(trial, &candidate.stratum, position)

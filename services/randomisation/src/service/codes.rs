@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use equipoise_common::audit::AuditEntry;
+use equipoise_common::telemetry::metrics;
 use equipoise_common::time::now_rfc3339;
 use serde_json::json;
 use tokio::sync::watch;
@@ -133,16 +134,18 @@ impl RandomisationService {
     }
 
     /// One round of the reconciler: completes the codes of every allocation
-    /// that has none, oldest first, `page` at a time. Stops early when the
-    /// blinding service is unavailable; skips, for this round, a trial whose
-    /// pool is empty or whose codes blinding refuses, and reads on past its
-    /// allocations, so one such trial never holds up the others.
+    /// that has none, oldest first, `page` at a time. Once the blinding
+    /// service is unavailable it only counts the rest, so `pending` is the
+    /// whole backlog; it skips, for this round, a trial whose pool is empty
+    /// or whose codes blinding refuses, and reads on past its allocations,
+    /// so one such trial never holds up the others.
     pub async fn reconcile_codes(&self, page: u32) -> Result<ReconcileReport, RandomisationError> {
         let mut report = ReconcileReport {
             completed: 0,
             pending: 0,
         };
         let mut skipped_trials = BTreeSet::new();
+        let mut blinding_unavailable = false;
         let mut after_sequence = 0;
         loop {
             let pending = self
@@ -155,7 +158,7 @@ impl RandomisationService {
             after_sequence = last.sequence;
             report.pending += pending.len();
             for allocation in &pending {
-                if skipped_trials.contains(&allocation.trial_id) {
+                if blinding_unavailable || skipped_trials.contains(&allocation.trial_id) {
                     continue;
                 }
                 match self.complete_pending_code(allocation, &mut report).await? {
@@ -163,7 +166,7 @@ impl RandomisationService {
                     PendingOutcome::SkipTrial => {
                         skipped_trials.insert(allocation.trial_id.clone());
                     }
-                    PendingOutcome::StopRound => return Ok(report),
+                    PendingOutcome::StopRound => blinding_unavailable = true,
                 }
             }
         }
@@ -270,8 +273,9 @@ impl CodeReconciler {
                 tokio::select! {
                     _ = stopped.changed() => return,
                     result = service.reconcile_codes(RECONCILE_BATCH) => {
-                        if let Err(error) = result {
-                            tracing::warn!(%error, "treatment-code reconciliation failed");
+                        match result {
+                            Ok(report) => metrics::record_pending_codes(report.pending as u64),
+                            Err(error) => tracing::warn!(%error, "treatment-code reconciliation failed"),
                         }
                     }
                 }

@@ -172,11 +172,10 @@ pub(crate) fn audit_entry(
     }
 }
 
-/// A short, non-reversible tag for logs: subject identifiers never appear in
-/// logs or spans in clear.
+/// A keyed tag for logs: subject identifiers never appear in logs or spans
+/// in clear, nor in a form anyone could recompute from a guessed id.
 pub(crate) fn log_tag(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(text.as_bytes())[..6])
+    equipoise_common::telemetry::subject_tag(text)
 }
 
 /// Identifiers from callers: printable, short, no separators that could

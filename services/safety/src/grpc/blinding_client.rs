@@ -3,11 +3,16 @@
 
 use async_trait::async_trait;
 use equipoise_common::grpc::client::AuthenticatedChannel;
+use equipoise_common::grpc::client::traced;
 use equipoise_proto::blinding::v1 as pb;
 use pb::blinding_service_client::BlindingServiceClient;
 use tonic::{Code, Status};
 
 use crate::service::{Blinding, BlindingError, RevealedArm, SubjectArm};
+
+// The gRPC paths of the calls made here, naming their client spans.
+const SAFETY_REVEAL: &str = "/equipoise.blinding.v1.BlindingService/SafetyReveal";
+const GET_ARMS_FOR_DSMB: &str = "/equipoise.blinding.v1.BlindingService/GetArmsForDsmb";
 
 pub struct GrpcBlinding {
     client: BlindingServiceClient<AuthenticatedChannel>,
@@ -58,15 +63,17 @@ impl Blinding for GrpcBlinding {
         case_id: &str,
     ) -> Result<RevealedArm, BlindingError> {
         let mut client = self.client.clone();
-        let reply = client
-            .safety_reveal(pb::SafetyRevealRequest {
+        let reply = traced(
+            SAFETY_REVEAL,
+            client.safety_reveal(pb::SafetyRevealRequest {
                 trial_id: trial_id.to_owned(),
                 subject_id: subject_id.to_owned(),
                 case_id: case_id.to_owned(),
-            })
-            .await
-            .map_err(|status| blinding_error(&status))?
-            .into_inner();
+            }),
+        )
+        .await
+        .map_err(|status| blinding_error(&status))?
+        .into_inner();
         Ok(RevealedArm {
             arm_id: reply.arm_id,
             arm_label: reply.arm_label,
@@ -83,14 +90,16 @@ impl Blinding for GrpcBlinding {
         let mut arms = Vec::with_capacity(subject_ids.len());
         // The RPC takes at most 10,000 subjects per call.
         for batch in subject_ids.chunks(10_000) {
-            let reply = client
-                .get_arms_for_dsmb(pb::GetArmsForDsmbRequest {
+            let reply = traced(
+                GET_ARMS_FOR_DSMB,
+                client.get_arms_for_dsmb(pb::GetArmsForDsmbRequest {
                     trial_id: trial_id.to_owned(),
                     subject_ids: batch.to_vec(),
-                })
-                .await
-                .map_err(|status| blinding_error(&status))?
-                .into_inner();
+                }),
+            )
+            .await
+            .map_err(|status| blinding_error(&status))?
+            .into_inner();
             arms.extend(reply.arms.into_iter().map(|a| SubjectArm {
                 subject_id: a.subject_id,
                 arm_id: a.arm_id,

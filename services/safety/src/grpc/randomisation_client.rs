@@ -4,12 +4,17 @@
 
 use async_trait::async_trait;
 use equipoise_common::grpc::client::AuthenticatedChannel;
+use equipoise_common::grpc::client::traced;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_trial::{TrialDefinition, parse_definition};
 use pb::randomisation_service_client::RandomisationServiceClient;
 use tonic::Code;
 
 use crate::service::{Allocations, DefinitionError, TrialDefinitions};
+
+// The gRPC paths of the calls made here, naming their client spans.
+const GET_TRIAL: &str = "/equipoise.randomisation.v1.RandomisationService/GetTrial";
+const GET_ALLOCATION: &str = "/equipoise.randomisation.v1.RandomisationService/GetAllocation";
 
 #[derive(Clone)]
 pub struct GrpcRandomisation {
@@ -41,10 +46,8 @@ impl TrialDefinitions for GrpcRandomisation {
         let request = pb::GetTrialRequest {
             trial_id: trial_id.to_owned(),
         };
-        let trial = self
-            .client
-            .clone()
-            .get_trial(request)
+        let mut client = self.client.clone();
+        let trial = traced(GET_TRIAL, client.get_trial(request))
             .await
             .map_err(lookup_error)?
             .into_inner();
@@ -72,7 +75,8 @@ impl Allocations for GrpcRandomisation {
             trial_id: trial_id.to_owned(),
             subject_id: subject_id.to_owned(),
         };
-        match self.client.clone().get_allocation(request).await {
+        let mut client = self.client.clone();
+        match traced(GET_ALLOCATION, client.get_allocation(request)).await {
             Ok(allocation) => Ok(Some(allocation.into_inner().site_id)),
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => Err(lookup_error(status)),

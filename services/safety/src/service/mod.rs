@@ -29,7 +29,6 @@ use equipoise_trial::TrialDefinition;
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use sha2::{Digest, Sha256};
 
 use crate::clocks::{self, Due};
 use crate::e2b::{self, IcsrInput};
@@ -295,11 +294,10 @@ impl SafetyService {
     }
 }
 
-/// A subject id as logs may carry it: the first 12 hex digits of its
-/// sha256 with the trial.
+/// A subject id as logs may carry it: the keyed tag every service uses,
+/// of the id within its trial.
 pub fn subject_tag(trial_id: &str, subject_id: &str) -> String {
-    let digest = Sha256::digest(format!("{trial_id}\n{subject_id}").as_bytes());
-    hex::encode(&digest[..6])
+    equipoise_common::telemetry::subject_tag(&format!("{trial_id}/{subject_id}"))
 }
 
 /// 16 random hex digits from the operating system.

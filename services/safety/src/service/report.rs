@@ -1,11 +1,15 @@
 //! Reporting: initial cases, follow-ups and the sponsor's causality.
 
+use std::time::Instant;
+
 use equipoise_common::auth::{Caller, Role};
+use equipoise_common::telemetry::metrics;
 use equipoise_common::time::format_rfc3339;
 use equipoise_trial::{Problem, TrialDefinition};
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::access::{self, Scope};
 use super::model::{CaseReport, CaseReportInput, CaseView, Causality, CodedEvent, Reporter};
@@ -246,7 +250,14 @@ impl SafetyService {
                 "late": late,
             }),
         );
-        self.store.create_case(case, first, audit).await?;
+        let committing = Instant::now();
+        let created = self
+            .store
+            .create_case(case, first, audit)
+            .instrument(tracing::info_span!("store.create_case"))
+            .await;
+        metrics::record_store_commit("safety", "create_case", committing.elapsed());
+        created?;
         tracing::info!(
             case_id,
             subject = %subject_tag(&report.trial_id, &report.subject_id),

@@ -42,6 +42,23 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
+
+    /// The code's name as gRPC writes it, e.g. `NOT_FOUND`: for logs and
+    /// metric labels in code that knows no gRPC types.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
+            ErrorCode::Aborted => "ABORTED",
+            ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
 }
 
 /// One field of a request that is wrong, and why (google.rpc `BadRequest`).

@@ -10,4 +10,5 @@ pub mod logging;
 pub mod serve;
 pub mod settings;
 pub mod store;
+pub mod telemetry;
 pub mod time;

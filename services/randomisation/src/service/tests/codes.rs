@@ -3,6 +3,7 @@
 //! reconciler when the blinding service was down.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
@@ -21,16 +22,22 @@ pub(super) enum Blinding {
 }
 
 /// An idempotent `AssignCode`: one code per (trial, subject), which says
-/// nothing about the arm. Records every request it answered.
+/// nothing about the arm. Records every request it answered, and counts
+/// every call, answered or not.
 #[derive(Default)]
 pub(super) struct FakeCodeIssuer {
     mode: Mutex<Blinding>,
     requests: Mutex<Vec<CodeRequest>>,
+    calls: AtomicUsize,
 }
 
 impl FakeCodeIssuer {
     pub(super) fn set(&self, mode: Blinding) {
         *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode;
+    }
+
+    pub(super) fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
     }
 
     pub(super) fn requests(&self) -> Vec<CodeRequest> {
@@ -41,16 +48,16 @@ impl FakeCodeIssuer {
     }
 
     pub(super) fn code_for(trial_id: &str, subject_id: &str) -> String {
-        format!(
-            "K-{}",
-            crate::service::log_tag(&format!("{trial_id}/{subject_id}"))
-        )
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{trial_id}/{subject_id}").as_bytes());
+        format!("K-{}", hex::encode(&digest[..6]))
     }
 }
 
 #[async_trait]
 impl CodeIssuer for FakeCodeIssuer {
     async fn assign_code(&self, request: CodeRequest) -> Result<String, CodeIssueError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         let mode = *self.mode.lock().unwrap_or_else(|p| p.into_inner());
         match mode {
             Blinding::Down => Err(CodeIssueError::Unavailable("connection refused".into())),
@@ -247,6 +254,27 @@ async fn the_reconciler_completes_pending_codes() {
     assert!(retry.replayed);
     assert_eq!(code_records(&fixture).await.len(), 2);
     fixture.assert_audit_chain_verifies().await;
+}
+
+#[tokio::test]
+async fn a_round_with_blinding_down_counts_the_whole_backlog_but_calls_blinding_once() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    fixture.codes.set(Blinding::Down);
+    for subject in ["SUBJ-1", "SUBJ-2", "SUBJ-3"] {
+        assert!(randomise_one(&fixture, subject).await.is_err());
+    }
+    let calls_before = fixture.codes.calls();
+    // One allocation per page: the backlog spans three pages.
+    let round = fixture.service.reconcile_codes(1).await.expect("a round");
+    assert_eq!(
+        round,
+        ReconcileReport {
+            completed: 0,
+            pending: 3
+        }
+    );
+    assert_eq!(fixture.codes.calls(), calls_before + 1);
 }
 
 #[tokio::test]

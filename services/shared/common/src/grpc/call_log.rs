@@ -11,6 +11,10 @@
 //! ends: with the trailers' code, else the headers', else CANCELLED (the
 //! client went away first). The latency thus covers the whole call,
 //! streams included.
+//!
+//! The same object is the call's server span (`rpc.*` attributes, the
+//! remote parent from `traceparent`, the status code at the end) and its
+//! duration metric, so the log line, the span and the metric agree.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,9 +25,11 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
-use tracing::Level;
+use tracing::{Instrument, Level, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::code_name;
+use crate::telemetry::{metrics, propagation};
 
 /// Mounted once in `serve`, outside authentication, so refused calls are
 /// logged too.
@@ -61,19 +67,23 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // Created before the handler runs: if the client goes away first and
         // the future is dropped, the line's own drop logs CANCELLED.
-        let mut line = CallLine::new(request.uri().path().to_owned());
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = match response.await {
-                Ok(response) => response,
-                Err(error) => {
-                    line.write(Code::Unknown);
-                    return Err(error);
-                }
-            };
-            line.header_code = grpc_status(response.headers());
-            Ok(response.map(|body| ResponseBody::new(LoggedBody { inner: body, line })))
-        })
+        let mut line = CallLine::new(request.uri().path().to_owned(), request.headers());
+        let span = line.span.clone();
+        let response = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let response = match response.await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        line.write(Code::Unknown);
+                        return Err(error);
+                    }
+                };
+                line.header_code = grpc_status(response.headers());
+                Ok(response.map(|body| ResponseBody::new(LoggedBody { inner: body, line })))
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -81,6 +91,8 @@ where
 /// or, if it is dropped before then, as abandoned.
 struct CallLine {
     method: String,
+    /// Open until the line is written, so it covers the whole call.
+    span: Span,
     started: Instant,
     /// Set for trailers-only responses.
     header_code: Option<Code>,
@@ -88,9 +100,11 @@ struct CallLine {
 }
 
 impl CallLine {
-    fn new(method: String) -> Self {
+    fn new(method: String, headers: &HeaderMap) -> Self {
+        let span = server_span(&method, headers);
         Self {
             method,
+            span,
             started: Instant::now(),
             header_code: None,
             written: false,
@@ -98,11 +112,72 @@ impl CallLine {
     }
 
     fn write(&mut self, code: Code) {
-        if !self.written {
-            self.written = true;
-            log_call(&self.method, code, self.started.elapsed());
+        if self.written {
+            return;
         }
+        self.written = true;
+        let elapsed = self.started.elapsed();
+        let name = code_name(code);
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if is_server_error(code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        let (service, method) = service_and_method(&self.method);
+        metrics::record_rpc(service, method, name, elapsed);
+        self.span.in_scope(|| log_call(&self.method, code, elapsed));
+        // Ends the span now rather than whenever the body is freed.
+        self.span = Span::none();
     }
+}
+
+/// The call's server span, named `package.Service/Method` with the
+/// semantic conventions' `rpc.*` attributes, child of the caller's span
+/// when `traceparent` names one. Its `trace_id` field puts the trace on
+/// every log line written during the call.
+fn server_span(path: &str, headers: &HeaderMap) -> Span {
+    let (service, method) = service_and_method(path);
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = propagation::extract(headers);
+    // Without a tracing pipeline there is no span of our own: the log still
+    // carries the caller's trace id.
+    let _ = span.set_parent(parent.clone());
+    let trace_id =
+        propagation::trace_id(&span.context()).or_else(|| propagation::trace_id(&parent));
+    if let Some(trace_id) = trace_id {
+        span.record("trace_id", trace_id.as_str());
+    }
+    span
+}
+
+/// `/package.Service/Method` → (`package.Service`, `Method`).
+fn service_and_method(path: &str) -> (&str, &str) {
+    path.trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""))
+}
+
+/// The codes the semantic conventions count as a server's failure; the
+/// rest are the caller's (or routine) and leave the span's status unset.
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 impl Drop for CallLine {

@@ -1,9 +1,10 @@
 //! Calling an Equipoise server: a channel with deliberate timeouts, and the
-//! one interceptor that stamps what every outgoing call carries. Today that
-//! is the bearer token (a user's, or a `service:<name>` token minted from the
-//! shared HMAC secret); trace-context injection belongs here too, so every
-//! client gets it at once.
+//! one interceptor that stamps what every outgoing call carries: the bearer
+//! token (a user's, or a `service:<name>` token minted from the shared HMAC
+//! secret) and the W3C trace context of the calling span. Calls between
+//! services run in a client span ([`traced`]).
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +12,11 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::{AuthError, Claims, Role, mint_hmac_token};
+use crate::telemetry::propagation;
 
 /// How long a client waits, so a dead peer fails the call instead of
 /// hanging it.
@@ -160,8 +164,40 @@ impl Interceptor for ClientInterceptor {
         request
             .metadata_mut()
             .insert("authorization", authorization);
+        propagation::inject(&Span::current().context(), request.metadata_mut());
         Ok(request)
     }
+}
+
+/// Runs one call to another service in a client span named by its gRPC
+/// `path` (`/package.Service/Method`), which the interceptor propagates as
+/// the callee's parent; the span ends with the call's status code.
+pub async fn traced<T>(
+    path: &'static str,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    let name = path.trim_start_matches('/');
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    let span = tracing::info_span!(
+        "grpc.client",
+        otel.name = name,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    let result = call.instrument(span.clone()).await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
 }
 
 /// Shortest lifetime a service token may have: tokens carry whole seconds,

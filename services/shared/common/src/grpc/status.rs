@@ -151,6 +151,13 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn error_code_names_are_the_grpc_names() {
+        for code in ErrorCode::ALL {
+            assert_eq!(code.name(), crate::grpc::code_name(grpc_code(code)));
+        }
+    }
+
     /// One error per code, with the details a real service would attach.
     #[derive(Debug, thiserror::Error)]
     #[error("{message}")]
