@@ -1,7 +1,7 @@
 # Equipoise: `make run` serves the embedded default, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: run test bench lint lint-tools fmt build deps
+.PHONY: run test bench lint lint-tools fmt build deps k8s-check
 
 ## Install what a fresh Debian machine lacks: a C toolchain for SQLite, and
 ## redis-server and PostgreSQL, which the tests start privately.
@@ -36,6 +36,13 @@ lint: lint-tools
 
 lint-tools:
 	@scripts/ensure-lint-tools.sh
+
+## The Kubernetes manifests, offline: render every k8s/ overlay with kubectl
+## kustomize, validate it with kubernetes-validate --strict against a pinned
+## Kubernetes release, then check the NetworkPolicy edges (exactly the calls
+## between services) and every workload's security settings (k8s/tests).
+k8s-check:
+	scripts/check-k8s.sh
 
 fmt:
 	$(CARGO) fmt --all
