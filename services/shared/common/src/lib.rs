@@ -11,3 +11,4 @@ pub mod serve;
 pub mod settings;
 pub mod store;
 pub mod time;
+pub mod tls;
