@@ -13,6 +13,7 @@ use equipoise_proto::randomisation::v1 as pb;
 use equipoise_proto::randomisation::v1::blinding_support_service_client::BlindingSupportServiceClient;
 use equipoise_proto::safety::v1::safety_service_client::SafetyServiceClient;
 use equipoise_testkit::{BLINDING_URL_VARIABLE, RANDOMISATION_URL_VARIABLE, Replica, free_port};
+use tonic::transport::ClientTlsConfig;
 
 use crate::{Client, TIMEOUTS};
 
@@ -32,11 +33,24 @@ pub struct System {
     pub safety: Option<Replica>,
     files: tempfile::TempDir,
     secret: Vec<u8>,
+    /// The test's own clients call over TLS with this, when the processes
+    /// serve TLS.
+    client_tls: Option<ClientTlsConfig>,
 }
 
 impl System {
     /// One `--target all` process; `env` is added to its environment.
     pub fn all_in_one(env: &[(&str, String)]) -> Self {
+        Self::all_in_one_over(env, None)
+    }
+
+    /// As [`System::all_in_one`], serving TLS as `env`'s `EQUIPOISE_TLS__*`
+    /// variables say; the test's clients connect with `client_tls`.
+    pub fn all_in_one_over_tls(env: &[(&str, String)], client_tls: ClientTlsConfig) -> Self {
+        Self::all_in_one_over(env, Some(client_tls))
+    }
+
+    fn all_in_one_over(env: &[(&str, String)], client_tls: Option<ClientTlsConfig>) -> Self {
         let files = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let secret = shared_secret(&files);
         let mut variables = common_env(&files);
@@ -48,12 +62,29 @@ impl System {
             safety: None,
             files,
             secret,
+            client_tls,
         }
     }
 
     /// Randomisation, blinding and safety as three processes, each told
     /// where the others listen.
     pub fn separate(env: &[(&str, String)]) -> Self {
+        Self::separate_over(env, None)
+    }
+
+    /// As [`System::separate`], serving TLS as `env`'s `EQUIPOISE_TLS__*`
+    /// variables say: each process is told the others' https:// URLs, and
+    /// the test's clients connect with `client_tls`.
+    pub fn separate_over_tls(env: &[(&str, String)], client_tls: ClientTlsConfig) -> Self {
+        Self::separate_over(env, Some(client_tls))
+    }
+
+    fn separate_over(env: &[(&str, String)], client_tls: Option<ClientTlsConfig>) -> Self {
+        let scheme = if client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let files = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let secret = shared_secret(&files);
         let randomisation_port = free_port();
@@ -61,8 +92,8 @@ impl System {
         let safety_port = free_port();
         let mut variables = common_env(&files);
         variables.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        let randomisation_url = format!("http://127.0.0.1:{randomisation_port}");
-        let blinding_url = format!("http://127.0.0.1:{blinding_port}");
+        let randomisation_url = format!("{scheme}://127.0.0.1:{randomisation_port}");
+        let blinding_url = format!("{scheme}://127.0.0.1:{blinding_port}");
         for (variable, url) in [
             (BLINDING_URL_VARIABLE, &blinding_url),
             (RANDOMISATION_URL_VARIABLE, &randomisation_url),
@@ -81,6 +112,7 @@ impl System {
             safety: Some(safety),
             files,
             secret,
+            client_tls,
         }
     }
 
@@ -168,9 +200,14 @@ impl System {
     }
 
     async fn channel(&self, replica: &Replica, token: &str) -> AuthenticatedChannel {
-        let channel = client::connect(&replica.endpoint(), TIMEOUTS)
-            .await
-            .expect("connect");
+        let channel = match &self.client_tls {
+            None => client::connect(&replica.endpoint(), TIMEOUTS).await,
+            Some(tls) => {
+                client::connect_with_tls(&replica.https_endpoint(), TIMEOUTS, Some(tls.clone()))
+                    .await
+            }
+        }
+        .expect("connect");
         let interceptor = ClientInterceptor::bearer(token).expect("ascii token");
         client::authenticated(channel, interceptor)
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use equipoise_common::serve::Services;
 use equipoise_common::settings::SettingsError;
+use equipoise_common::tls::{PemKind, TlsError, install_crypto_provider, read_pem};
 
 use equipoise_common::grpc::client::AuthenticatedChannel;
 
@@ -36,6 +37,8 @@ pub enum StartupError {
     Seal(#[from] SealError),
     #[error("data directory {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Builds the service; `codes` reaches the blinding service (see
@@ -93,10 +96,46 @@ async fn open_locks(
         command_timeout: Duration::from_millis(settings.redis_command_timeout_ms),
         connect_timeout: Duration::from_millis(settings.redis_connect_timeout_ms),
     };
-    let locks = RedisLocks::connect(url, timings)
+    let locks = RedisLocks::connect_with_tls(url, timings, redis_tls(settings)?)
         .await
         .map_err(StartupError::Redis)?;
     Ok(Arc::new(locks))
+}
+
+/// The CA and client certificate for a `rediss://` Redis, when configured;
+/// a missing file stops start-up naming its setting.
+fn redis_tls(
+    settings: &RandomisationSettings,
+) -> Result<Option<redis::TlsCertificates>, StartupError> {
+    // A `rediss://` client asks rustls for the process's provider.
+    install_crypto_provider();
+    let client_tls = match (&settings.redis_cert_file, &settings.redis_key_file) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read_pem("randomisation.redis_cert_file", cert, PemKind::Certificates)?,
+            client_key: read_pem("randomisation.redis_key_file", key, PemKind::PrivateKey)?,
+        }),
+        (Some(_), None) => Err(TlsError::Unpaired {
+            set: "randomisation.redis_cert_file",
+            missing: "randomisation.redis_key_file",
+        })?,
+        (None, Some(_)) => Err(TlsError::Unpaired {
+            set: "randomisation.redis_key_file",
+            missing: "randomisation.redis_cert_file",
+        })?,
+    };
+    let root_cert = settings
+        .redis_ca_file
+        .as_deref()
+        .map(|path| read_pem("randomisation.redis_ca_file", path, PemKind::Certificates))
+        .transpose()?;
+    if client_tls.is_none() && root_cert.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// The blinding service's `AssignCode` over `channel` (authenticated as

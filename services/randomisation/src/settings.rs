@@ -27,6 +27,13 @@ pub struct RandomisationSettings {
     /// Longest one Redis command may take before Redis counts as down.
     pub redis_command_timeout_ms: u64,
     pub redis_connect_timeout_ms: u64,
+    /// PEM CA bundle that a `rediss://` Redis's certificate is checked
+    /// against; unset: the system's roots.
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for a Redis that requires them
+    /// (`tls-auth-clients yes`).
+    pub redis_cert_file: Option<PathBuf>,
+    pub redis_key_file: Option<PathBuf>,
     /// Default: `<data_dir>/randomisation.db`.
     pub sqlite_path: Option<PathBuf>,
     /// 32-byte hex key that seals master seeds. Default:
@@ -59,6 +66,9 @@ impl Default for RandomisationSettings {
             lock_lease_ms: 10_000,
             redis_command_timeout_ms: 500,
             redis_connect_timeout_ms: 1_000,
+            redis_ca_file: None,
+            redis_cert_file: None,
+            redis_key_file: None,
             sqlite_path: None,
             seal_key_file: None,
             lock_wait_ms: 5_000,

@@ -9,5 +9,5 @@ mod replica;
 
 pub use postgres::PostgresServer;
 pub use process::free_port;
-pub use redis::RedisServer;
+pub use redis::{RedisServer, RedisTls};
 pub use replica::{BLINDING_URL_VARIABLE, RANDOMISATION_URL_VARIABLE, Replica, equipoise_binary};

@@ -6,6 +6,7 @@
 //! ([`PostgresServer::shared`]) and take a fresh database each
 //! ([`PostgresServer::create_database`]).
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -28,17 +29,33 @@ pub struct PostgresServer {
     dir: tempfile::TempDir,
     bin: PathBuf,
     as_postgres: bool,
+    /// Further `-c name=value` server options, e.g. for TLS.
+    options: String,
 }
 
 impl PostgresServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A cluster that also accepts TLS (`ssl = on`), presenting this PEM
+    /// certificate and key. Clients choose TLS with `sslmode` in the URL.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let server = Self {
+        let mut server = Self {
             port: free_port(),
             bin: find_bin(),
             as_postgres: running_as_root(),
             dir,
+            options: String::new(),
         };
+        if let Some((cert, key)) = tls {
+            server.options = server.write_tls_files(cert, key);
+        }
         if server.as_postgres {
             run(
                 Command::new("chown")
@@ -119,6 +136,22 @@ impl PostgresServer {
             .unwrap_or_else(|e| panic!("postgres watchdog could not start: {e}"))
     }
 
+    /// Writes the certificate and key (0600, as PostgreSQL demands) and
+    /// returns the options that serve them.
+    fn write_tls_files(&self, cert: &str, key: &str) -> String {
+        let cert_path = self.dir.path().join("server.crt");
+        let key_path = self.dir.path().join("server.key");
+        std::fs::write(&cert_path, cert).unwrap_or_else(|e| panic!("server.crt: {e}"));
+        std::fs::write(&key_path, key).unwrap_or_else(|e| panic!("server.key: {e}"));
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("server.key: {e}"));
+        format!(
+            " -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",
+            cert_path.display(),
+            key_path.display()
+        )
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -136,9 +169,10 @@ impl PostgresServer {
 
     fn pg_ctl_start(&self) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=on -c synchronous_commit=on",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=on -c synchronous_commit=on{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.options
         );
         let mut start = self.command("pg_ctl");
         start

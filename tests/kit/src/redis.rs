@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -11,6 +12,17 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// TLS only, on `port`, when set.
+    tls: Option<RedisTls>,
+}
+
+/// PEM files for a Redis that speaks TLS only and requires client
+/// certificates issued by `ca_file`.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
 }
 
 impl RedisServer {
@@ -20,9 +32,28 @@ impl RedisServer {
             port: free_port(),
             dir,
             child: None,
+            tls: None,
         };
         server.spawn();
         server
+    }
+
+    /// A Redis that speaks TLS only (`--port 0 --tls-port`), and requires
+    /// client certificates; reach it at [`RedisServer::tls_url`].
+    pub fn start_tls(tls: RedisTls) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            child: None,
+            tls: Some(tls),
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
     }
 
     pub fn url(&self) -> String {
@@ -30,6 +61,10 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        if let Some(tls) = self.tls.clone() {
+            self.spawn_tls(&tls);
+            return;
+        }
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -62,6 +97,48 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("redis-server on port {} never answered", self.port);
+    }
+
+    fn spawn_tls(&mut self, tls: &RedisTls) {
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--tls-cert-file")
+            .arg(&tls.cert_file)
+            .arg("--tls-key-file")
+            .arg(&tls.key_file)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.ca_file)
+            .args(["--tls-auth-clients", "yes"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server could not start: {e}"));
+        self.child = Some(child);
+        // A plaintext PING cannot reach it; its log says when it is ready.
+        for _ in 0..400 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Ready to accept connections") {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("redis-server exited with {status} (built without TLS?):\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "redis-server with TLS on port {} never became ready",
+            self.port
+        );
     }
 
     /// `kill -9`: gone at once, nothing saved.

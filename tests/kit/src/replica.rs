@@ -110,6 +110,11 @@ impl Replica {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The endpoint of a replica serving TLS (`EQUIPOISE_TLS__*`).
+    pub fn https_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("replica.log")
     }

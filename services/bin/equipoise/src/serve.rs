@@ -12,9 +12,10 @@ use equipoise_blinding::BlindingService;
 use equipoise_blinding::grpc::randomisation_client::GrpcRandomisationLookup;
 use equipoise_blinding::server as blinding;
 use equipoise_common::grpc::client::{
-    AuthenticatedChannel, ClientError, Timeouts, authenticated, connect_lazy,
+    AuthenticatedChannel, ClientError, Timeouts, authenticated, connect_lazy_with_tls,
 };
 use equipoise_common::serve::{ServerParts, Services, serve};
+use equipoise_common::tls::TlsError;
 use equipoise_randomisation::server::{self as randomisation, StartupError};
 use equipoise_randomisation::service::CodeReconciler;
 use equipoise_safety::SafetyService;
@@ -92,6 +93,9 @@ pub enum ServeError {
     BlindingStartup(#[from] blinding::StartupError),
     #[error(transparent)]
     SafetyStartup(#[from] safety::StartupError),
+    /// A `[tls]` file that cannot be used, or an https:// URL without a CA.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 pub async fn bind(settings: &Settings) -> Result<TcpListener, ServeError> {
@@ -111,6 +115,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    // First, so a missing certificate stops start-up before anything opens.
+    let tls = settings.tls.load()?;
     let verifier = Arc::new(settings.auth.verifier(&settings.data_dir)?);
     // Every service keys its subject tags alike, so tags match across them.
     equipoise_common::telemetry::set_subject_tag_key(
@@ -155,12 +161,21 @@ pub async fn run(
         .map(|service| randomisation::start_reconciler(&settings.randomisation, service));
     let classification_retry =
         safety_service.map(|service| safety::start_classification_retry(&settings.safety, service));
-    tracing::info!(address = %local, ?target, data_dir = %settings.data_dir.display(), "serving");
+    let server_tls = tls.server_config();
+    tracing::info!(
+        address = %local,
+        ?target,
+        data_dir = %settings.data_dir.display(),
+        tls = server_tls.is_some(),
+        client_certificates = tls.require_client_cert,
+        "serving"
+    );
     let parts = ServerParts {
         services,
         descriptor_sets: vec![equipoise_proto::FILE_DESCRIPTOR_SET],
         verifier,
         drain_delay: Duration::from_millis(settings.drain_delay_ms),
+        tls: server_tls,
     };
     // Watch streams never end by themselves: end them when the drain begins,
     // so watchers reconnect (with their cursor) to a replica that stays.
@@ -306,7 +321,8 @@ pub fn loopback_url(listen: SocketAddr) -> String {
 
 /// A lazily connected channel to `url` whose calls carry tokens for
 /// `service:<caller>`. Lazy, so start-up order does not matter and a
-/// dependency that restarts is reconnected.
+/// dependency that restarts is reconnected. With `tls.ca_file` set the call
+/// goes over TLS, presenting this service's certificate.
 pub fn service_channel(
     settings: &Settings,
     caller: &str,
@@ -320,8 +336,10 @@ pub fn service_channel(
         request: Duration::from_millis(call_timeout_ms),
         ..Timeouts::default()
     };
-    let channel =
-        connect_lazy(url, timeouts).map_err(|source| ServeError::Client { key, source })?;
+    let url = settings.tls.service_url(key, url)?;
+    let tls = settings.tls.load()?.client_config();
+    let channel = connect_lazy_with_tls(&url, timeouts, tls)
+        .map_err(|source| ServeError::Client { key, source })?;
     Ok(authenticated(channel, interceptor))
 }
 
@@ -378,6 +396,35 @@ mod tests {
             error.to_string(),
             "randomisation.blinding_url must be set to serve --target randomisation: it is the address of the blinding service"
         );
+    }
+
+    /// An https:// dependency needs a CA to check it against, and a CA
+    /// that cannot be read is named by its setting.
+    #[tokio::test]
+    async fn https_dependencies_need_the_tls_ca_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings {
+            data_dir: dir.path().to_owned(),
+            ..Settings::default()
+        };
+        let key = ("randomisation.blinding_url", 1000);
+        let Err(error) = service_channel(&settings, "randomisation", "https://blinding:1", key)
+        else {
+            panic!("an https:// URL without tls.ca_file is refused");
+        };
+        let error = error.to_string();
+        assert!(
+            error.starts_with("randomisation.blinding_url is https://blinding:1"),
+            "{error}"
+        );
+        assert!(error.contains("tls.ca_file"), "{error}");
+
+        settings.tls.ca_file = Some(dir.path().join("missing-ca.crt"));
+        let Err(error) = service_channel(&settings, "randomisation", "http://blinding:1", key)
+        else {
+            panic!("a missing CA file is refused");
+        };
+        assert!(error.to_string().starts_with("tls.ca_file "), "{error}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use equipoise_blinding::settings::BlindingSettings;
 use equipoise_common::logging::LogFormat;
 use equipoise_common::settings::{AuthSettings, OutOfRange, between};
+use equipoise_common::tls::{TlsError, TlsSettings};
 use equipoise_randomisation::settings::RandomisationSettings;
 use equipoise_safety::settings::SafetySettings;
 use figment::providers::{Data, Format, Serialized, Toml};
@@ -40,6 +41,8 @@ pub struct Settings {
     /// still served, before the listener closes and in-flight calls drain.
     pub drain_delay_ms: u64,
     pub auth: AuthSettings,
+    /// TLS and client certificates; plaintext when unset (docs/tls.md).
+    pub tls: TlsSettings,
     pub randomisation: RandomisationSettings,
     pub blinding: BlindingSettings,
     pub safety: SafetySettings,
@@ -54,6 +57,7 @@ impl Default for Settings {
             max_message_bytes: 1024 * 1024,
             drain_delay_ms: 2_000,
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
             randomisation: RandomisationSettings::default(),
             blinding: BlindingSettings::default(),
             safety: SafetySettings::default(),
@@ -70,6 +74,8 @@ pub enum SettingsError {
     Invalid(Box<figment::Error>),
     #[error("configuration: {0}")]
     OutOfRange(#[from] OutOfRange),
+    #[error("configuration: {0}")]
+    Tls(#[from] TlsError),
 }
 
 impl Settings {
@@ -116,6 +122,7 @@ impl Settings {
             .extract()
             .map_err(|e| SettingsError::Invalid(Box::new(e)))?;
         settings.validate()?;
+        settings.tls.validate()?;
         Ok(settings)
     }
 
@@ -138,12 +145,15 @@ const ENV_PREFIX: &str = "EQUIPOISE_";
 const ENV_LEVEL_SEPARATOR: &str = "__";
 
 /// Variables under the prefix that are not settings: the CLI's own
-/// (`--config`, `client --token/--endpoint`) and the test harness's, which
-/// replica processes inherit.
+/// (`--config`, `client --token/--endpoint/--ca-cert/--cert/--key`) and the
+/// test harness's, which replica processes inherit.
 const NOT_SETTINGS: &[&str] = &[
     "CONFIG",
     "TOKEN",
     "ENDPOINT",
+    "CA_CERT",
+    "CLIENT_CERT",
+    "CLIENT_KEY",
     "BIN",
     "PG_BIN",
     "EXTRA_TRIALS_DIR",
@@ -434,6 +444,9 @@ mod tests {
                 ("EQUIPOISE_BIN", "/usr/local/bin/equipoise"),
                 ("EQUIPOISE_PG_BIN", "/usr/lib/postgresql/17/bin"),
                 ("EQUIPOISE_EXTRA_TRIALS_DIR", "/srv/trials"),
+                ("EQUIPOISE_CA_CERT", "/etc/equipoise/tls/ca.crt"),
+                ("EQUIPOISE_CLIENT_CERT", "/home/ada/ada.crt"),
+                ("EQUIPOISE_CLIENT_KEY", "/home/ada/ada.key"),
                 ("RUST_LOG", "debug"),
                 ("PATH", "/usr/bin"),
             ]),
@@ -446,6 +459,49 @@ mod tests {
             environment(&[("EQUIPOISE_TOKENS", "eyJhbGciOi")]),
         ));
         assert!(error.contains("tokens"), "{error}");
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_environment() {
+        let settings = Settings::load_from(
+            None,
+            environment(&[
+                ("EQUIPOISE_TLS__CERT_FILE", "/etc/equipoise/tls/tls.crt"),
+                ("EQUIPOISE_TLS__KEY_FILE", "/etc/equipoise/tls/tls.key"),
+                ("EQUIPOISE_TLS__CA_FILE", "/etc/equipoise/tls/ca.crt"),
+                ("EQUIPOISE_TLS__REQUIRE_CLIENT_CERT", "true"),
+                ("EQUIPOISE_TLS__SERVER_NAME", "equipoise.internal"),
+            ]),
+        )
+        .expect("loads; the files are read when serving starts");
+        assert_eq!(
+            settings.tls,
+            TlsSettings {
+                cert_file: Some("/etc/equipoise/tls/tls.crt".into()),
+                key_file: Some("/etc/equipoise/tls/tls.key".into()),
+                ca_file: Some("/etc/equipoise/tls/ca.crt".into()),
+                require_client_cert: true,
+                server_name: Some("equipoise.internal".into()),
+            }
+        );
+        assert_eq!(Settings::default().tls, TlsSettings::default());
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_refused_at_load() {
+        let error = error_text(from_text("[tls]\ncert_file = \"/tls.crt\"\n", &[]));
+        assert!(
+            error.starts_with("configuration: tls.cert_file is set but tls.key_file is not"),
+            "{error}"
+        );
+        let error = error_text(Settings::load_from(
+            None,
+            environment(&[("EQUIPOISE_TLS__REQUIRE_CLIENT_CERT", "true")]),
+        ));
+        assert!(
+            error.contains("tls.require_client_cert needs tls.ca_file"),
+            "{error}"
+        );
     }
 
     #[test]

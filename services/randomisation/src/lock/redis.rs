@@ -47,8 +47,21 @@ impl RedisLocks {
     /// Connects and checks Redis answers; an unreachable URL fails here, at
     /// start-up, rather than on the first allocation.
     pub async fn connect(url: &str, timings: RedisLockTimings) -> Result<Self, LockError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| LockError::Unavailable(format!("redis_url: {e}")))?;
+        Self::connect_with_tls(url, timings, None).await
+    }
+
+    /// As [`RedisLocks::connect`]; for a `rediss://` URL, `tls` gives the CA
+    /// to trust instead of the system's roots, and a client certificate.
+    pub async fn connect_with_tls(
+        url: &str,
+        timings: RedisLockTimings,
+        tls: Option<redis::TlsCertificates>,
+    ) -> Result<Self, LockError> {
+        let client = match tls {
+            None => redis::Client::open(url),
+            Some(certificates) => redis::Client::build_with_tls(url, certificates),
+        }
+        .map_err(|e| LockError::Unavailable(format!("redis_url: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timings.connect_timeout))
             .set_response_timeout(Some(timings.command_timeout))

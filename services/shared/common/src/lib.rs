@@ -12,3 +12,4 @@ pub mod settings;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod tls;

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
+use tonic::transport::ServerTlsConfig;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -24,6 +25,10 @@ pub enum ServeError {
     Reflection(String),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The certificate and key do not make a usable TLS configuration
+    /// (e.g. the key is not the certificate's).
+    #[error("tls.cert_file and tls.key_file: {0}")]
+    Tls(String),
 }
 
 /// The gRPC services one process serves. Each is reported to the health
@@ -63,6 +68,9 @@ pub struct ServerParts {
     /// How long calls are still served after health turns NOT_SERVING on
     /// shutdown, so probes and load balancers route elsewhere first.
     pub drain_delay: Duration,
+    /// Serve TLS (and check client certificates) with this; plaintext when
+    /// unset.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// Serves until `shutdown` completes; then reports NOT_SERVING, keeps
@@ -77,6 +85,7 @@ pub async fn serve(
         descriptor_sets,
         verifier,
         drain_delay,
+        tls,
     } = parts;
     let Services {
         mut routes,
@@ -91,8 +100,14 @@ pub async fn serve(
     routes.add_service(health_service);
     add_reflection(&mut routes, &descriptor_sets)?;
     let drain = announce_shutdown(shutdown, health, health_names, drain_delay);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| ServeError::Tls(crate::grpc::tls::describe(&e)))?;
+    }
     // The call log wraps authentication, so refused calls get a line too.
-    tonic::transport::Server::builder()
+    builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(CallLogLayer)
         .layer(AuthLayer::new(verifier))

@@ -7,10 +7,15 @@ use std::path::PathBuf;
 
 use equipoise_common::error::RemoteError;
 use equipoise_common::grpc::client::{self, ClientInterceptor, Timeouts};
+use equipoise_common::grpc::tls;
+use equipoise_common::tls::{
+    PemKind, PemPair, TlsError, TlsSettings, install_crypto_provider, read_pem,
+};
 use equipoise_proto::blinding::v1::blinding_service_client::BlindingServiceClient;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_proto::safety::v1::safety_service_client::SafetyServiceClient;
 use pb::randomisation_service_client::RandomisationServiceClient;
+use tonic::transport::ClientTlsConfig;
 
 use super::desk::{self, DeskCall};
 use super::safety::{self, SafetyCall};
@@ -27,8 +32,61 @@ pub struct ClientArgs {
     /// Bearer token (see `equipoise token mint`).
     #[arg(long, env = "EQUIPOISE_TOKEN", hide_env_values = true)]
     pub token: String,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     #[command(subcommand)]
     pub call: Call,
+}
+
+/// TLS to a server with `[tls]` configured (docs/tls.md).
+#[derive(Debug, Default, clap::Args)]
+pub struct ClientTlsArgs {
+    /// PEM CA bundle to check the server's certificate against. Given, the
+    /// call goes over TLS (an http:// endpoint is called as https://).
+    #[arg(long, env = "EQUIPOISE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one.
+    #[arg(long, env = "EQUIPOISE_CLIENT_CERT", requires_all = ["key", "ca_cert"])]
+    pub cert: Option<PathBuf>,
+    /// The PEM private key of --cert.
+    #[arg(long, env = "EQUIPOISE_CLIENT_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name expected in the server's certificate; default: the
+    /// endpoint's host.
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+}
+
+impl ClientTlsArgs {
+    /// The endpoint to call, and the TLS configuration to call it with.
+    fn connection(&self, endpoint: &str) -> Result<(String, Option<ClientTlsConfig>), CliError> {
+        let Some(ca_path) = &self.ca_cert else {
+            if endpoint.to_ascii_lowercase().starts_with("https://") {
+                return Err(CliError::Usage(
+                    "--ca-cert is needed for an https:// endpoint: the CA its certificate is checked against".into(),
+                ));
+            }
+            return Ok((endpoint.to_owned(), None));
+        };
+        let usage = |e: TlsError| CliError::Usage(e.to_string());
+        let settings = TlsSettings {
+            ca_file: Some(ca_path.clone()),
+            ..TlsSettings::default()
+        };
+        let endpoint = settings
+            .service_url("--endpoint", endpoint)
+            .map_err(usage)?;
+        let ca = read_pem("--ca-cert", ca_path, PemKind::Certificates).map_err(usage)?;
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(PemPair {
+                cert: read_pem("--cert", cert, PemKind::Certificates).map_err(usage)?,
+                key: read_pem("--key", key, PemKind::PrivateKey).map_err(usage)?,
+            }),
+            _ => None,
+        };
+        let config = tls::client_config(&ca, identity.as_ref(), self.tls_server_name.as_deref());
+        Ok((endpoint, Some(config)))
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -86,7 +144,9 @@ pub enum RandomisationCall {
 pub async fn run(args: ClientArgs) -> Result<String, CliError> {
     let usage = |e: client::ClientError| CliError::Usage(e.to_string());
     let interceptor = ClientInterceptor::bearer(&args.token).map_err(usage)?;
-    let channel = client::connect(&args.endpoint, Timeouts::default())
+    let (endpoint, tls) = args.tls.connection(&args.endpoint)?;
+    install_crypto_provider();
+    let channel = client::connect_with_tls(&endpoint, Timeouts::default(), tls)
         .await
         .map_err(usage)?;
     let channel = client::authenticated(channel, interceptor);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -80,6 +80,53 @@ pub async fn connect(uri: &str, timeouts: Timeouts) -> Result<Channel, ClientErr
 /// whose dependency may start later or restart.
 pub fn connect_lazy(uri: &str, timeouts: Timeouts) -> Result<Channel, ClientError> {
     Ok(endpoint(uri, timeouts)?.connect_lazy())
+}
+
+/// As [`endpoint`], over TLS with `tls` when given. The URI must then be
+/// `https://`: tonic would quietly call an `http://` one in plaintext.
+pub fn endpoint_with_tls(
+    uri: &str,
+    timeouts: Timeouts,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Endpoint, ClientError> {
+    let endpoint = endpoint(uri, timeouts)?;
+    let Some(tls) = tls else {
+        return Ok(endpoint);
+    };
+    let error = |reason: String| ClientError::Endpoint {
+        endpoint: uri.to_owned(),
+        reason,
+    };
+    if endpoint.uri().scheme_str() != Some("https") {
+        return Err(error(
+            "TLS is configured, so the address must be https://".into(),
+        ));
+    }
+    endpoint.tls_config(tls).map_err(|e| error(e.to_string()))
+}
+
+/// As [`connect`], over TLS with `tls` when given.
+pub async fn connect_with_tls(
+    uri: &str,
+    timeouts: Timeouts,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Channel, ClientError> {
+    endpoint_with_tls(uri, timeouts, tls)?
+        .connect()
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            endpoint: uri.to_owned(),
+            reason: super::tls::describe(&e),
+        })
+}
+
+/// As [`connect_lazy`], over TLS with `tls` when given.
+pub fn connect_lazy_with_tls(
+    uri: &str,
+    timeouts: Timeouts,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Channel, ClientError> {
+    Ok(endpoint_with_tls(uri, timeouts, tls)?.connect_lazy())
 }
 
 /// A channel whose every call goes through the [`ClientInterceptor`]; give
@@ -365,6 +412,16 @@ mod tests {
             ClientInterceptor::service(short, SECRET),
             Err(ClientError::TokenLifetime(_))
         ));
+    }
+
+    #[test]
+    fn tls_is_never_quietly_dropped_on_an_http_address() {
+        let tls = Some(ClientTlsConfig::new());
+        let error = endpoint_with_tls("http://127.0.0.1:1", Timeouts::default(), tls.clone())
+            .expect_err("refused");
+        assert!(error.to_string().contains("https://"), "{error}");
+        assert!(endpoint_with_tls("https://127.0.0.1:1", Timeouts::default(), tls).is_ok());
+        assert!(endpoint_with_tls("http://127.0.0.1:1", Timeouts::default(), None).is_ok());
     }
 
     #[test]

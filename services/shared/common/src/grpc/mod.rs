@@ -6,6 +6,7 @@ pub mod call_log;
 pub mod client;
 pub mod convert;
 pub mod status;
+pub mod tls;
 
 use tonic::{Code, Request, Response, Status};
 
