@@ -190,6 +190,7 @@ pub async fn run(
         drain_delay: Duration::from_millis(settings.drain_delay_ms),
         tls: server_tls,
         web: web_parts(settings)?,
+        max_concurrent_calls_per_connection: settings.max_concurrent_calls_per_connection,
     };
     // Watch streams never end by themselves: end them when the drain begins,
     // so watchers reconnect (with their cursor) to a replica that stays.

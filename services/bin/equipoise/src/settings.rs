@@ -27,6 +27,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// The delay must fit inside the pod's termination grace period (30 s by
 /// default on Kubernetes, raised by operators who want longer drains).
 pub const MAX_DRAIN_DELAY_MS: u64 = 60_000;
+pub const MAX_CALLS_PER_CONNECTION: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,6 +42,7 @@ pub struct Settings {
     /// On SIGTERM, how long health reports NOT_SERVING while calls are
     /// still served, before the listener closes and in-flight calls drain.
     pub drain_delay_ms: u64,
+    pub max_concurrent_calls_per_connection: usize,
     pub auth: AuthSettings,
     /// TLS and client certificates; plaintext when unset (docs/tls.md).
     pub tls: TlsSettings,
@@ -58,6 +60,7 @@ impl Default for Settings {
             log_format: LogFormat::Json,
             max_message_bytes: 1024 * 1024,
             drain_delay_ms: 2_000,
+            max_concurrent_calls_per_connection: 256,
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
             web: WebSettings::default(),
@@ -141,6 +144,12 @@ impl Settings {
             MAX_MESSAGE_BYTES,
         )?;
         between("drain_delay_ms", self.drain_delay_ms, 0, MAX_DRAIN_DELAY_MS)?;
+        between(
+            "max_concurrent_calls_per_connection",
+            self.max_concurrent_calls_per_connection,
+            1,
+            MAX_CALLS_PER_CONNECTION,
+        )?;
         self.blinding.validate()?;
         self.safety.validate()?;
         self.randomisation.validate()
@@ -574,6 +583,20 @@ mod tests {
         );
         let settings = from_text("drain_delay_ms = 0", &[]).expect("no delay is allowed");
         assert_eq!(settings.drain_delay_ms, 0);
+    }
+
+    #[test]
+    fn calls_per_connection_are_bounded_both_ways() {
+        for bad in [0, MAX_CALLS_PER_CONNECTION + 1] {
+            let error = error_text(from_text(
+                &format!("max_concurrent_calls_per_connection = {bad}"),
+                &[],
+            ));
+            assert!(
+                error.contains("max_concurrent_calls_per_connection must be between 1 and 10000"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -34,12 +34,16 @@ pub use simulate::{SimulateCommand, SimulationDesign};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_simulated_allocations: u64,
+    /// Simulations computing at once; more are refused, not queued, so a
+    /// burst cannot take every core from allocation.
+    pub max_concurrent_simulations: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_simulated_allocations: 20_000_000,
+            max_concurrent_simulations: 2,
         }
     }
 }
@@ -54,6 +58,8 @@ pub struct RandomisationService {
     faults: faults::Faults,
     /// Parsed definitions by their hash: a frozen design never changes.
     definitions: RwLock<HashMap<String, Arc<TrialDefinition>>>,
+    /// One permit per simulation allowed to compute at once.
+    simulations: Arc<tokio::sync::Semaphore>,
 }
 
 /// A stored trial with its parsed definition.
@@ -70,11 +76,15 @@ impl RandomisationService {
         limits: Limits,
         codes: Arc<dyn codes::CodeIssuer>,
     ) -> Self {
+        let simulations = Arc::new(tokio::sync::Semaphore::new(
+            limits.max_concurrent_simulations as usize,
+        ));
         Self {
             store,
             locks,
             sealer,
             limits,
+            simulations,
             codes,
             faults: faults::Faults::default(),
             definitions: RwLock::new(HashMap::new()),
@@ -96,6 +106,8 @@ impl RandomisationService {
         &self,
         trial_id: &str,
     ) -> Result<LoadedTrial, RandomisationError> {
+        // Bounded before it is echoed in a NOT_FOUND or reaches the store.
+        check_identifier("trial_id", trial_id)?;
         let record = self
             .store
             .trial(trial_id)
