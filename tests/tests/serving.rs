@@ -205,7 +205,8 @@ fn a_server_on_a_shared_database_needs_explicit_keys() {
         "EQUIPOISE_RANDOMISATION__DATABASE_URL",
         "postgres://equipoise@127.0.0.1:1/never_reached".to_owned(),
     );
-    let stderr = equipoise_testkit::Replica::start_bare_expecting_failure(&[database.clone()]);
+    let stderr =
+        equipoise_testkit::Replica::start_bare_expecting_failure(std::slice::from_ref(&database));
     assert!(stderr.contains("explicit token keys"), "{stderr}");
     let keys = tempfile::tempdir().expect("tempdir");
     let secret = keys.path().join("hmac.secret");
