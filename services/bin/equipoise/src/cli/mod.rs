@@ -67,8 +67,21 @@ pub enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the chain and report the first broken record.
+    /// Recompute the chain and report the first broken record; with
+    /// --head, also check that the chain still extends a head exported
+    /// earlier by `audit head`.
     Verify {
+        #[arg(long, value_enum, default_value = "randomisation")]
+        service: AuditedService,
+        /// A file written by `audit head` (or - for standard input).
+        #[arg(long)]
+        head: Option<std::path::PathBuf>,
+    },
+    /// Print the chain's end (seq, hash, time), signed with this
+    /// deployment's service key, as one JSON line to keep outside the
+    /// database: `audit verify --head` later proves nothing was removed or
+    /// rewritten up to it.
+    Head {
         #[arg(long, value_enum, default_value = "randomisation")]
         service: AuditedService,
     },
@@ -79,6 +92,18 @@ pub enum AuditedService {
     Randomisation,
     Blinding,
     Safety,
+}
+
+impl AuditedService {
+    /// The name a signed head carries, so one service's head is never
+    /// checked against another's chain.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditedService::Randomisation => "randomisation",
+            AuditedService::Blinding => "blinding",
+            AuditedService::Safety => "safety",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use equipoise_blinding::store::Store as BlindingStore;
 use equipoise_blinding::store::postgres::PostgresStore as BlindingPostgres;
 use equipoise_blinding::store::sqlite::SqliteStore as BlindingSqlite;
-use equipoise_common::audit::{AuditEntry, AuditRecord, verify_chain};
+use equipoise_common::audit::{
+    AuditEntry, AuditRecord, SignedHead, check_head, sign_head, verify_chain,
+};
 use equipoise_common::auth::{Claims, mint_hmac_token};
 use equipoise_common::time::now_rfc3339;
 use equipoise_randomisation::methods::regenerate_list;
@@ -122,8 +124,53 @@ async fn open_safety_store(settings: &Settings) -> Result<Box<dyn SafetyStore>, 
 /// Records per read, so a long trail is never held twice in memory.
 const AUDIT_PAGE: u32 = 10_000;
 
-/// Verifies a service's whole chain. Returns the number of records.
-pub async fn audit_verify(settings: &Settings, service: AuditedService) -> Result<u64, CliError> {
+/// Verifies a service's whole chain and, given one, that it still extends
+/// an exported head. Returns the number of records.
+pub async fn audit_verify(
+    settings: &Settings,
+    service: AuditedService,
+    head: Option<&SignedHead>,
+) -> Result<u64, CliError> {
+    let records = audit_records(settings, service).await?;
+    let verified = verify_chain(&records)?;
+    if let Some(head) = head {
+        let secret = settings.auth.service_secret(&settings.data_dir)?;
+        check_head(&secret, service.name(), head, &records)?;
+    }
+    Ok(verified)
+}
+
+/// The chain's end, verified first and signed with the service key.
+pub async fn audit_head(
+    settings: &Settings,
+    service: AuditedService,
+) -> Result<SignedHead, CliError> {
+    let records = audit_records(settings, service).await?;
+    verify_chain(&records)?;
+    let secret = settings.auth.service_secret(&settings.data_dir)?;
+    Ok(sign_head(&secret, service.name(), &records))
+}
+
+/// Reads a head written by `audit head`, from a file or `-` (stdin).
+pub fn read_head(path: &std::path::Path) -> Result<SignedHead, CliError> {
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| CliError::Usage(format!("--head {}: {e}", path.display())))?;
+    serde_json::from_str(text.trim()).map_err(|e| {
+        CliError::Usage(format!(
+            "--head {}: not a head from `audit head`: {e}",
+            path.display()
+        ))
+    })
+}
+
+async fn audit_records(
+    settings: &Settings,
+    service: AuditedService,
+) -> Result<Vec<AuditRecord>, CliError> {
     let records = match service {
         AuditedService::Randomisation => {
             let store = open_store(settings).await?;
@@ -138,7 +185,7 @@ pub async fn audit_verify(settings: &Settings, service: AuditedService) -> Resul
             all_records(|next| store.audit_records(next, AUDIT_PAGE)).await?
         }
     };
-    Ok(verify_chain(&records)?)
+    Ok(records)
 }
 
 /// Reads a chain page by page from its first record.
