@@ -140,12 +140,35 @@ impl RandomisationService {
                     record.trial_id, problems.0
                 ))
             })?;
+        check_stored_hash(record, &definition)?;
         self.definitions
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(record.definition_sha256.clone(), definition.clone());
         Ok(definition)
     }
+}
+
+/// A stored definition must still hash to the hash recorded beside it: a
+/// row edited in the database, behind the service, never allocates.
+fn check_stored_hash(
+    record: &TrialRecord,
+    definition: &TrialDefinition,
+) -> Result<(), RandomisationError> {
+    let computed = definition.canonical_sha256();
+    if computed == record.definition_sha256 {
+        return Ok(());
+    }
+    tracing::error!(
+        trial_id = %record.trial_id,
+        recorded = %record.definition_sha256,
+        %computed,
+        "stored definition does not match its recorded hash; refusing to use it"
+    );
+    Err(RandomisationError::Internal(format!(
+        "stored definition of {} hashes to {computed}, not the recorded {}: changed outside the service",
+        record.trial_id, record.definition_sha256
+    )))
 }
 
 /// Parses a definition sent in a request; every problem's path is prefixed
