@@ -673,6 +673,33 @@ async fn roles_that_can_never_unblind_are_refused_before_the_request_is_read() {
     f.assert_nothing_revealed("FACET-X", "F-001").await;
 }
 
+/// The candidate lists mirror what the definition parser lets a trial
+/// name: a role outside them is refused by the parser, one inside accepted.
+#[test]
+fn the_reveal_candidates_are_exactly_the_roles_a_definition_may_name() {
+    use super::access::{EMERGENCY_CANDIDATES, PLANNED_REVEAL_CANDIDATES};
+    let emergency = "emergency_roles: [site_investigator, emergency_desk, medical_monitor]";
+    let planned = "planned_unblinding_at_start: true }";
+    assert!(RESPINE.contains(emergency) && FACET_CROSSOVER.contains(planned));
+    for role in &Role::USER_ROLES {
+        let named = RESPINE.replace(emergency, &format!("emergency_roles: [{role}]"));
+        assert_eq!(
+            equipoise_trial::parse_definition(&named).is_ok(),
+            EMERGENCY_CANDIDATES.contains(role),
+            "emergency_roles: [{role}]"
+        );
+        let named = FACET_CROSSOVER.replace(
+            planned,
+            &format!("planned_unblinding_at_start: true, planned_unblinding_roles: [{role}] }}"),
+        );
+        assert_eq!(
+            equipoise_trial::parse_definition(&named).is_ok(),
+            PLANNED_REVEAL_CANDIDATES.contains(role),
+            "planned_unblinding_roles: [{role}]"
+        );
+    }
+}
+
 /// The auditor reads the blinding status, with no deviation count.
 #[tokio::test]
 async fn the_auditor_reads_the_blinding_status_without_deviations() {
