@@ -5,6 +5,7 @@ pub mod access;
 mod allocate;
 mod blinding_support;
 pub mod codes;
+mod concealed;
 pub mod faults;
 mod lifecycle;
 mod records;

@@ -352,4 +352,25 @@ mod tests {
             .expect("accepted");
         assert_eq!(caller.subject, "alice");
     }
+
+    #[test]
+    fn minting_accepts_the_auditor_alone_and_refuses_it_beside_a_blind_breaking_role() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = Settings {
+            data_dir: dir.path().to_owned(),
+            ..Settings::default()
+        };
+        let token = mint(&settings, &args(&["auditor"])).expect("an auditor token");
+        let caller = settings
+            .auth
+            .verifier(&settings.data_dir)
+            .expect("verifier")
+            .verify(&token)
+            .expect("accepted");
+        assert!(caller.has_role(&equipoise_common::auth::Role::Auditor));
+        for other in ["emergency_desk", "site_coordinator"] {
+            let error = mint(&settings, &args(&["auditor", other])).expect_err(other);
+            assert!(error.to_string().contains("incompatible"), "{error}");
+        }
+    }
 }
