@@ -178,7 +178,13 @@ async fn lifecycle_gates_and_caps() {
         .await
         .expect_err("stratum cap");
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains("stratum"), "{}", status.message());
+    // The site learns a design limit stopped it, not which one (review C5).
+    assert!(
+        status.message().contains("limit of the trial's design")
+            && !status.message().contains("stratum"),
+        "{}",
+        status.message()
+    );
     assert_eq!(footprint(&server).await, before);
 
     admin
