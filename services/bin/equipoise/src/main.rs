@@ -62,10 +62,17 @@ async fn run(cli: Cli) -> Result<String, CliError> {
             command: ListCommand::Regenerate(args),
         } => offline::regenerate(&args),
         Command::Seed {
-            command: SeedCommand::Unseal { trial, actor },
+            command:
+                SeedCommand::Unseal {
+                    trial,
+                    token,
+                    reason,
+                },
         } => Ok(format!(
             "{}\n",
-            offline::unseal(&settings, &trial, &actor).await?.to_hex()
+            offline::unseal(&settings, &trial, &token, reason.as_deref())
+                .await?
+                .to_hex()
         )),
         Command::Simulate(args) => tokio::task::spawn_blocking(move || simulate::run(&args))
             .await

@@ -114,13 +114,20 @@ pub enum ListCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SeedCommand {
-    /// Print an active trial's master seed (hex), reading the local database
-    /// and seal key. Recorded in the audit trail.
+    /// Print a trial's master seed (hex), reading the local database and
+    /// seal key. Needs a statistician's token, verified as a server would;
+    /// the audit record names that verified identity.
     Unseal {
         #[arg(long)]
         trial: String,
-        /// Who is asking, for the audit record.
+        /// The statistician's token: `-` reads it from standard input,
+        /// `@FILE` from a file (keeps it out of argv); or set
+        /// EQUIPOISE_TOKEN.
+        #[arg(long, env = "EQUIPOISE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Required while enrolment is open (break-glass): why the seed is
+        /// needed before the trial closes. Recorded in the audit trail.
         #[arg(long)]
-        actor: String,
+        reason: Option<String>,
     },
 }

@@ -206,16 +206,24 @@ where
     }
 }
 
+/// Shortest break-glass reason, in characters, as for an emergency reveal.
+pub const MIN_UNSEAL_REASON_CHARS: usize = 10;
+
+/// A statistician, verified from `token` as a server would, unseals the
+/// trial's seed; while enrolment is open only with a break-glass reason.
 pub async fn unseal(
     settings: &Settings,
     trial_id: &str,
-    actor: &str,
+    token: &str,
+    reason: Option<&str>,
 ) -> Result<MasterSeed, CliError> {
+    let caller = verified_statistician(settings, token, trial_id)?;
     let store = open_store(settings).await?;
     let trial = store
         .trial(trial_id)
         .await?
         .ok_or_else(|| CliError::Usage(format!("no trial {trial_id}")))?;
+    let reason = break_glass_reason(&trial.state, reason)?;
     let sealed = trial.sealed_seed.ok_or_else(|| {
         CliError::Usage(format!(
             "trial {trial_id} is not active: it has no seed yet"
@@ -228,14 +236,72 @@ pub async fn unseal(
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let audit = AuditEntry {
         at: now_rfc3339(),
-        actor: actor.to_owned(),
+        actor: caller.subject.clone(),
         role: "statistician".into(),
         action: "trial.seed_unsealed".into(),
         entity: format!("trial/{trial_id}"),
-        details: serde_json::json!({ "via": "equipoise seed unseal" }),
+        details: serde_json::json!({
+            "via": "equipoise seed unseal",
+            "trial_state": trial.state.as_str(),
+            "reason": reason,
+        }),
     };
     store.append_audit(audit).await?;
     Ok(seed)
+}
+
+/// The token's holder, if the token verifies here and names a
+/// statistician of the trial.
+fn verified_statistician(
+    settings: &Settings,
+    token: &str,
+    trial_id: &str,
+) -> Result<equipoise_common::auth::Caller, CliError> {
+    let token = secret_argument("--token", token)?;
+    let verifier = settings.auth.verifier(&settings.data_dir)?;
+    let caller = verifier.verify_header(Some(&format!("Bearer {token}")))?;
+    if !caller.has_role(&equipoise_common::auth::Role::Statistician)
+        || !caller.may_access_trial(trial_id)
+    {
+        return Err(CliError::Usage(format!(
+            "seed unseal needs a statistician's token for trial {trial_id}; {} has none",
+            caller.subject
+        )));
+    }
+    Ok(caller)
+}
+
+/// While enrolment is open the seed predicts every allocation to come:
+/// unsealing it then is break-glass, and needs a stated reason.
+fn break_glass_reason(
+    state: &equipoise_randomisation::store::TrialState,
+    reason: Option<&str>,
+) -> Result<Option<String>, CliError> {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    match (state, reason) {
+        (equipoise_randomisation::store::TrialState::Active, None) => Err(CliError::Usage(
+            "enrolment is open: unsealing the seed now is break-glass; give --reason".into(),
+        )),
+        (_, Some(r)) if r.chars().count() < MIN_UNSEAL_REASON_CHARS => Err(CliError::Usage(
+            format!("--reason must be at least {MIN_UNSEAL_REASON_CHARS} characters"),
+        )),
+        (_, reason) => Ok(reason.map(str::to_owned)),
+    }
+}
+
+/// A secret given on the command line as `-` (read standard input) or
+/// `@FILE` (read the file), so it need not appear in argv; anything else
+/// is the secret itself.
+pub fn secret_argument(flag: &str, value: &str) -> Result<String, CliError> {
+    let read = if value == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else if let Some(path) = value.strip_prefix('@') {
+        std::fs::read_to_string(path)
+    } else {
+        return Ok(value.to_owned());
+    };
+    read.map(|text| text.trim().to_owned())
+        .map_err(|e| CliError::Usage(format!("{flag} {value}: {e}")))
 }
 
 #[derive(Debug, clap::Args)]
@@ -243,7 +309,9 @@ pub struct RegenerateArgs {
     /// The trial definition (YAML).
     #[arg(long)]
     pub definition: PathBuf,
-    /// The master seed, 64 hex digits (from `equipoise seed unseal`).
+    /// The master seed, 64 hex digits (from `equipoise seed unseal`): `-`
+    /// reads it from standard input, `@FILE` from a file, so it need not
+    /// appear in argv.
     #[arg(long)]
     pub seed: String,
     /// Stratum key, e.g. "site=FR-MTP,baseline_pain=severe"; omit for all.
@@ -258,7 +326,8 @@ pub struct RegenerateArgs {
 /// CSV of every requested stratum's first `length` arms.
 pub fn regenerate(args: &RegenerateArgs) -> Result<String, CliError> {
     let definition = read_definition(&args.definition)?;
-    let seed = MasterSeed::from_hex(&args.seed).map_err(CliError::Usage)?;
+    let seed =
+        MasterSeed::from_hex(&secret_argument("--seed", &args.seed)?).map_err(CliError::Usage)?;
     let strata: Vec<String> = match &args.stratum {
         Some(key) => {
             definition.parse_stratum_key(key).ok_or_else(|| {
