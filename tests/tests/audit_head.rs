@@ -79,3 +79,48 @@ async fn a_removed_tail_or_a_forged_head_fails_verification() {
         .expect_err("the tail is gone");
     assert!(refused.contains("records were removed"), "{refused}");
 }
+
+/// Review U1: every allocation row is checked against the record it was
+/// committed with, so an arm edited behind the triggers fails verification
+/// though the chain itself still holds; the report names no arm.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allocation_edited_behind_the_triggers_fails_verification() {
+    let system = System::all_in_one(&[]);
+    system.activate(RESPINE_YAML).await;
+    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
+    let mut client = system.randomisation_client(&site).await;
+    for subject in ["MTP-001", "MTP-002"] {
+        client
+            .randomise(respine_request("FR-MTP", subject, 60.0))
+            .await
+            .expect("randomised");
+    }
+    let verified = equipoise(&system, &["audit", "verify"]).expect("intact");
+    assert!(verified.contains("audit chain verified"), "{verified}");
+
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", system.randomisation_db().display()))
+            .await
+            .expect("open the database");
+    sqlx::query("DROP TRIGGER allocations_assignment_frozen")
+        .execute(&pool)
+        .await
+        .expect("drop the trigger");
+    sqlx::query(
+        "UPDATE allocations SET arm = CASE arm WHEN 'MSC' THEN 'SHAM' ELSE 'MSC' END WHERE subject_id = 'MTP-002'",
+    )
+    .execute(&pool)
+    .await
+    .expect("edit the arm");
+    pool.close().await;
+
+    let refused = equipoise(&system, &["audit", "verify"]).expect_err("the row no longer matches");
+    assert!(
+        refused.contains("MTP-002") && refused.contains("in arm"),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains("SHAM") && !refused.contains("MSC"),
+        "{refused}"
+    );
+}
