@@ -124,3 +124,36 @@ async fn an_allocation_edited_behind_the_triggers_fails_verification() {
         "{refused}"
     );
 }
+
+/// Review C4: the exported chain of a RESPINE run names no arm id or label,
+/// no probability and no position: it can be given to a blinded auditor.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_exported_chain_of_a_respine_run_names_no_arm() {
+    let system = System::all_in_one(&[]);
+    system.activate(RESPINE_YAML).await;
+    for (site, prefix) in [("FR-MTP", "MTP"), ("FR-PAR", "PAR"), ("ES-VLL", "VLL")] {
+        let token = system.token("edc", &["site_investigator"], &[site]);
+        let mut client = system.randomisation_client(&token).await;
+        for n in 0..6 {
+            let pain = if n % 2 == 0 { 55.0 } else { 80.0 };
+            client
+                .randomise(respine_request(site, &format!("{prefix}-{n:03}"), pain))
+                .await
+                .expect("randomised");
+        }
+    }
+    let export = equipoise(&system, &["audit", "export"]).expect("exported");
+    assert!(export.lines().count() > 18, "{export}");
+    let definition = equipoise_trial::parse_definition(RESPINE_YAML).expect("RESPINE");
+    for arm in &definition.arms {
+        assert!(
+            !export.contains(&format!("\"{}\"", arm.id)),
+            "arm {}",
+            arm.id
+        );
+        assert!(!export.contains(&arm.label), "label {}", arm.label);
+    }
+    for word in ["probabilit", "\"position\"", "\"decision\"", "\"arm\""] {
+        assert!(!export.contains(word), "{word}");
+    }
+}

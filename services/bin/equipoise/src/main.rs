@@ -52,6 +52,9 @@ async fn run(cli: Cli) -> Result<String, CliError> {
             Ok(format!("audit chain verified: {count} records{extends}\n"))
         }
         Command::Audit {
+            command: AuditCommand::Export { service },
+        } => offline::audit_export(&settings, service).await,
+        Command::Audit {
             command: AuditCommand::Head { service },
         } => {
             let head = offline::audit_head(&settings, service).await?;

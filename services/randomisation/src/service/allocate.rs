@@ -26,8 +26,10 @@ use super::codes::CodeActor;
 use super::{LoadedTrial, RandomisationService, audit_entry, check_identifier, log_tag};
 use crate::error::{DESIGN_LIMIT, FailedCriterion, RandomisationError};
 use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
+
 use crate::store::{
     AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState,
+    unblinded_sha256,
 };
 use equipoise_stream::{MasterSeed, derive_stream, nth_unit_draw};
 use equipoise_trial::rules::Value;
@@ -473,6 +475,9 @@ fn commit_request(
 ) -> CommitRequest {
     let arm = trial.definition.arms[choice.arm].id.clone();
     let covariates_json = serde_json::to_string(&command.covariates).unwrap_or_default();
+    let decision_json = choice.decision.to_string();
+    // The arm, position and decision stay in the allocation row; the chain
+    // keeps their digest, so it can be shown to blinded readers.
     let audit = audit_entry(
         caller,
         "allocation.created",
@@ -481,9 +486,8 @@ fn commit_request(
             "site_id": command.site_id,
             "stratum": candidate.stratum,
             "stream": candidate.stream_key,
-            "arm": arm,
-            "decision": choice.decision,
             "request_sha256": candidate.fingerprint,
+            "unblinded_sha256": unblinded_sha256(&arm, position, &decision_json),
         }),
     );
     CommitRequest {
@@ -496,7 +500,7 @@ fn commit_request(
             arm,
             request_sha256: candidate.fingerprint.clone(),
             covariates_json,
-            decision_json: choice.decision.to_string(),
+            decision_json,
             trial_version: trial.record.version,
             randomised_at: now_rfc3339(),
         },

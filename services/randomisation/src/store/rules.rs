@@ -168,10 +168,24 @@ fn already_in_error(subject_id: &str) -> StoreError {
 pub fn commit_audit(request: &CommitRequest, number: &str) -> AuditEntry {
     let mut audit = request.audit.clone();
     if let Some(details) = audit.details.as_object_mut() {
-        details.insert("position".into(), request.expected_stream_version.into());
         details.insert("randomisation_number".into(), number.into());
     }
     audit
+}
+
+/// The hash the chain keeps of what must stay unblinded (review C4): the
+/// arm, the stream position and how the arm was chosen live only in the
+/// allocation row; the chained record carries this digest of them, so
+/// `audit verify` still proves them while the chain itself can be shown to
+/// a blinded auditor.
+pub fn unblinded_sha256(arm: &str, position: u64, decision_json: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::json!({
+        "arm": arm,
+        "position": position,
+        "decision": decision_json,
+    });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
 /// Whether `code` may be recorded for `subject_id`, given the code it has

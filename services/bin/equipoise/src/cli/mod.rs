@@ -77,6 +77,13 @@ pub enum AuditCommand {
         #[arg(long)]
         head: Option<std::path::PathBuf>,
     },
+    /// Print the chain as JSON lines for blinded readers (a QA auditor, a
+    /// trial administrator): records written before arms left the chain
+    /// have their arm, position and decision masked. Verify it first.
+    Export {
+        #[arg(long, value_enum, default_value = "randomisation")]
+        service: AuditedService,
+    },
     /// Print the chain's end (seq, hash, time), signed with this
     /// deployment's service key, as one JSON line to keep outside the
     /// database: `audit verify --head` later proves nothing was removed or

@@ -226,7 +226,7 @@ fn first_difference(
     details: &serde_json::Value,
 ) -> Option<&'static str> {
     let text = |key: &str| details.get(key).and_then(serde_json::Value::as_str);
-    [
+    let public = [
         (
             "site_id",
             text("site_id") == Some(allocation.site_id.as_str()),
@@ -239,20 +239,37 @@ fn first_difference(
             "stream",
             text("stream") == Some(allocation.stream_key.as_str()),
         ),
-        ("arm", text("arm") == Some(allocation.arm.as_str())),
         (
             "randomisation_number",
             text("randomisation_number") == Some(allocation.randomisation_number.as_str()),
         ),
-        (
-            "position",
-            details.get("position").and_then(serde_json::Value::as_u64)
-                == Some(allocation.position),
-        ),
-    ]
-    .into_iter()
-    .find(|(_, same)| !same)
-    .map(|(field, _)| field)
+    ];
+    let unblinded = match text("unblinded_sha256") {
+        // The chain keeps a digest of the arm, position and decision.
+        Some(digest) => vec![(
+            "arm, position or decision",
+            digest
+                == equipoise_randomisation::store::unblinded_sha256(
+                    &allocation.arm,
+                    allocation.position,
+                    &allocation.decision_json,
+                ),
+        )],
+        // Records written before the digest carry them in clear.
+        None => vec![
+            ("arm", text("arm") == Some(allocation.arm.as_str())),
+            (
+                "position",
+                details.get("position").and_then(serde_json::Value::as_u64)
+                    == Some(allocation.position),
+            ),
+        ],
+    };
+    public
+        .into_iter()
+        .chain(unblinded)
+        .find(|(_, same)| !same)
+        .map(|(field, _)| field)
 }
 
 /// Names the row without its arm: verification output may reach blinded
@@ -265,6 +282,46 @@ fn unreconciled(
         "audit verification: the allocation of subject {} in trial {} {what}",
         allocation.subject_id, allocation.trial_id
     ))
+}
+
+/// Keys of the allocation records written before review C4, which held the
+/// arm and its choice in clear.
+const UNBLINDED_KEYS: [&str; 3] = ["arm", "decision", "position"];
+
+/// The verified chain as JSON lines a blinded reader may see.
+pub async fn audit_export(
+    settings: &Settings,
+    service: AuditedService,
+) -> Result<String, CliError> {
+    let records = audit_records(settings, service).await?;
+    verify_chain(&records)?;
+    let mut lines = String::new();
+    for record in records {
+        let line =
+            serde_json::to_string(&blinded(record)).map_err(|e| CliError::Usage(e.to_string()))?;
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    Ok(lines)
+}
+
+/// `record` with any arm, position or decision masked; a masked record
+/// says so, since its hash no longer matches its shown details.
+fn blinded(mut record: AuditRecord) -> serde_json::Value {
+    let mut masked = false;
+    if let Some(details) = record.entry.details.as_object_mut() {
+        for key in UNBLINDED_KEYS {
+            if let Some(value) = details.get_mut(key) {
+                *value = serde_json::Value::String("masked".into());
+                masked = true;
+            }
+        }
+    }
+    let mut value = serde_json::to_value(&record).unwrap_or_default();
+    if masked && let Some(object) = value.as_object_mut() {
+        object.insert("masked".into(), true.into());
+    }
+    value
 }
 
 /// The chain's end, verified first and signed with the service key.
@@ -509,6 +566,37 @@ pub fn read_definition(path: &std::path::Path) -> Result<TrialDefinition, CliErr
 
 #[cfg(test)]
 mod tests {
+
+    /// Records from before review C4 carried the arm in clear: the export
+    /// masks it, and says the record was masked.
+    #[test]
+    fn a_legacy_allocation_record_is_masked_in_the_export() {
+        let entry = AuditEntry {
+            at: "2026-11-01T09:00:00Z".into(),
+            actor: "edc".into(),
+            role: "site_investigator".into(),
+            action: "allocation.created".into(),
+            entity: "allocation/RESPINE/MTP-001".into(),
+            details: serde_json::json!({
+                "site_id": "FR-MTP",
+                "arm": "MSC",
+                "position": 3,
+                "decision": { "probabilities": [1.0, 0.0] },
+            }),
+        };
+        let exported = blinded(AuditRecord::chain(
+            1,
+            entry,
+            equipoise_common::audit::GENESIS_HASH,
+        ))
+        .to_string();
+        for secret in ["MSC", "probabilities", "3,"] {
+            assert!(!exported.contains(secret), "{secret} in {exported}");
+        }
+        assert!(exported.contains("\"masked\":true"), "{exported}");
+        assert!(exported.contains("FR-MTP"));
+    }
+
     use super::*;
 
     fn args(roles: &[&str]) -> MintArgs {

@@ -515,3 +515,42 @@ async fn the_auditor_reads_and_never_writes() {
     );
     assert_eq!(fixture.audit_count().await, before, "nothing was written");
 }
+
+/// Review C4: the chain holds no arm, position or decision, so it can be
+/// shown to a blinded auditor; the allocation row keeps them, and the
+/// chained digest proves them.
+#[tokio::test]
+async fn the_audit_chain_names_no_arm_position_or_decision() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    for n in 0..12 {
+        let (site, pain) = if n % 2 == 0 {
+            ("FR-MTP", MODERATE_PAIN)
+        } else {
+            ("FR-PAR", SEVERE_PAIN)
+        };
+        fixture
+            .randomise(site, &format!("S-{n:03}"), "RESPINE", respine_subject(pain))
+            .await
+            .expect("allocates");
+    }
+    let definition = parse_definition(RESPINE_YAML).expect("RESPINE");
+    let records = fixture.audit_records().await;
+    let created: Vec<_> = records
+        .iter()
+        .filter(|r| r.entry.action == "allocation.created")
+        .collect();
+    assert_eq!(created.len(), 12);
+    for record in created {
+        let details = record.entry.details.to_string();
+        for arm in &definition.arms {
+            assert!(!details.contains(&format!("\"{}\"", arm.id)), "{details}");
+            assert!(!details.contains(&arm.label), "{details}");
+        }
+        for word in ["probabilit", "position", "decision", "\"arm\""] {
+            assert!(!details.contains(word), "{word} in {details}");
+        }
+        assert!(record.entry.details.get("unblinded_sha256").is_some());
+    }
+    fixture.assert_audit_chain_verifies().await;
+}

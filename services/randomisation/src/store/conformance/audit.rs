@@ -23,11 +23,10 @@ pub(super) async fn audit_trail_is_one_verifiable_chain(store: &dyn Store) {
     allocate(store, TRIAL, "CONF-A-001", "FR-MTP", "S1").await;
     let committed = last_audit(store).await;
     assert_eq!(committed.entry.action, "allocation.committed");
-    let expected =
-        json!({ "subject": "CONF-A-001", "position": 0, "randomisation_number": "FR-MTP-0001" });
+    let expected = json!({ "subject": "CONF-A-001", "randomisation_number": "FR-MTP-0001" });
     assert_eq!(
         committed.entry.details, expected,
-        "the store adds position and number"
+        "the store adds the number, and no position (review C4)"
     );
 
     let records = audit_all(store).await;
