@@ -91,16 +91,6 @@ POD_CIDRS = [
     ).split(",")
     if cidr.strip()
 ]
-
-# Settings not (yet) in config/equipoise.toml: the TLS settings being added
-# in parallel (issue 10, part 4).
-PENDING_SETTINGS = {
-    "tls.cert_file",
-    "tls.key_file",
-    "tls.ca_file",
-    "tls.require_client_cert",
-    "tls.server_name",
-}
 # EQUIPOISE_* variables the binary does not read as settings.
 NOT_SETTINGS = {"config", "token", "endpoint", "bin", "pg_bin", "extra_trials_dir"}
 
@@ -377,7 +367,7 @@ def known_settings() -> set[str]:
         commented = re.match(r"^#\s*([a-z_]+)\s*=", line)
         if commented:
             keys.add(f"{section}{commented.group(1)}")
-    return keys | PENDING_SETTINGS
+    return keys
 
 
 def setting_key(variable: str) -> str | None:

@@ -155,11 +155,17 @@ impl From<StoreError> for RandomisationError {
     }
 }
 
+/// What a site user is told when a limit of the design that spans sites
+/// (a stratum's cap, an uploaded list's end) stops an allocation: that it
+/// is stopped, not which limit, so the refusal tells nothing of other
+/// sites' enrolment in the stratum.
+pub const DESIGN_LIMIT: &str = "this subject cannot be randomised now: a limit of the trial's design is reached; the coordinating centre has the details";
+
 pub fn cap_message(kind: CapKind) -> String {
     match kind {
         CapKind::Total => "the trial's total enrolment cap is reached".into(),
         CapKind::Site => "the site's enrolment cap is reached".into(),
-        CapKind::Stratum => "the stratum's enrolment cap is reached".into(),
+        CapKind::Stratum => DESIGN_LIMIT.into(),
     }
 }
 
@@ -169,5 +175,27 @@ impl From<LockError> for RandomisationError {
             message: format!("no allocation made: {error}"),
             retry_after: Some(Duration::from_secs(1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review C5: what a site user reads names no stratum, list or lock.
+    #[test]
+    fn refusals_that_reach_sites_name_no_stratum_list_or_lock() {
+        let stratum_cap = RandomisationError::from(StoreError::CapReached(CapKind::Stratum));
+        let lock = RandomisationError::from(LockError::Timeout {
+            key: "allocation/RESPINE/minimisation".into(),
+            waited: Duration::from_secs(5),
+        });
+        for refusal in [stratum_cap, lock] {
+            let text = refusal.to_string();
+            for secret in ["stratum", "minimisation", "allocation/RESPINE"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+        assert!(cap_message(CapKind::Site).contains("site"));
     }
 }

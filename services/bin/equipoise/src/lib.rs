@@ -2,6 +2,7 @@
 //! and run the same commands in-process.
 
 pub mod cli;
+pub mod page;
 pub mod serve;
 pub mod settings;
 

@@ -14,7 +14,7 @@ use equipoise_blinding::server as blinding;
 use equipoise_common::grpc::client::{
     AuthenticatedChannel, ClientError, Timeouts, authenticated, connect_lazy_with_tls,
 };
-use equipoise_common::serve::{ServerParts, Services, serve};
+use equipoise_common::serve::{ServerParts, Services, WebParts, serve};
 use equipoise_common::tls::TlsError;
 use equipoise_randomisation::server::{self as randomisation, StartupError};
 use equipoise_randomisation::service::CodeReconciler;
@@ -93,6 +93,8 @@ pub enum ServeError {
     BlindingStartup(#[from] blinding::StartupError),
     #[error(transparent)]
     SafetyStartup(#[from] safety::StartupError),
+    #[error(transparent)]
+    Web(#[from] equipoise_common::grpc::web::WebError),
     /// A `[tls]` file that cannot be used, or an https:// URL without a CA.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -105,6 +107,17 @@ pub async fn bind(settings: &Settings) -> Result<TcpListener, ServeError> {
             address: settings.listen.to_string(),
             reason: e.to_string(),
         })
+}
+
+/// The page and gRPC-Web, unless `web.enabled` is off.
+fn web_parts(settings: &Settings) -> Result<Option<WebParts>, ServeError> {
+    if !settings.web.enabled {
+        return Ok(None);
+    }
+    Ok(Some(WebParts {
+        page: crate::page::PAGE,
+        cors: settings.web.cors()?,
+    }))
 }
 
 /// Builds the target's services and serves them on `listener` until
@@ -176,6 +189,7 @@ pub async fn run(
         verifier,
         drain_delay: Duration::from_millis(settings.drain_delay_ms),
         tls: server_tls,
+        web: web_parts(settings)?,
     };
     // Watch streams never end by themselves: end them when the drain begins,
     // so watchers reconnect (with their cursor) to a replica that stays.

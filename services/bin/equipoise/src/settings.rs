@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use equipoise_blinding::settings::BlindingSettings;
+use equipoise_common::grpc::web::{WebError, WebSettings};
 use equipoise_common::logging::LogFormat;
 use equipoise_common::settings::{AuthSettings, OutOfRange, between};
 use equipoise_common::tls::{TlsError, TlsSettings};
@@ -43,6 +44,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// TLS and client certificates; plaintext when unset (docs/tls.md).
     pub tls: TlsSettings,
+    pub web: WebSettings,
     pub randomisation: RandomisationSettings,
     pub blinding: BlindingSettings,
     pub safety: SafetySettings,
@@ -58,6 +60,7 @@ impl Default for Settings {
             drain_delay_ms: 2_000,
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
+            web: WebSettings::default(),
             randomisation: RandomisationSettings::default(),
             blinding: BlindingSettings::default(),
             safety: SafetySettings::default(),
@@ -76,6 +79,8 @@ pub enum SettingsError {
     OutOfRange(#[from] OutOfRange),
     #[error("configuration: {0}")]
     Tls(#[from] TlsError),
+    #[error("configuration: {0}")]
+    Web(#[from] WebError),
 }
 
 impl Settings {
@@ -123,6 +128,7 @@ impl Settings {
             .map_err(|e| SettingsError::Invalid(Box::new(e)))?;
         settings.validate()?;
         settings.tls.validate()?;
+        settings.web.validate()?;
         Ok(settings)
     }
 
@@ -502,6 +508,26 @@ mod tests {
             error.contains("tls.require_client_cert needs tls.ca_file"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_web_origin_that_is_not_an_origin_is_refused_at_load() {
+        let error = error_text(from_text(
+            "[web]\nallowed_origins = [\"https://desk.example.org/desk\"]\n",
+            &[],
+        ));
+        assert!(
+            error
+                .starts_with("configuration: web.allowed_origins: 'https://desk.example.org/desk'"),
+            "{error}"
+        );
+        let settings = from_text(
+            "[web]\nallowed_origins = [\"https://desk.example.org\"]\n",
+            &[("EQUIPOISE_WEB__ENABLED", "false")],
+        )
+        .expect("valid");
+        assert!(!settings.web.enabled);
+        assert_eq!(settings.web.allowed_origins, ["https://desk.example.org"]);
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub fn system_clock() -> Clock {
 
 /// The longest free-text reason an emergency unblinding may carry.
 pub const MAX_REASON_CHARS: usize = 2_000;
+/// A reason a reviewer can act on: "SAE" or "urgent" alone says nothing
+/// about why the arm was needed.
+pub const MIN_REASON_CHARS: usize = 10;
 /// The longest note a period record may carry.
 pub const MAX_NOTE_CHARS: usize = 2_000;
 /// Notifications read from the store per poll.

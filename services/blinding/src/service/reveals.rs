@@ -11,8 +11,8 @@ use super::access::{
 };
 use super::view::{BlindingState, state_of};
 use super::{
-    BlindingService, LookupError, MAX_NOTE_CHARS, MAX_REASON_CHARS, Result, allocation_unavailable,
-    identifier, invalid_if_any, required, unknown_subject,
+    BlindingService, LookupError, MAX_NOTE_CHARS, MAX_REASON_CHARS, MIN_REASON_CHARS, Result,
+    allocation_unavailable, identifier, invalid_if_any, required, unknown_subject,
 };
 use crate::error::BlindingError;
 use crate::store::{NewPeriodRecord, NewReveal, PeriodRecord, RevealKind};
@@ -304,6 +304,13 @@ impl BlindingService {
             problems.push(equipoise_trial::Problem {
                 path: "reason".into(),
                 message: format!("is longer than {MAX_REASON_CHARS} characters"),
+            });
+        } else if reason.chars().count() < MIN_REASON_CHARS {
+            problems.push(equipoise_trial::Problem {
+                path: "reason".into(),
+                message: format!(
+                    "is shorter than {MIN_REASON_CHARS} characters: say what happened and why the arm is needed"
+                ),
             });
         }
         invalid_if_any(problems)?;

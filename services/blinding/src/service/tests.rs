@@ -572,6 +572,9 @@ async fn bad_emergency_requests_are_refused_and_reveal_nothing() {
     let sae = Some(ReasonCategory::SeriousAdverseEvent);
     let cases: Vec<(Vec<String>, Option<ReasonCategory>, &str, &str)> = vec![
         (one("R-001"), sae, "   ", "reason"),
+        // Nine characters; padding does not count towards the minimum.
+        (one("R-001"), sae, "too brief", "reason"),
+        (one("R-001"), sae, "  too brief  ", "reason"),
         (one("R-001"), sae, "", "reason"),
         (one("R-001"), None, "anaphylaxis", "reason_category"),
         (
@@ -628,12 +631,24 @@ async fn another_sites_subject_is_answered_as_an_unknown_subject() {
     let before = f.audit_len().await;
     let other_site = f
         .service
-        .emergency_unblind(&investigator("FR-MTP"), "RESPINE", &one("R-001"), sae, "x")
+        .emergency_unblind(
+            &investigator("FR-MTP"),
+            "RESPINE",
+            &one("R-001"),
+            sae,
+            "anaphylaxis",
+        )
         .await
         .expect_err("refused");
     let unknown = f
         .service
-        .emergency_unblind(&investigator("FR-MTP"), "RESPINE", &one("R-999"), sae, "x")
+        .emergency_unblind(
+            &investigator("FR-MTP"),
+            "RESPINE",
+            &one("R-999"),
+            sae,
+            "anaphylaxis",
+        )
         .await
         .expect_err("refused");
     let other_site = other_site.to_string().replace("R-001", "R-?");
@@ -671,7 +686,7 @@ async fn a_pending_subject_is_unblinded_from_randomisation_and_a_stored_definiti
     let sae = Some(ReasonCategory::SeriousAdverseEvent);
     let pending = f
         .service
-        .emergency_unblind(&desk, "RESPINE", &one("R-002"), sae, "x")
+        .emergency_unblind(&desk, "RESPINE", &one("R-002"), sae, "anaphylaxis")
         .await
         .expect("pending subject");
     assert_eq!(pending.arm_id, "SHAM");
@@ -679,13 +694,13 @@ async fn a_pending_subject_is_unblinded_from_randomisation_and_a_stored_definiti
     f.randomisation.set_down(true);
     let offline = f
         .service
-        .emergency_unblind(&desk, "RESPINE", &one("R-001"), sae, "x")
+        .emergency_unblind(&desk, "RESPINE", &one("R-001"), sae, "anaphylaxis")
         .await
         .expect("from the snapshot");
     assert_eq!(offline.arm_id, "MSC");
     let unknown_trial = f
         .service
-        .emergency_unblind(&desk, "FACET-X", &one("F-001"), sae, "x")
+        .emergency_unblind(&desk, "FACET-X", &one("F-001"), sae, "anaphylaxis")
         .await;
     assert!(
         matches!(unknown_trial, Err(BlindingError::Unavailable { .. })),
@@ -709,7 +724,7 @@ async fn withdraw_after_emergency_unblinding_ends_participation() {
             "RESPINE",
             &one("R-001"),
             Some(ReasonCategory::Pregnancy),
-            "x",
+            "pregnancy confirmed at week 6",
         )
         .await
         .expect("unblind");
@@ -1204,7 +1219,7 @@ async fn watchers_resume_after_their_cursor_and_see_only_their_sites() {
     ] {
         f.allocate("RESPINE", subject, site, "MSC").await;
         f.service
-            .emergency_unblind(&desk, "RESPINE", &one(subject), sae, "x")
+            .emergency_unblind(&desk, "RESPINE", &one(subject), sae, "anaphylaxis")
             .await
             .expect("unblind");
     }
@@ -1252,7 +1267,7 @@ async fn blinded_roles_never_see_an_arm() {
     let desk = caller(&[Role::EmergencyDesk], &[], Some(now_seconds()));
     let sae = Some(ReasonCategory::SeriousAdverseEvent);
     f.service
-        .emergency_unblind(&desk, "RESPINE", &one("R-001"), sae, "x")
+        .emergency_unblind(&desk, "RESPINE", &one("R-001"), sae, "anaphylaxis")
         .await
         .expect("unblind");
     f.service
@@ -1292,7 +1307,7 @@ async fn blinded_roles_never_see_an_arm() {
         seen.push(format!(
             "{:?}",
             f.service
-                .emergency_unblind(who, "RESPINE", &one("R-002"), sae, "x")
+                .emergency_unblind(who, "RESPINE", &one("R-002"), sae, "anaphylaxis")
                 .await
                 .map(|_| "an investigator's own reveal is theirs alone")
         ));

@@ -176,17 +176,3 @@ pub fn simulation(report: SimulationReport) -> pb::SimulationReport {
         allocations: report.allocations,
     }
 }
-
-/// Page tokens are opaque to clients: the hex of the last sequence seen.
-pub fn page_token(after: Option<i64>) -> String {
-    after.map(|s| format!("{s:x}")).unwrap_or_default()
-}
-
-pub fn parse_page_token(token: &str) -> Result<i64, RandomisationError> {
-    if token.is_empty() {
-        return Ok(0);
-    }
-    i64::from_str_radix(token, 16).map_err(|_| {
-        RandomisationError::invalid("page_token", "is not a token this service issued")
-    })
-}

@@ -158,10 +158,14 @@ impl RandomisationApi for RandomisationGrpc {
     ) -> Reply<pb::ListAllocationsResponse> {
         let caller = caller(&request)?;
         let body = request.into_inner();
-        let after = convert::parse_page_token(&body.page_token).map_err(to_status)?;
         let result = self
             .service
-            .list_allocations(&caller, &filter(body.filter), after, body.page_size)
+            .list_allocations(
+                &caller,
+                &filter(body.filter),
+                &body.page_token,
+                body.page_size,
+            )
             .await;
         reply(result, |page| pb::ListAllocationsResponse {
             allocations: page
@@ -169,7 +173,7 @@ impl RandomisationApi for RandomisationGrpc {
                 .into_iter()
                 .map(convert::allocation)
                 .collect(),
-            next_page_token: convert::page_token(page.next_after),
+            next_page_token: page.next_page_token,
         })
     }
 
@@ -186,7 +190,7 @@ impl RandomisationApi for RandomisationGrpc {
         // unknown-trial errors arrive as the call's status, not mid-stream.
         let first = self
             .service
-            .list_allocations(&caller, &filter, 0, crate::service::MAX_PAGE_SIZE)
+            .allocations_after(&caller, &filter, 0, crate::service::MAX_PAGE_SIZE)
             .await
             .map_err(to_status)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
@@ -205,7 +209,7 @@ impl RandomisationApi for RandomisationGrpc {
                 }
                 let Some(after) = page.next_after else { return };
                 match service
-                    .list_allocations(&caller, &filter, after, crate::service::MAX_PAGE_SIZE)
+                    .allocations_after(&caller, &filter, after, crate::service::MAX_PAGE_SIZE)
                     .await
                 {
                     Ok(next) => page = next,

@@ -16,7 +16,9 @@ pub use in_process::InProcessLocks;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LockError {
-    #[error("allocation lock {key} was not free within {waited:?}")]
+    /// The key stays out of the message, which reaches site users: it
+    /// names the stratum or, for minimisation, the method.
+    #[error("the allocation lock was not free within {waited:?}")]
     Timeout { key: String, waited: Duration },
     #[error("allocation lock service unavailable: {0}")]
     Unavailable(String),

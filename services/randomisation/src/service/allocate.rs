@@ -24,12 +24,13 @@ use tracing::Instrument;
 use super::access::{Operation, authorise, authorise_site};
 use super::codes::CodeActor;
 use super::{LoadedTrial, RandomisationService, audit_entry, check_identifier, log_tag};
-use crate::error::{FailedCriterion, RandomisationError};
+use crate::error::{DESIGN_LIMIT, FailedCriterion, RandomisationError};
 use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
 use crate::store::{
     AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState,
 };
 use equipoise_stream::{MasterSeed, derive_stream, nth_unit_draw};
+use equipoise_trial::rules::Value;
 use equipoise_trial::{CovariateInput, MethodSpec, StratumLevels, TrialDefinition};
 
 /// Stream key of a minimisation trial: one stream for the whole trial.
@@ -118,15 +119,20 @@ impl RandomisationService {
         authorise_site(caller, &command.site_id)?;
         check_identifier("subject_id", &command.subject_id)?;
         let trial = self.load_trial(&command.trial_id).await?;
-        let fingerprint = request_fingerprint(command);
+        let fingerprint = Fingerprint::of(&trial.definition, command);
         if let Some(existing) = self
             .store
             .allocation(&command.trial_id, &command.subject_id)
             .await?
         {
+            if existing.site_id != command.site_id {
+                return Err(self
+                    .refuse_other_sites_subject(caller, &trial, command, &fingerprint)
+                    .await);
+            }
             return replay(existing, &fingerprint);
         }
-        let candidate = admit(&trial, command, fingerprint)?;
+        let candidate = admit(&trial, command, fingerprint.current)?;
         let lock_key = format!("allocation/{}/{}", command.trial_id, candidate.stream_key);
         let waited = Instant::now();
         let lease = self
@@ -153,6 +159,37 @@ impl RandomisationService {
             );
         }
         outcome
+    }
+
+    /// A subject id already randomised at another site (review C3). The
+    /// request meets the same checks, in the same order, as a new id, so an
+    /// ineligible, closed or capped probe cannot tell the two apart; one that
+    /// passes them gets the refusal a changed request gets. Either way the
+    /// attempt is audited, so a site counting another's subjects is seen.
+    async fn refuse_other_sites_subject(
+        &self,
+        caller: &Caller,
+        trial: &LoadedTrial,
+        command: &RandomiseCommand,
+        fingerprint: &Fingerprint,
+    ) -> RandomisationError {
+        let refusal = match admit(trial, command, fingerprint.current.clone()) {
+            Err(as_for_a_new_id) => as_for_a_new_id,
+            Ok(_) => RandomisationError::AlreadyExists(
+                "subject_id is already randomised in this trial with different site or covariates"
+                    .into(),
+            ),
+        };
+        let entry = audit_entry(
+            caller,
+            "randomise.refused_other_site_subject",
+            format!("trial/{}/subject/{}", command.trial_id, command.subject_id),
+            json!({ "site": command.site_id, "refusal": refusal.error_code().name() }),
+        );
+        if let Err(error) = self.store.append_audit(entry).await {
+            tracing::error!(trial = %command.trial_id, %error, "could not audit a refused cross-site subject id");
+        }
+        refusal
     }
 
     async fn allocate_locked(
@@ -200,7 +237,13 @@ impl RandomisationService {
                     .allocation(&command.trial_id, &command.subject_id)
                     .await?;
                 match existing {
-                    Some(existing) => replay(existing, &candidate.fingerprint),
+                    Some(existing) => replay(
+                        existing,
+                        &Fingerprint {
+                            current: candidate.fingerprint.clone(),
+                            legacy: None,
+                        },
+                    ),
                     None => Err(RandomisationError::Aborted(
                         "concurrent request for this subject; retry".into(),
                     )),
@@ -250,10 +293,10 @@ impl RandomisationService {
                     .list_slot(&trial.record.trial_id, &candidate.stratum, position)
                     .await?
                     .ok_or_else(|| {
-                        RandomisationError::FailedPrecondition(format!(
-                            "the uploaded allocation list for stratum {} is exhausted",
-                            candidate.stratum
-                        ))
+                        // The operators learn which list; the site only that
+                        // a design limit stopped it.
+                        tracing::error!(trial = %trial.record.trial_id, stratum = %candidate.stratum, "uploaded allocation list is exhausted");
+                        RandomisationError::FailedPrecondition(DESIGN_LIMIT.into())
                     })?;
                 let arm = definition.arm_index(&arm_id).ok_or_else(|| {
                     RandomisationError::Internal(format!("list arm {arm_id} is not an arm"))
@@ -341,8 +384,10 @@ impl RandomisationService {
         };
         let length = u64::from(lengths.get(stratum).copied().unwrap_or(0));
         let remaining = length.saturating_sub(position + 1);
+        // No count in the line: operators are blinded, and a remaining
+        // length is a list position.
         if remaining <= u64::from(warn_remaining) {
-            tracing::warn!(trial = %trial.record.trial_id, %stratum, remaining, "uploaded allocation list is running out");
+            tracing::warn!(trial = %trial.record.trial_id, %stratum, "uploaded allocation list is at or below its warning level");
         }
     }
 }
@@ -465,9 +510,9 @@ fn commit_request(
 /// the same subject is refused without revealing what was stored.
 fn replay(
     existing: AllocationRecord,
-    fingerprint: &str,
+    fingerprint: &Fingerprint,
 ) -> Result<RandomiseOutcome, RandomisationError> {
-    if existing.request_sha256 == fingerprint {
+    if fingerprint.matches(&existing.request_sha256) {
         Ok(RandomiseOutcome {
             allocation: existing,
             replayed: true,
@@ -480,8 +525,56 @@ fn replay(
     }
 }
 
-/// SHA-256 of the site and the typed covariates, in key order.
-fn request_fingerprint(command: &RandomiseCommand) -> String {
+/// What makes a repeat "the same data" (DESIGN §4): the site and the
+/// covariates as the definition reads them, so `72` and `72.0` for a
+/// decimal covariate are one request.
+struct Fingerprint {
+    /// SHA-256 over the checked, typed values; what new allocations store.
+    current: String,
+    /// SHA-256 over the values as sent, which allocations made before the
+    /// typed fingerprint stored; a retry of one of them still replays.
+    legacy: Option<String>,
+}
+
+impl Fingerprint {
+    fn of(definition: &TrialDefinition, command: &RandomiseCommand) -> Self {
+        let legacy = raw_fingerprint(command);
+        match definition.check_covariates(&command.covariates) {
+            Ok(values) => Self {
+                current: typed_fingerprint(&command.site_id, &values),
+                legacy: Some(legacy),
+            },
+            // Refused later by admission; nothing to compare but the raw form.
+            Err(_) => Self {
+                current: legacy,
+                legacy: None,
+            },
+        }
+    }
+
+    fn matches(&self, stored: &str) -> bool {
+        self.current == stored || self.legacy.as_deref() == Some(stored)
+    }
+}
+
+fn typed_fingerprint(site_id: &str, values: &BTreeMap<String, Value>) -> String {
+    let covariates: serde_json::Map<String, serde_json::Value> = values
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::Number(number) => json!(number),
+                Value::Boolean(flag) => json!(flag),
+                Value::Enum(level) => json!(level),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    let canonical = json!({ "fingerprint": 2, "site_id": site_id, "covariates": covariates });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// SHA-256 of the site and the covariates as sent, in key order.
+fn raw_fingerprint(command: &RandomiseCommand) -> String {
     let canonical = json!({ "site_id": command.site_id, "covariates": command.covariates });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }

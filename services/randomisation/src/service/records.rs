@@ -22,11 +22,33 @@ pub struct AllocationFilter {
     pub stratum: Option<String>,
 }
 
+/// One page of `ListAllocations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocationPage {
     pub allocations: Vec<AllocationRecord>,
+    /// Opaque; empty at the end. Only the caller who listed, with the same
+    /// filter, can use it.
+    pub next_page_token: String,
+}
+
+/// One page read after a sequence number, for the server's own paging
+/// (`StreamAllocations`); the sequence never leaves the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequencePage {
+    pub allocations: Vec<AllocationRecord>,
     /// Sequence after which the next page starts; `None` at the end.
     pub next_after: Option<i64>,
+}
+
+/// What a page token is bound to: who listed, and with which filter.
+fn page_binding(caller: &Caller, filter: &AllocationFilter) -> String {
+    format!(
+        "{}\n{}\n{}\n{}",
+        caller.subject,
+        filter.trial_id,
+        filter.site_id.as_deref().unwrap_or(""),
+        filter.stratum.as_deref().unwrap_or("")
+    )
 }
 
 /// Counts by site and stratum, never by arm.
@@ -79,13 +101,61 @@ impl RandomisationService {
         }
     }
 
+    /// A page of the caller's visible allocations. Page tokens are sealed
+    /// (see [`crate::seal::Sealer::seal_cursor`]): a forged, altered or
+    /// borrowed token is INVALID_ARGUMENT.
     pub async fn list_allocations(
+        &self,
+        caller: &Caller,
+        filter: &AllocationFilter,
+        page_token: &str,
+        page_size: u32,
+    ) -> Result<AllocationPage, RandomisationError> {
+        let binding = page_binding(caller, filter);
+        let after = self.open_page_token(&binding, page_token)?;
+        let page = self
+            .allocations_after(caller, filter, after, page_size)
+            .await?;
+        let next_page_token = match page.next_after {
+            Some(after) => self.seal_page_token(&binding, after)?,
+            None => String::new(),
+        };
+        Ok(AllocationPage {
+            allocations: page.allocations,
+            next_page_token,
+        })
+    }
+
+    fn open_page_token(&self, binding: &str, token: &str) -> Result<i64, RandomisationError> {
+        if token.is_empty() {
+            return Ok(0);
+        }
+        hex::decode(token)
+            .ok()
+            .and_then(|sealed| self.sealer.open_cursor(binding, &sealed))
+            .ok_or_else(|| {
+                RandomisationError::invalid(
+                    "page_token",
+                    "is not a token this service issued to you for this listing",
+                )
+            })
+    }
+
+    fn seal_page_token(&self, binding: &str, after: i64) -> Result<String, RandomisationError> {
+        self.sealer
+            .seal_cursor(binding, after)
+            .map(hex::encode)
+            .map_err(|e| RandomisationError::Internal(e.to_string()))
+    }
+
+    /// The caller's visible allocations after `after_sequence`.
+    pub async fn allocations_after(
         &self,
         caller: &Caller,
         filter: &AllocationFilter,
         after_sequence: i64,
         page_size: u32,
-    ) -> Result<AllocationPage, RandomisationError> {
+    ) -> Result<SequencePage, RandomisationError> {
         authorise(caller, Operation::ReadAllocations, Some(&filter.trial_id))?;
         if page_size > MAX_PAGE_SIZE {
             return Err(RandomisationError::invalid(
@@ -114,7 +184,7 @@ impl RandomisationService {
         } else {
             None
         };
-        Ok(AllocationPage {
+        Ok(SequencePage {
             allocations,
             next_after,
         })

@@ -15,9 +15,13 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::ServerTlsConfig;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tonic_web::GrpcWebLayer;
+use tower::util::option_layer;
+use tower_http::cors::CorsLayer;
 
 use crate::auth::{AuthLayer, TokenVerifier};
 use crate::grpc::call_log::CallLogLayer;
+use crate::grpc::web::{Page, PageLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -71,6 +75,16 @@ pub struct ServerParts {
     /// Serve TLS (and check client certificates) with this; plaintext when
     /// unset.
     pub tls: Option<ServerTlsConfig>,
+    /// gRPC-Web, the embedded page and CORS for other origins; gRPC over
+    /// HTTP/2 only when unset.
+    pub web: Option<WebParts>,
+}
+
+/// What a server needs to serve browsers.
+pub struct WebParts {
+    pub page: Page,
+    /// Present when other origins are allowed.
+    pub cors: Option<CorsLayer>,
 }
 
 /// Serves until `shutdown` completes; then reports NOT_SERVING, keeps
@@ -86,6 +100,7 @@ pub async fn serve(
         verifier,
         drain_delay,
         tls,
+        web,
     } = parts;
     let Services {
         mut routes,
@@ -106,9 +121,24 @@ pub async fn serve(
             .tls_config(tls)
             .map_err(|e| ServeError::Tls(crate::grpc::tls::describe(&e)))?;
     }
-    // The call log wraps authentication, so refused calls get a line too.
+    // Browsers speak HTTP/1.1: the page and gRPC-Web need it.
+    let (page, grpc_web, cors) = match web {
+        Some(web) => (
+            Some(PageLayer::new(web.page)),
+            Some(GrpcWebLayer::new()),
+            web.cors,
+        ),
+        None => (None, None, None),
+    };
+    // CORS answers preflights before anything else; the page is served
+    // before gRPC-Web is translated; the call log wraps authentication, so
+    // refused calls get a line too.
     builder
+        .accept_http1(page.is_some())
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(option_layer(cors))
+        .layer(option_layer(page))
+        .layer(option_layer(grpc_web))
         .layer(CallLogLayer)
         .layer(AuthLayer::new(verifier))
         .add_routes(routes.routes())

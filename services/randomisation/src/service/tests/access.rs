@@ -78,7 +78,7 @@ async fn roles_sites_and_trial_scope_bound_what_each_caller_does_and_sees() {
                 trial_id: "RESPINE".into(),
                 ..AllocationFilter::default()
             },
-            0,
+            "",
             0,
         )
         .await
@@ -186,4 +186,184 @@ async fn the_safety_service_reads_definitions_and_allocations_only() {
         )
         .await;
     assert_permission_denied(&randomised);
+}
+
+/// Review C2: page tokens are the caller's own, sealed cursors. They show
+/// nothing of the trial-wide sequence (which counts every site's subjects)
+/// and cannot be forged, altered or used by another caller or filter.
+#[tokio::test]
+async fn page_tokens_are_opaque_and_bound_to_the_caller_and_the_filter() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    for subject in ["PAR-1", "PAR-2", "PAR-3"] {
+        fixture
+            .randomise("FR-PAR", subject, "RESPINE", respine_subject(MODERATE_PAIN))
+            .await
+            .expect("allocates");
+    }
+    for subject in ["MTP-1", "MTP-2"] {
+        fixture
+            .randomise("FR-MTP", subject, "RESPINE", respine_subject(MODERATE_PAIN))
+            .await
+            .expect("allocates");
+    }
+    let filter = AllocationFilter {
+        trial_id: "RESPINE".into(),
+        ..AllocationFilter::default()
+    };
+    let mtp = site("FR-MTP");
+    let first = fixture
+        .service
+        .list_allocations(&mtp, &filter, "", 1)
+        .await
+        .expect("first page");
+    assert_eq!(first.allocations[0].subject_id, "MTP-1");
+    let token = first.next_page_token.clone();
+    // The old token was the hex of the global sequence: "4" here.
+    assert_ne!(token, "4");
+    assert!(token.len() >= 64, "{token}");
+    let second = fixture
+        .service
+        .list_allocations(&mtp, &filter, &token, 1)
+        .await
+        .expect("second page");
+    assert_eq!(second.allocations[0].subject_id, "MTP-2");
+
+    let refused = |result: Result<_, RandomisationError>| match result {
+        Err(RandomisationError::InvalidArgument(problems)) => {
+            assert_eq!(problems[0].path, "page_token");
+        }
+        other => panic!("expected INVALID_ARGUMENT on page_token, got {other:?}"),
+    };
+    for forged in ["4", "3", "ffffffff", "not hex"] {
+        refused(
+            fixture
+                .service
+                .list_allocations(&mtp, &filter, forged, 1)
+                .await,
+        );
+    }
+    let mut altered = hex::decode(&token).expect("hex");
+    if let Some(byte) = altered.get_mut(20) {
+        *byte ^= 0x40;
+    }
+    refused(
+        fixture
+            .service
+            .list_allocations(&mtp, &filter, &hex::encode(altered), 1)
+            .await,
+    );
+    // Another caller, or the same caller with another filter, cannot use it.
+    let other_user = caller(
+        "coordinator@FR-MTP",
+        &[Role::SiteCoordinator],
+        &["FR-MTP"],
+        trials_only(&["RESPINE"]),
+    );
+    refused(
+        fixture
+            .service
+            .list_allocations(&other_user, &filter, &token, 1)
+            .await,
+    );
+    let narrowed = AllocationFilter {
+        site_id: Some("FR-MTP".into()),
+        ..filter.clone()
+    };
+    refused(
+        fixture
+            .service
+            .list_allocations(&mtp, &narrowed, &token, 1)
+            .await,
+    );
+}
+
+/// Review C3: a site probing another site's subject id meets the same
+/// checks, in the same order, as for an id nobody has used: ineligible
+/// covariates give the same answer for both. The probe is audited.
+#[tokio::test]
+async fn another_sites_subject_id_answers_as_an_unused_id_and_the_probe_is_audited() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    fixture
+        .randomise(
+            "FR-PAR",
+            "PAR-001",
+            "RESPINE",
+            respine_subject(MODERATE_PAIN),
+        )
+        .await
+        .expect("allocates");
+    let mut ineligible = respine_subject(MODERATE_PAIN);
+    ineligible.insert("age_years".into(), CovariateInput::Integer(12));
+    let audited_before = fixture.audit_count().await;
+    let probe = fixture
+        .randomise("FR-MTP", "PAR-001", "RESPINE", ineligible.clone())
+        .await
+        .expect_err("refused");
+    let unused = fixture
+        .randomise("FR-MTP", "PAR-999", "RESPINE", ineligible)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(probe, RandomisationError::Ineligible(_)),
+        "{probe:?}"
+    );
+    assert_eq!(format!("{probe:?}"), format!("{unused:?}"));
+
+    // Eligible, the id cannot be used again: the refusal a changed
+    // request gets, saying nothing of where the subject is.
+    let eligible = fixture
+        .randomise(
+            "FR-MTP",
+            "PAR-001",
+            "RESPINE",
+            respine_subject(MODERATE_PAIN),
+        )
+        .await
+        .expect_err("refused");
+    let RandomisationError::AlreadyExists(message) = &eligible else {
+        panic!("expected ALREADY_EXISTS, got {eligible:?}");
+    };
+    assert!(!message.contains("FR-PAR"), "{message}");
+
+    let records = fixture.audit_records().await;
+    let probes: Vec<_> = records[audited_before..]
+        .iter()
+        .filter(|r| r.entry.action == "randomise.refused_other_site_subject")
+        .collect();
+    assert_eq!(probes.len(), 2, "both probes of PAR-001 are audited");
+    assert!(
+        probes
+            .iter()
+            .all(|r| r.entry.actor == "investigator@FR-MTP")
+    );
+    fixture.assert_audit_chain_verifies().await;
+}
+
+/// Review K1: a repeat with the same data replays, however a number is
+/// written: 55 and 55.0 for a decimal covariate are the same value.
+#[tokio::test]
+async fn a_retry_writing_a_decimal_as_an_integer_replays() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    let first = fixture
+        .randomise("FR-MTP", "MTP-1", "RESPINE", respine_subject(55.0))
+        .await
+        .expect("allocates");
+    let mut as_integer = respine_subject(55.0);
+    as_integer.insert("vas_mm".into(), CovariateInput::Integer(55));
+    let retry = fixture
+        .randomise("FR-MTP", "MTP-1", "RESPINE", as_integer)
+        .await
+        .expect("the same data replays");
+    assert!(retry.replayed);
+    assert_eq!(retry.allocation, first.allocation);
+    let mut changed = respine_subject(55.0);
+    changed.insert("vas_mm".into(), CovariateInput::Integer(56));
+    let refused = fixture
+        .randomise("FR-MTP", "MTP-1", "RESPINE", changed)
+        .await
+        .expect_err("different data");
+    assert!(matches!(refused, RandomisationError::AlreadyExists(_)));
 }

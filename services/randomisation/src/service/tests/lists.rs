@@ -144,8 +144,14 @@ async fn an_uploaded_list_is_checked_then_followed_in_order_until_exhausted() {
         .randomise("FR-MTP", "L-4", "LIST", respine_subject(SEVERE_PAIN))
         .await;
     match &exhausted {
+        // Review C5: the site is not told that a stratum's list ran out,
+        // which would say how many the other sites enrolled in it.
         Err(RandomisationError::FailedPrecondition(message)) => {
-            assert!(message.contains("exhausted"), "{message}");
+            assert_eq!(message, crate::error::DESIGN_LIMIT);
+            assert!(
+                !message.contains("stratum") && !message.contains("list"),
+                "{message}"
+            );
         }
         other => panic!("expected FailedPrecondition, got {other:?}"),
     }

@@ -29,7 +29,8 @@ use tracing::{Instrument, Level, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::code_name;
-use crate::telemetry::{metrics, propagation};
+use super::propagation;
+use crate::telemetry::metrics;
 
 /// Mounted once in `serve`, outside authentication, so refused calls are
 /// logged too.

@@ -15,8 +15,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::propagation;
 use crate::auth::{AuthError, Claims, Role, mint_hmac_token};
-use crate::telemetry::propagation;
 
 /// How long a client waits, so a dead peer fails the call instead of
 /// hanging it.

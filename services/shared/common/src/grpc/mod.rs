@@ -1,12 +1,15 @@
 //! What every service's gRPC edge shares: the error ↔ status mapping, the
-//! client side (channels and the outgoing-call interceptor) and the per-call
-//! log line. The gRPC-free vocabulary is in [`crate::error`].
+//! client side (channels and the outgoing-call interceptor), the per-call
+//! log line and server span, trace-context propagation, TLS, and gRPC-Web
+//! with the embedded page. The gRPC-free vocabulary is in [`crate::error`].
 
 pub mod call_log;
 pub mod client;
 pub mod convert;
+pub mod propagation;
 pub mod status;
 pub mod tls;
+pub mod web;
 
 use tonic::{Code, Request, Response, Status};
 

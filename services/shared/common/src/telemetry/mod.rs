@@ -7,13 +7,13 @@
 //! telemetry, never a slower or failed call.
 //!
 //! What goes into spans is decided here and in the gRPC edge
-//! ([`crate::grpc::call_log`], [`crate::grpc::client`]): method names,
+//! ([`crate::grpc::call_log`], [`crate::grpc::client`],
+//! [`crate::grpc::propagation`]): method names,
 //! status codes, trial and site ids and keyed subject tags
 //! ([`subject_tag`]), never an arm, a label, a treatment code or a subject
 //! id in clear.
 
 pub mod metrics;
-pub mod propagation;
 mod tag;
 
 use std::time::Duration;
