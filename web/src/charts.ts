@@ -53,7 +53,7 @@ export function guessChart(report: SimulationReport): SVGSVGElement {
   const width = 480;
   const height = 280;
   const left = 56;
-  const right = 16;
+  const right = 64;
   const top = 24;
   const bottom = 44;
   const plotW = width - left - right;
@@ -82,7 +82,7 @@ export function guessChart(report: SimulationReport): SVGSVGElement {
   });
   root.append(
     svg("line", { x1: left, x2: width - right, y1: y(0.5), y2: y(0.5), class: "reference" }),
-    svg("text", { x: width - right, y: y(0.5) - 6, "text-anchor": "end", class: "reference-label" }, "chance"),
+    svg("text", { x: width - right + 6, y: y(0.5) + 4, "text-anchor": "start", class: "reference-label" }, "chance"),
     svg("line", { x1: left, x2: left, y1: top, y2: y(0), class: "axis" }),
     svg("line", { x1: left, x2: width - right, y1: y(0), y2: y(0), class: "axis" }),
   );
@@ -92,8 +92,8 @@ export function guessChart(report: SimulationReport): SVGSVGElement {
 /** Horizontal range bars, one pair per row: final imbalance (mean, then on
  *  to the 95th percentile) and maximum imbalance (mean, then on to worst). */
 export function imbalanceChart(rows: ImbalanceRow[]): SVGSVGElement {
-  const width = 640;
-  const labelW = 236;
+  const width = 720;
+  const labelW = 290;
   const right = 20;
   const top = 48;
   const rowH = 30;
@@ -122,7 +122,7 @@ export function imbalanceChart(rows: ImbalanceRow[]): SVGSVGElement {
     ["max-worst", "maximum, worst"],
   ];
   legend.forEach(([cls, text], i) => {
-    const lx = labelW + (i % 2) * 190;
+    const lx = labelW + (i % 2) * 200;
     const ly = 8 + Math.floor(i / 2) * 18;
     root.append(
       svg("rect", { x: lx, y: ly, width: 14, height: 12, class: `swatch ${cls}` }),
@@ -160,7 +160,7 @@ export function imbalanceChart(rows: ImbalanceRow[]): SVGSVGElement {
 }
 
 function rowLabel(row: ImbalanceRow): string {
-  return row.name === "" || row.name === row.scope ? row.scope : row.name;
+  return row.scope === "overall" || row.name === "" ? row.scope : row.name;
 }
 
 function trim(value: number): string {

@@ -97,7 +97,7 @@ function renderStatus(s: TrialStatus): void {
       : s.strata.map((stratum) => {
           const row = el("tr");
           row.append(
-            th(stratum.stratum),
+            th(stratum.stratum.replaceAll(",", ", ")),
             el("td", "num", String(stratum.randomised)),
             el("td", "num", stratum.cap > 0 ? String(stratum.cap) : "none"),
           );
@@ -201,7 +201,7 @@ function renderSimulation(r: SimulationReport): void {
       const tr = el("tr");
       tr.append(
         el("td", "", row.scope),
-        th(row.name),
+        th(row.name.replaceAll(",", ", ")),
         ...[row.meanFinal, row.p95Final, row.meanMax, row.worstMax].map((v) => el("td", "num", v.toFixed(2))),
       );
       return tr;

@@ -285,6 +285,10 @@ function unblindHint(problem: RpcProblem): string {
 
 function askToSignInAgain(problem: RpcProblem): void {
   byId("reauth-message").textContent = `${problem.name}: ${problem.message}.`;
+  byId("reauth-kept").textContent =
+    pending === null
+      ? ""
+      : `Your request to unblind subject ${pending.subjectId} (site ${pending.siteId}, trial ${pending.trialId}) is kept on this page.`;
   setError(byId("reauth-error"), "");
   byId<HTMLTextAreaElement>("reauth-token").value = "";
   show(byId("confirm-card"), false);

@@ -40,11 +40,18 @@ async function signIn(page, token) {
   await page.getByRole("button", { name: "Sign in", exact: true }).first().click();
   await page.getByLabel("Token", { exact: true }).fill(token);
   await page.locator("#signin-form button[type=submit]").click();
-  await page.locator("#session").waitFor({ state: "visible", ...WAIT });
+  await page.locator("#sign-out").waitFor({ state: "visible", ...WAIT });
+}
+
+/** A page whose script errors fail loudly in the test's output. */
+async function newPage(context) {
+  const page = await context.newPage();
+  page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
+  return page;
 }
 
 async function openPage(context, token) {
-  const page = await context.newPage();
+  const page = await newPage(context);
   await page.goto(`${server.url}/`);
   await signIn(page, token);
   return page;
@@ -138,7 +145,7 @@ describe("the page, in Chromium, against the real server", { timeout: 600_000 },
 
   test("a site investigator unblinds their patient on a phone; the sponsor's live feed shows it without the arm", async () => {
     const sponsorContext = await browser.newContext(DESKTOP);
-    const sponsor = await sponsorContext.newPage();
+    const sponsor = await newPage(sponsorContext);
     const sponsorNetwork = await recordResponses(sponsor);
     await sponsor.goto(`${server.url}/`);
     await screenshot(sponsor, "01-sign-in");
@@ -149,12 +156,12 @@ describe("the page, in Chromium, against the real server", { timeout: 600_000 },
     await sponsor.getByText("Watching RESPINE, live", { exact: false }).waitFor(WAIT);
 
     const deskContext = await browser.newContext(PHONE);
-    const desk = await deskContext.newPage();
+    const desk = await newPage(deskContext);
     const deskNetwork = await recordResponses(desk);
     await desk.goto(`${server.url}/`);
     await signIn(desk, tokens.site);
     await screenshot(desk, "02-signed-in-phone");
-    assert.match(await desk.locator("#session-claims").innerText(), /sam[\s\S]*site_investigator[\s\S]*FR-MTP/);
+    assert.match(await desk.locator("#session-claims").textContent(), /sam.*site_investigator.*FR-MTP/);
 
     await findSubject(desk, "RESPINE", "MTP-001");
     const facts = desk.locator("#subject-facts");
@@ -262,7 +269,7 @@ describe("the page, in Chromium, against the real server", { timeout: 600_000 },
     const longAgo = Math.floor(Date.now() / 1000) - 3 * 3600;
     const stale = await server.resign(tokens.site, { auth_time: longAgo, iat: longAgo });
     const page = await openPage(context, stale);
-    assert.match(await page.locator("#session-claims").innerText(), /3 h ago/);
+    assert.match(await page.locator("#session-claims").textContent(), /3 h ago/);
     await findSubject(page, "RESPINE", "MTP-002");
     await page.locator("#reason-form").waitFor({ state: "visible", ...WAIT });
     await writeReason(page, "Overdose or medication error", "Double dose given by mistake at 02:40");
@@ -270,6 +277,7 @@ describe("the page, in Chromium, against the real server", { timeout: 600_000 },
     const prompt = page.locator("#reauth-card");
     await prompt.waitFor({ state: "visible", ...WAIT });
     assert.match(await page.locator("#reauth-message").innerText(), /^UNAUTHENTICATED: re-authentication is needed/);
+    assert.match(await page.locator("#reauth-kept").innerText(), /subject MTP-002 \(site FR-MTP, trial RESPINE\) is kept/);
     assert.equal(await page.locator("#reveal-card").isVisible(), false);
     assertNoArm("the page after the refusal", await pageText(page));
     await screenshot(page, "08-desk-sign-in-again");
@@ -300,7 +308,7 @@ describe("the page, in Chromium, against the real server", { timeout: 600_000 },
     const sites = await page.locator("#sites-table").innerText();
     assert.match(sites, /FR-MTP\s+4\s+40/);
     assert.match(sites, /FR-PAR\s+1\s+30/);
-    assert.match(await page.locator("#strata-table").innerText(), /site=FR-MTP,baseline_pain=severe\s+2/);
+    assert.match(await page.locator("#strata-table").innerText(), /site=FR-MTP, baseline_pain=severe\s+2/);
     assert.match(await page.locator("#status-facts").innerText(), /Randomised\s+5 of 114/);
     assert.match(await page.locator("#list-warnings").innerText(), /No allocation list is running low/);
     assert.match(await page.locator("#pool-facts").innerText(), /Pool level\s+Sufficient[\s\S]*Codes assigned\s+5[\s\S]*Emergency unblindings\s+2/);
@@ -311,7 +319,7 @@ describe("the page, in Chromium, against the real server", { timeout: 600_000 },
     await page.locator("#sim-out").waitFor({ state: "visible", timeout: 120_000 });
     const guess = page.locator("#chart-guess svg");
     assert.equal(await guess.locator("rect.bar").count(), 3, "three history scopes");
-    const rates = await guess.locator("text.value").allInnerTexts();
+    const rates = await guess.locator("text.value").allTextContents();
     assert.equal(rates.length, 3);
     for (const rate of rates) assert.match(rate, /^\d+\.\d%$/);
     const imbalance = page.locator("#chart-imbalance svg");
@@ -320,7 +328,7 @@ describe("the page, in Chromium, against the real server", { timeout: 600_000 },
     assert.equal(await imbalance.locator("g.scope-overall").count(), 1);
     const widths = await imbalance.locator("rect.max-worst").evaluateAll((rects) => rects.map((r) => Number(r.getAttribute("width"))));
     assert.ok(widths.some((w) => w > 0), "the worst imbalance is drawn from the report's numbers");
-    assert.match(await page.locator("#sim-facts").innerText(), /Seed\s+20261201[\s\S]*Simulated trials\s+20/);
+    assert.match(await page.locator("#sim-facts").innerText(), /Simulated trials\s+20\s+Subjects per trial\s+114[\s\S]*Seed\s+20261201/);
     const inlineStyles = await page.evaluate(() => document.querySelectorAll("[style]").length);
     assert.equal(inlineStyles, 0, "no inline style anywhere (the CSP forbids them)");
     shots.console = await screenshot(page, "09-console");
@@ -329,7 +337,7 @@ describe("the page, in Chromium, against the real server", { timeout: 600_000 },
 
   test("controls are labelled and keyboard focus is visible", async () => {
     const context = await browser.newContext(DESKTOP);
-    const page = await context.newPage();
+    const page = await newPage(context);
     await page.goto(`${server.url}/`);
     const unlabelled = await page.evaluate(() =>
       [...document.querySelectorAll("input, select, textarea")]
@@ -356,7 +364,8 @@ describe("the page, in Chromium, against the real server", { timeout: 600_000 },
     assert.notEqual(outline.style, "none", "the focused button has a visible outline");
     assert.notEqual(outline.width, "0px");
     await page.keyboard.press("Enter");
-    await page.locator("#session").waitFor({ state: "visible", ...WAIT });
+    await page.locator("#sign-out").waitFor({ state: "visible", ...WAIT });
+    assert.match(await page.locator("#who").innerText(), /Ada Admin/);
     await context.close();
   });
 
