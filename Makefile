@@ -24,6 +24,12 @@ test: deps
 	$(CARGO) test --workspace --lib --bins --tests
 	$(MAKE) web-test EQUIPOISE_BIN="$(EQUIPOISE_BIN_DEFAULT)"
 
+## The definition parser under 200 000 generated inputs per property
+## (`make test` runs proptest's default 256).
+.PHONY: fuzz
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-200000} $(CARGO) test -p equipoise-trial --release --lib fuzz
+
 ## Formatting, clippy, then the mechanical guards: the layering rule (gRPC
 ## types only in each service's gRPC layer), unused dependencies, cargo deny
 ## (licences, duplicate versions, sources, advisories when reachable), and

@@ -2,6 +2,7 @@
 //! free loopback port, real gRPC, and a clean stop.
 
 pub mod cluster;
+pub mod roles;
 pub mod system;
 
 use std::collections::BTreeSet;

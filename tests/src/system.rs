@@ -131,6 +131,17 @@ impl System {
         self.files.path().join("safety.db")
     }
 
+    /// The variables an offline command (`equipoise audit …`) needs to open
+    /// the same stores and keys as the processes.
+    pub fn offline_env(&self) -> Vec<(String, String)> {
+        let mut variables = common_env(&self.files);
+        variables.push((
+            "EQUIPOISE_DATA_DIR".into(),
+            self.files.path().display().to_string(),
+        ));
+        variables
+    }
+
     /// Every log line of every process so far.
     pub fn logs(&self) -> String {
         let mut logs = self.randomisation.log();

@@ -178,7 +178,13 @@ async fn lifecycle_gates_and_caps() {
         .await
         .expect_err("stratum cap");
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains("stratum"), "{}", status.message());
+    // The site learns a design limit stopped it, not which one (review C5).
+    assert!(
+        status.message().contains("limit of the trial's design")
+            && !status.message().contains("stratum"),
+        "{}",
+        status.message()
+    );
     assert_eq!(footprint(&server).await, before);
 
     admin
@@ -405,5 +411,62 @@ async fn oversized_messages_and_absurd_simulations_are_not_run() {
         .await
         .expect_err("unknown factor");
     assert_eq!(violations(&status), ["level_weights.colour"]);
+    server.stop().await;
+}
+
+/// Review I4: strings are bounded where they enter, and what a refusal
+/// echoes is cut to fit a header, so a huge id is INVALID_ARGUMENT, not a
+/// broken response; a NUL in a reason is refused on every store alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn long_strings_are_refused_by_name_and_never_break_the_response() {
+    let server = TestServer::start().await;
+    activate(&server, RESPINE_YAML).await;
+    let mut admin = server.client(&server.admin_token()).await;
+    let before = footprint(&server).await;
+    let huge = "X".repeat(300 * 1024);
+
+    let status = admin
+        .get_trial(pb::GetTrialRequest {
+            trial_id: huge.clone(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violations(&status), ["trial_id"]);
+    assert!(status.message().len() <= 1024);
+
+    let status = admin
+        .get_allocation(pb::GetAllocationRequest {
+            trial_id: "RESPINE".into(),
+            subject_id: huge.clone(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violations(&status), ["subject_id"]);
+
+    let mut site = site_client(&server, "FR-MTP").await;
+    let mut request = respine_request("FR-MTP", "MTP-LONG", 55.0);
+    request.covariates.insert(huge.clone(), integer(1));
+    let status = site.randomise(request).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().len() <= 1024, "{}", status.message().len());
+
+    site.randomise(respine_request("FR-MTP", "MTP-NUL", 55.0))
+        .await
+        .expect("allocates");
+    let after_allocation = footprint(&server).await;
+    let status = admin
+        .mark_randomised_in_error(pb::MarkRandomisedInErrorRequest {
+            trial_id: "RESPINE".into(),
+            subject_id: "MTP-NUL".into(),
+            reason: "consent \0 withdrawn".into(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violations(&status), ["reason"]);
+    assert_eq!(footprint(&server).await, after_allocation);
+    assert_ne!(before, after_allocation);
     server.stop().await;
 }

@@ -82,13 +82,13 @@ async fn five_sites_randomise_respine_concurrently() {
     assert_every_subject_once(&server).await;
     assert_respine_follows_its_streams(&server).await;
     assert_cap_holds(&server).await;
-    let records = audit_verify(&server.settings, AuditedService::Randomisation)
+    let records = audit_verify(&server.settings, AuditedService::Randomisation, None)
         .await
         .expect("randomisation audit chain verifies");
     // Registration, activation, one record per allocation and one per
     // recorded code, and the blinding service's look-ups of the trial.
     assert!(records > 2 + 114 + 114, "{records} records");
-    let records = audit_verify(&server.settings, AuditedService::Blinding)
+    let records = audit_verify(&server.settings, AuditedService::Blinding, None)
         .await
         .expect("blinding audit chain verifies");
     // The pools, then one record per code issued.

@@ -195,3 +195,28 @@ async fn simulation_over_grpc_reports_the_design() {
     assert!(report.correct_guess_rate_trial > 0.5);
     server.stop().await;
 }
+
+/// Review A1/A2: a server on a shared database refuses to start on the
+/// development secret it would make for itself, or without a seal key kept
+/// apart from its data.
+#[test]
+fn a_server_on_a_shared_database_needs_explicit_keys() {
+    let database = (
+        "EQUIPOISE_RANDOMISATION__DATABASE_URL",
+        "postgres://equipoise@127.0.0.1:1/never_reached".to_owned(),
+    );
+    let stderr =
+        equipoise_testkit::Replica::start_bare_expecting_failure(std::slice::from_ref(&database));
+    assert!(stderr.contains("explicit token keys"), "{stderr}");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let secret = keys.path().join("hmac.secret");
+    std::fs::write(&secret, "5e".repeat(32)).expect("secret");
+    let stderr = equipoise_testkit::Replica::start_bare_expecting_failure(&[
+        database,
+        (
+            "EQUIPOISE_AUTH__HMAC_SECRET_FILE",
+            secret.display().to_string(),
+        ),
+    ]);
+    assert!(stderr.contains("randomisation.seal_key_file"), "{stderr}");
+}

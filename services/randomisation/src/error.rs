@@ -140,6 +140,9 @@ impl From<StoreError> for RandomisationError {
             StoreError::Fenced => RandomisationError::Aborted(
                 "the allocation stream changed; retry the request".into(),
             ),
+            StoreError::Superseded => RandomisationError::Aborted(
+                "the trial was amended while this request was being allocated; nothing was allocated, retry the request".into(),
+            ),
             StoreError::SubjectExists => RandomisationError::AlreadyExists(
                 "subject_id is already randomised in this trial".into(),
             ),

@@ -56,6 +56,7 @@ pub async fn build_service(
     let locks = open_locks(settings).await?;
     let limits = Limits {
         max_simulated_allocations: settings.max_simulated_allocations,
+        max_concurrent_simulations: settings.max_concurrent_simulations,
     };
     let sealer = settings.sealer(data_dir)?;
     let service =

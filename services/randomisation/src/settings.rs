@@ -44,6 +44,7 @@ pub struct RandomisationSettings {
     /// How long `Randomise` waits for a busy stratum before UNAVAILABLE.
     pub lock_wait_ms: u64,
     pub max_simulated_allocations: u64,
+    pub max_concurrent_simulations: u32,
     /// The blinding service, which issues treatment codes, e.g.
     /// `http://blinding:50051`. Unset: with `--target all`, this process's
     /// own address; with `--target randomisation`, start-up is refused.
@@ -73,6 +74,7 @@ impl Default for RandomisationSettings {
             seal_key_file: None,
             lock_wait_ms: 5_000,
             max_simulated_allocations: Limits::default().max_simulated_allocations,
+            max_concurrent_simulations: Limits::default().max_concurrent_simulations,
             blinding_url: None,
             blinding_call_timeout_ms: 2_000,
             code_reconcile_interval_ms: 5_000,
@@ -106,6 +108,11 @@ impl RandomisationSettings {
         at_least(
             "randomisation.max_simulated_allocations",
             self.max_simulated_allocations,
+            1,
+        )?;
+        at_least(
+            "randomisation.max_concurrent_simulations",
+            self.max_concurrent_simulations,
             1,
         )?;
         at_least(

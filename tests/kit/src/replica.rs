@@ -90,7 +90,29 @@ impl Replica {
     }
 
     /// Runs a replica that must fail to start; returns what it printed.
+    /// It is given explicit keys outside its data directory, as a server on
+    /// a shared database must be, so it fails for what `env` gets wrong.
     pub fn start_expecting_failure(env: &[(&str, String)]) -> String {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let output = Command::new(equipoise_binary())
+            .args(["serve", "--target", "randomisation"])
+            .env("EQUIPOISE_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("EQUIPOISE_DATA_DIR", dir.path())
+            .envs(explicit_keys(keys.path()))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap_or_else(|e| panic!("equipoise could not start: {e}"));
+        assert!(
+            !output.status.success(),
+            "the replica started despite bad settings"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// Runs `equipoise serve --target randomisation` with exactly `env`
+    /// (no keys added) and expects it to refuse to start.
+    pub fn start_bare_expecting_failure(env: &[(&str, String)]) -> String {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let output = Command::new(equipoise_binary())
             .args(["serve", "--target", "randomisation"])
@@ -205,4 +227,25 @@ impl Drop for Replica {
         }
         self.kill();
     }
+}
+
+/// A token secret and a seal key in `dir`, as variables: fixed test
+/// values, never used outside tests.
+pub fn explicit_keys(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    let hmac = dir.join("hmac.secret");
+    let seal = dir.join("seal.key");
+    let test_key = "5e".repeat(32);
+    for path in [&hmac, &seal] {
+        std::fs::write(path, &test_key).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    vec![
+        (
+            "EQUIPOISE_AUTH__HMAC_SECRET_FILE",
+            hmac.display().to_string(),
+        ),
+        (
+            "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE",
+            seal.display().to_string(),
+        ),
+    ]
 }

@@ -30,6 +30,8 @@ pub enum CliError {
     #[error(transparent)]
     Chain(#[from] equipoise_common::audit::ChainBreak),
     #[error(transparent)]
+    Head(#[from] equipoise_common::audit::HeadError),
+    #[error(transparent)]
     Serve(#[from] serve::ServeError),
     #[error("telemetry: {0}")]
     Telemetry(#[from] equipoise_common::telemetry::TelemetryError),

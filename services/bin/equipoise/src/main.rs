@@ -42,19 +42,37 @@ async fn run(cli: Cli) -> Result<String, CliError> {
             command: TokenCommand::Mint(args),
         } => Ok(format!("{}\n", offline::mint(&settings, &args)?)),
         Command::Audit {
-            command: AuditCommand::Verify { service },
+            command: AuditCommand::Verify { service, head },
         } => {
-            let count = offline::audit_verify(&settings, service).await?;
-            Ok(format!("audit chain verified: {count} records\n"))
+            let head = head.as_deref().map(offline::read_head).transpose()?;
+            let count = offline::audit_verify(&settings, service, head.as_ref()).await?;
+            let extends = head.map_or(String::new(), |h| {
+                format!("; it extends the exported head at record {}", h.seq)
+            });
+            Ok(format!("audit chain verified: {count} records{extends}\n"))
+        }
+        Command::Audit {
+            command: AuditCommand::Head { service },
+        } => {
+            let head = offline::audit_head(&settings, service).await?;
+            let line = serde_json::to_string(&head).map_err(|e| CliError::Usage(e.to_string()))?;
+            Ok(format!("{line}\n"))
         }
         Command::List {
             command: ListCommand::Regenerate(args),
         } => offline::regenerate(&args),
         Command::Seed {
-            command: SeedCommand::Unseal { trial, actor },
+            command:
+                SeedCommand::Unseal {
+                    trial,
+                    token,
+                    reason,
+                },
         } => Ok(format!(
             "{}\n",
-            offline::unseal(&settings, &trial, &actor).await?.to_hex()
+            offline::unseal(&settings, &trial, &token, reason.as_deref())
+                .await?
+                .to_hex()
         )),
         Command::Simulate(args) => tokio::task::spawn_blocking(move || simulate::run(&args))
             .await

@@ -95,6 +95,8 @@ pub enum ServeError {
     SafetyStartup(#[from] safety::StartupError),
     #[error(transparent)]
     Web(#[from] equipoise_common::grpc::web::WebError),
+    #[error("{0}")]
+    KeyCustody(String),
     /// A `[tls]` file that cannot be used, or an https:// URL without a CA.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -130,6 +132,9 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // First, so a missing certificate stops start-up before anything opens.
     let tls = settings.tls.load()?;
+    settings
+        .key_custody(target.runs_randomisation())
+        .map_err(ServeError::KeyCustody)?;
     let verifier = Arc::new(settings.auth.verifier(&settings.data_dir)?);
     // Every service keys its subject tags alike, so tags match across them.
     equipoise_common::telemetry::set_subject_tag_key(
@@ -190,6 +195,7 @@ pub async fn run(
         drain_delay: Duration::from_millis(settings.drain_delay_ms),
         tls: server_tls,
         web: web_parts(settings)?,
+        max_concurrent_calls_per_connection: settings.max_concurrent_calls_per_connection,
     };
     // Watch streams never end by themselves: end them when the drain begins,
     // so watchers reconnect (with their cursor) to a replica that stays.

@@ -27,6 +27,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// The delay must fit inside the pod's termination grace period (30 s by
 /// default on Kubernetes, raised by operators who want longer drains).
 pub const MAX_DRAIN_DELAY_MS: u64 = 60_000;
+pub const MAX_CALLS_PER_CONNECTION: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,6 +42,7 @@ pub struct Settings {
     /// On SIGTERM, how long health reports NOT_SERVING while calls are
     /// still served, before the listener closes and in-flight calls drain.
     pub drain_delay_ms: u64,
+    pub max_concurrent_calls_per_connection: usize,
     pub auth: AuthSettings,
     /// TLS and client certificates; plaintext when unset (docs/tls.md).
     pub tls: TlsSettings,
@@ -58,6 +60,7 @@ impl Default for Settings {
             log_format: LogFormat::Json,
             max_message_bytes: 1024 * 1024,
             drain_delay_ms: 2_000,
+            max_concurrent_calls_per_connection: 256,
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
             web: WebSettings::default(),
@@ -133,6 +136,45 @@ impl Settings {
     }
 
     /// Refuses values out of range, naming the first such key.
+    /// Whether this process is more than a developer's machine: it listens
+    /// beyond loopback or keeps its records in a shared database.
+    pub fn is_exposed(&self) -> bool {
+        !self.listen.ip().is_loopback()
+            || self.randomisation.database_url.is_some()
+            || self.blinding.database_url.is_some()
+            || self.safety.database_url.is_some()
+    }
+
+    /// Keys an exposed server must be given rather than make for itself
+    /// (review A1, A2): token keys from the operator, never the development
+    /// secret generated in the data directory; and, where randomisation
+    /// runs, a seal key kept outside the data directory, so a copy of the
+    /// database and its directory does not carry the key to its seeds.
+    pub fn key_custody(&self, runs_randomisation: bool) -> Result<(), String> {
+        if !self.is_exposed() {
+            return Ok(());
+        }
+        let auth = &self.auth;
+        if auth.hmac_secret_file.is_none()
+            && auth.jwks_file.is_none()
+            && auth.public_key_pem_file.is_none()
+        {
+            return Err("a server listening beyond loopback or on a shared database needs explicit token keys: set auth.jwks_file, auth.public_key_pem_file or auth.hmac_secret_file".into());
+        }
+        if !runs_randomisation {
+            return Ok(());
+        }
+        match &self.randomisation.seal_key_file {
+            None => Err("a server listening beyond loopback or on a shared database needs randomisation.seal_key_file, outside the data directory".into()),
+            Some(path) if is_within(path, &self.data_dir) => Err(format!(
+                "randomisation.seal_key_file {} is inside data_dir {}: keep the seal key apart from the records it protects",
+                path.display(),
+                self.data_dir.display()
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), OutOfRange> {
         between(
             "max_message_bytes",
@@ -141,6 +183,12 @@ impl Settings {
             MAX_MESSAGE_BYTES,
         )?;
         between("drain_delay_ms", self.drain_delay_ms, 0, MAX_DRAIN_DELAY_MS)?;
+        between(
+            "max_concurrent_calls_per_connection",
+            self.max_concurrent_calls_per_connection,
+            1,
+            MAX_CALLS_PER_CONNECTION,
+        )?;
         self.blinding.validate()?;
         self.safety.validate()?;
         self.randomisation.validate()
@@ -164,6 +212,18 @@ const NOT_SETTINGS: &[&str] = &[
     "PG_BIN",
     "EXTRA_TRIALS_DIR",
 ];
+
+/// Whether `path` lies under `dir`, compared as written and, where both
+/// exist, as resolved.
+fn is_within(path: &Path, dir: &Path) -> bool {
+    if path.starts_with(dir) {
+        return true;
+    }
+    match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(path), Ok(dir)) => path.starts_with(dir),
+        _ => false,
+    }
+}
 
 /// The `EQUIPOISE_*` layer, read as figment's `Env::prefixed(ENV_PREFIX)
 /// .ignore(NOT_SETTINGS).split("__")` reads the process environment, but from
@@ -574,6 +634,58 @@ mod tests {
         );
         let settings = from_text("drain_delay_ms = 0", &[]).expect("no delay is allowed");
         assert_eq!(settings.drain_delay_ms, 0);
+    }
+
+    /// Review A1/A2: an exposed server refuses to run on keys it made for
+    /// itself or a seal key kept beside the records.
+    #[test]
+    fn exposed_servers_need_explicit_keys_kept_apart_from_the_data() {
+        let local = Settings::default();
+        assert_eq!(local.key_custody(true), Ok(()));
+
+        let exposed = Settings {
+            listen: "0.0.0.0:50051".parse().expect("address"),
+            ..Settings::default()
+        };
+        let error = exposed.key_custody(false).expect_err("no token keys");
+        assert!(error.contains("auth.jwks_file"), "{error}");
+
+        let with_keys = |seal: Option<&str>| {
+            let mut settings = exposed.clone();
+            settings.auth.jwks_file = Some("/etc/equipoise/jwks.json".into());
+            settings.data_dir = "/var/lib/equipoise".into();
+            settings.randomisation.seal_key_file = seal.map(PathBuf::from);
+            settings
+        };
+        assert_eq!(with_keys(None).key_custody(false), Ok(()));
+        let error = with_keys(None).key_custody(true).expect_err("no seal key");
+        assert!(error.contains("randomisation.seal_key_file"), "{error}");
+        let error = with_keys(Some("/var/lib/equipoise/seal.key"))
+            .key_custody(true)
+            .expect_err("seal key beside the records");
+        assert!(error.contains("inside data_dir"), "{error}");
+        assert_eq!(
+            with_keys(Some("/etc/equipoise/seal/seal.key")).key_custody(true),
+            Ok(())
+        );
+
+        let mut cluster = Settings::default();
+        cluster.blinding.database_url = Some("postgres://db/equipoise_blinding".into());
+        assert!(cluster.key_custody(false).is_err());
+    }
+
+    #[test]
+    fn calls_per_connection_are_bounded_both_ways() {
+        for bad in [0, MAX_CALLS_PER_CONNECTION + 1] {
+            let error = error_text(from_text(
+                &format!("max_concurrent_calls_per_connection = {bad}"),
+                &[],
+            ));
+            assert!(
+                error.contains("max_concurrent_calls_per_connection must be between 1 and 10000"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

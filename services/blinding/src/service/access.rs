@@ -96,6 +96,24 @@ pub fn preparer_scope(caller: &Caller) -> Result<SiteScope> {
     }
 }
 
+/// Every role a definition may name in `unblinding.emergency_roles` (the
+/// trial crate refuses others): anyone else is refused before the request
+/// is read, so a refusal says nothing about the trial.
+pub const EMERGENCY_CANDIDATES: [Role; 3] = [
+    Role::SiteInvestigator,
+    Role::EmergencyDesk,
+    Role::MedicalMonitor,
+];
+
+/// Every role a definition may name in a period's
+/// `planned_unblinding_roles`, as [`EMERGENCY_CANDIDATES`].
+pub const PLANNED_REVEAL_CANDIDATES: [Role; 4] = [
+    Role::SiteInvestigator,
+    Role::SiteCoordinator,
+    Role::EmergencyDesk,
+    Role::MedicalMonitor,
+];
+
 /// Sponsor roles that see every site's subjects and notifications.
 pub const SPONSOR_ROLES: [Role; 5] = [
     Role::TrialAdmin,

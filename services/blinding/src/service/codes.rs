@@ -335,6 +335,7 @@ impl BlindingService {
                 Role::Statistician,
                 Role::MedicalMonitor,
                 Role::EmergencyDesk,
+                Role::Auditor,
             ],
             "GetBlindingStatus",
         )?;

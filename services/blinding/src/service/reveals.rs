@@ -7,7 +7,8 @@ use equipoise_trial::{AfterEmergencyUnblinding, Arm, TrialDefinition};
 use serde_json::json;
 
 use super::access::{
-    SiteScope, preparer_scope, require_service, require_trial, roles_named, scope_for,
+    EMERGENCY_CANDIDATES, PLANNED_REVEAL_CANDIDATES, SiteScope, preparer_scope, require_any,
+    require_service, require_trial, roles_named, scope_for,
 };
 use super::view::{BlindingState, state_of};
 use super::{
@@ -268,6 +269,29 @@ impl BlindingService {
         })
     }
 
+    /// A role no definition may let unblind is refused before the request
+    /// is read, so the refusal says nothing about the trial or subject; the
+    /// attempt is audited like a refusal by the trial's own roles, when it
+    /// names a trial the caller may see.
+    async fn refuse_unless_emergency_candidate(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+    ) -> Result<()> {
+        let Err(refusal) = require_any(caller, &EMERGENCY_CANDIDATES, "emergency unblinding")
+        else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        identifier("trial_id", trial_id, &mut problems);
+        if !problems.is_empty() || !caller.may_access_trial(trial_id) {
+            return Err(refusal);
+        }
+        Err(self
+            .audit_refusal(caller, trial_id, "emergency", json!({}), refusal)
+            .await)
+    }
+
     /// Breaks the blind for exactly one subject, for the trial's
     /// `unblinding.emergency_roles`, after a recent re-authentication.
     pub async fn emergency_unblind(
@@ -278,6 +302,8 @@ impl BlindingService {
         reason_category: Option<ReasonCategory>,
         reason: &str,
     ) -> Result<Reveal> {
+        self.refuse_unless_emergency_candidate(caller, trial_id)
+            .await?;
         require_trial(caller, trial_id)?;
         let mut problems = Vec::new();
         if subject_ids.len() != 1 {
@@ -485,6 +511,7 @@ impl BlindingService {
         subject_id: &str,
         period_id: &str,
     ) -> Result<Reveal> {
+        require_any(caller, &PLANNED_REVEAL_CANDIDATES, "a planned reveal")?;
         require_trial(caller, trial_id)?;
         let mut problems = Vec::new();
         identifier("subject_id", subject_id, &mut problems);

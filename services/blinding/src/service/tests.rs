@@ -623,6 +623,98 @@ async fn bad_emergency_requests_are_refused_and_reveal_nothing() {
     f.assert_nothing_revealed("RESPINE", "R-002").await;
 }
 
+/// A role no definition may name is refused before the request is read:
+/// PERMISSION_DENIED whatever the request (not INVALID_ARGUMENT for an empty
+/// one), and an emergency attempt is still audited.
+#[tokio::test]
+async fn roles_that_can_never_unblind_are_refused_before_the_request_is_read() {
+    let f = fixture().await;
+    f.allocate("FACET-X", "F-001", "US-ROC", "DMSO").await;
+    let sae = Some(ReasonCategory::SeriousAdverseEvent);
+    for role in [
+        Role::TrialAdmin,
+        Role::Statistician,
+        Role::Auditor,
+        Role::Dsmb,
+    ] {
+        let who = caller(std::slice::from_ref(&role), &[], Some(now_seconds()));
+        let before = f.audit_len().await;
+        let empty = f
+            .service
+            .emergency_unblind(&who, "FACET-X", &[], None, "")
+            .await;
+        assert!(
+            matches!(empty, Err(BlindingError::PermissionDenied(_))),
+            "{role}: {empty:?}"
+        );
+        assert_eq!(
+            f.audit_len().await,
+            before + 1,
+            "{role}: the attempt is audited"
+        );
+        let planned = f
+            .service
+            .planned_period_reveal(&who, "FACET-X", "F-001", "")
+            .await;
+        assert!(
+            matches!(planned, Err(BlindingError::PermissionDenied(_))),
+            "{role}: {planned:?}"
+        );
+        let unknown_trial = f
+            .service
+            .emergency_unblind(&who, "", &one("F-001"), sae, "anaphylaxis")
+            .await;
+        assert!(matches!(
+            unknown_trial,
+            Err(BlindingError::PermissionDenied(_))
+        ));
+        assert_eq!(f.audit_len().await, before + 1, "no trial, no audit record");
+    }
+    f.assert_nothing_revealed("FACET-X", "F-001").await;
+}
+
+/// The candidate lists mirror what the definition parser lets a trial
+/// name: a role outside them is refused by the parser, one inside accepted.
+#[test]
+fn the_reveal_candidates_are_exactly_the_roles_a_definition_may_name() {
+    use super::access::{EMERGENCY_CANDIDATES, PLANNED_REVEAL_CANDIDATES};
+    let emergency = "emergency_roles: [site_investigator, emergency_desk, medical_monitor]";
+    let planned = "planned_unblinding_at_start: true }";
+    assert!(RESPINE.contains(emergency) && FACET_CROSSOVER.contains(planned));
+    for role in &Role::USER_ROLES {
+        let named = RESPINE.replace(emergency, &format!("emergency_roles: [{role}]"));
+        assert_eq!(
+            equipoise_trial::parse_definition(&named).is_ok(),
+            EMERGENCY_CANDIDATES.contains(role),
+            "emergency_roles: [{role}]"
+        );
+        let named = FACET_CROSSOVER.replace(
+            planned,
+            &format!("planned_unblinding_at_start: true, planned_unblinding_roles: [{role}] }}"),
+        );
+        assert_eq!(
+            equipoise_trial::parse_definition(&named).is_ok(),
+            PLANNED_REVEAL_CANDIDATES.contains(role),
+            "planned_unblinding_roles: [{role}]"
+        );
+    }
+}
+
+/// The auditor reads the blinding status, with no deviation count.
+#[tokio::test]
+async fn the_auditor_reads_the_blinding_status_without_deviations() {
+    let f = fixture().await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    let auditor = caller(&[Role::Auditor], &[], Some(now_seconds()));
+    let status = f
+        .service
+        .blinding_status(&auditor, "RESPINE")
+        .await
+        .expect("the auditor reads the status");
+    assert_eq!(status.codes_assigned, 1);
+    assert_eq!(status.deviations, 0);
+}
+
 #[tokio::test]
 async fn another_sites_subject_is_answered_as_an_unknown_subject() {
     let f = fixture().await;

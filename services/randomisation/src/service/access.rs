@@ -40,6 +40,7 @@ impl Operation {
                 Dsmb,
                 Statistician,
                 TrialAdmin,
+                Auditor,
             ],
             Operation::Randomise => &[SiteInvestigator, SiteCoordinator],
             Operation::ReadAllocations => &[
@@ -49,6 +50,7 @@ impl Operation {
                 MedicalMonitor,
                 Statistician,
                 TrialAdmin,
+                Auditor,
             ],
             Operation::TrialStatus => &[
                 SiteInvestigator,
@@ -56,9 +58,12 @@ impl Operation {
                 MedicalMonitor,
                 Statistician,
                 TrialAdmin,
+                Auditor,
             ],
             Operation::CorrectStratum | Operation::MarkRandomisedInError => &[TrialAdmin],
-            Operation::Simulate => &[Statistician, TrialAdmin],
+            // A simulation of the live design shows how its imbalance runs,
+            // which gives away block sizes: the design's author only.
+            Operation::Simulate => &[Statistician],
         }
     }
 
@@ -116,11 +121,18 @@ pub fn sees_all_sites(caller: &Caller) -> bool {
     !caller.is_site_user()
 }
 
-/// Statisticians and trial administrators may see the full definition and
-/// list warnings; everyone else sees concealed summaries. The safety
-/// service reads the definition too (never shown to a person by it).
+/// Only the statistician, who writes the design, sees its concealed parts
+/// (the method's parameters, list state and list warnings); the trial
+/// administrator and auditor are blinded (DESIGN §1). The safety service
+/// reads the definition too (never shown to a person by it).
 pub fn sees_design(caller: &Caller) -> bool {
-    caller.has_any_role(&[Role::Statistician, Role::TrialAdmin]) || is_safety_service(caller)
+    caller.has_role(&Role::Statistician) || is_safety_service(caller)
+}
+
+/// Blinded sponsor roles read the definition with its concealed parts
+/// removed (see `concealed`); other roles get none.
+pub fn sees_redacted_design(caller: &Caller) -> bool {
+    caller.has_any_role(&[Role::TrialAdmin, Role::Auditor])
 }
 
 fn role_names(roles: &[Role]) -> String {

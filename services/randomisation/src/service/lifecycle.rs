@@ -7,15 +7,16 @@ use equipoise_common::time::now_rfc3339;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::access::{Operation, authorise, sees_design};
+use super::access::{Operation, authorise, sees_design, sees_redacted_design};
+use super::concealed;
 use super::{RandomisationService, audit_entry, parse_submitted_definition};
 use crate::error::RandomisationError;
 use crate::store::{TrialRecord, TrialState};
 use equipoise_stream::{ALGORITHM_VERSION, MasterSeed};
 use equipoise_trial::{FactorSource, MethodSpec, Problem, TrialDefinition};
 
-/// A trial as a caller may see it. `definition_yaml` is empty unless the
-/// caller may see the design.
+/// A trial as a caller may see it. `definition_yaml` is whole for the
+/// statistician, redacted for blinded sponsor roles, and empty for the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrialView {
     pub record: TrialRecord,
@@ -184,6 +185,7 @@ impl RandomisationService {
                 "an amendment needs a reason",
             ));
         }
+        let yaml = &self.with_current_method(caller, yaml).await?;
         let amended = parse_submitted_definition(yaml)?;
         authorise(caller, Operation::AmendTrial, Some(&amended.id))?;
         let current = self.load_trial(&amended.id).await?;
@@ -250,10 +252,27 @@ impl RandomisationService {
         self.view(caller, trial_id).await
     }
 
+    /// A redacted definition sent back as an amendment gets the trial's
+    /// current method: blinded administrators never hold it.
+    async fn with_current_method(
+        &self,
+        caller: &Caller,
+        yaml: &str,
+    ) -> Result<String, RandomisationError> {
+        let Some(trial_id) = concealed::marked_trial_id(yaml) else {
+            return Ok(yaml.to_owned());
+        };
+        authorise(caller, Operation::AmendTrial, Some(&trial_id))?;
+        let current = self.load_trial(&trial_id).await?;
+        concealed::restore(yaml, &current.record.definition_yaml)
+    }
+
     async fn view(&self, caller: &Caller, trial_id: &str) -> Result<TrialView, RandomisationError> {
         let trial = self.load_trial(trial_id).await?;
         let definition_yaml = if sees_design(caller) {
             trial.record.definition_yaml.clone()
+        } else if sees_redacted_design(caller) {
+            concealed::redact(&trial.record.definition_yaml)?
         } else {
             String::new()
         };

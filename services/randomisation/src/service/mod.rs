@@ -5,6 +5,7 @@ pub mod access;
 mod allocate;
 mod blinding_support;
 pub mod codes;
+mod concealed;
 pub mod faults;
 mod lifecycle;
 mod records;
@@ -34,12 +35,16 @@ pub use simulate::{SimulateCommand, SimulationDesign};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_simulated_allocations: u64,
+    /// Simulations computing at once; more are refused, not queued, so a
+    /// burst cannot take every core from allocation.
+    pub max_concurrent_simulations: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_simulated_allocations: 20_000_000,
+            max_concurrent_simulations: 2,
         }
     }
 }
@@ -54,6 +59,8 @@ pub struct RandomisationService {
     faults: faults::Faults,
     /// Parsed definitions by their hash: a frozen design never changes.
     definitions: RwLock<HashMap<String, Arc<TrialDefinition>>>,
+    /// One permit per simulation allowed to compute at once.
+    simulations: Arc<tokio::sync::Semaphore>,
 }
 
 /// A stored trial with its parsed definition.
@@ -70,11 +77,15 @@ impl RandomisationService {
         limits: Limits,
         codes: Arc<dyn codes::CodeIssuer>,
     ) -> Self {
+        let simulations = Arc::new(tokio::sync::Semaphore::new(
+            limits.max_concurrent_simulations as usize,
+        ));
         Self {
             store,
             locks,
             sealer,
             limits,
+            simulations,
             codes,
             faults: faults::Faults::default(),
             definitions: RwLock::new(HashMap::new()),
@@ -96,6 +107,8 @@ impl RandomisationService {
         &self,
         trial_id: &str,
     ) -> Result<LoadedTrial, RandomisationError> {
+        // Bounded before it is echoed in a NOT_FOUND or reaches the store.
+        check_identifier("trial_id", trial_id)?;
         let record = self
             .store
             .trial(trial_id)
@@ -128,12 +141,35 @@ impl RandomisationService {
                     record.trial_id, problems.0
                 ))
             })?;
+        check_stored_hash(record, &definition)?;
         self.definitions
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(record.definition_sha256.clone(), definition.clone());
         Ok(definition)
     }
+}
+
+/// A stored definition must still hash to the hash recorded beside it: a
+/// row edited in the database, behind the service, never allocates.
+fn check_stored_hash(
+    record: &TrialRecord,
+    definition: &TrialDefinition,
+) -> Result<(), RandomisationError> {
+    let computed = definition.canonical_sha256();
+    if computed == record.definition_sha256 {
+        return Ok(());
+    }
+    tracing::error!(
+        trial_id = %record.trial_id,
+        recorded = %record.definition_sha256,
+        %computed,
+        "stored definition does not match its recorded hash; refusing to use it"
+    );
+    Err(RandomisationError::Internal(format!(
+        "stored definition of {} hashes to {computed}, not the recorded {}: changed outside the service",
+        record.trial_id, record.definition_sha256
+    )))
 }
 
 /// Parses a definition sent in a request; every problem's path is prefixed

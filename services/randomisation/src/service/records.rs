@@ -7,7 +7,7 @@ use equipoise_common::auth::Caller;
 use serde_json::json;
 
 use super::access::{Operation, authorise, sees_all_sites, sees_design};
-use super::{RandomisationService, audit_entry};
+use super::{RandomisationService, audit_entry, check_identifier};
 use crate::error::RandomisationError;
 use crate::store::{AllocationQuery, AllocationRecord, Counts, TrialState};
 use equipoise_trial::{CovariateInput, MethodSpec};
@@ -87,6 +87,7 @@ impl RandomisationService {
         trial_id: &str,
         subject_id: &str,
     ) -> Result<AllocationRecord, RandomisationError> {
+        check_identifier("subject_id", subject_id)?;
         let not_found =
             || RandomisationError::NotFound(format!("subject {subject_id} in trial {trial_id}"));
         let allocation = self
@@ -335,9 +336,24 @@ fn count(counts: &BTreeMap<String, u32>, key: &str) -> u32 {
     counts.get(key).copied().unwrap_or(0)
 }
 
+/// Longest correction reason, in characters.
+pub const MAX_REASON_CHARS: usize = 2_000;
+
+/// A reason is written, bounded, and storable in both stores (PostgreSQL
+/// text cannot hold NUL, SQLite can: refusing it keeps them alike).
 fn require_reason(reason: &str) -> Result<(), RandomisationError> {
     if reason.trim().is_empty() {
         Err(RandomisationError::invalid("reason", "is required"))
+    } else if reason.chars().count() > MAX_REASON_CHARS {
+        Err(RandomisationError::invalid(
+            "reason",
+            format!("is longer than {MAX_REASON_CHARS} characters"),
+        ))
+    } else if reason.contains('\0') {
+        Err(RandomisationError::invalid(
+            "reason",
+            "contains a NUL character",
+        ))
     } else {
         Ok(())
     }

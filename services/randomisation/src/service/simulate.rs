@@ -63,12 +63,20 @@ impl RandomisationService {
             level_weights: command.level_weights,
         };
         let limit = self.limits.max_simulated_allocations;
-        let report =
-            tokio::task::spawn_blocking(move || simulate(&definition, &spec, limit, &mut |_| {}))
-                .await
-                .map_err(|e| {
-                    RandomisationError::Internal(format!("simulation task failed: {e}"))
-                })?;
+        let permit = self.simulations.clone().try_acquire_owned().map_err(|_| {
+            RandomisationError::ResourceExhausted(format!(
+                "{} simulations are already running; retry when one has finished",
+                self.limits.max_concurrent_simulations
+            ))
+        })?;
+        // The permit goes with the computation: a caller who gives up does
+        // not free the core its simulation still uses.
+        let report = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            simulate(&definition, &spec, limit, &mut |_| {})
+        })
+        .await
+        .map_err(|e| RandomisationError::Internal(format!("simulation task failed: {e}")))?;
         report.map_err(|error| match error {
             SimulationError::InvalidSpec { field, reason } => {
                 RandomisationError::invalid(&field, reason)

@@ -178,6 +178,10 @@ pub enum StoreError {
     Fenced,
     #[error("the subject already has an allocation")]
     SubjectExists,
+    /// The trial was amended after the allocation was computed under its
+    /// earlier version (review K2): computed again, it may be refused.
+    #[error("the trial's definition changed since the allocation was computed")]
+    Superseded,
     #[error("{0:?} cap reached")]
     CapReached(CapKind),
     #[error("database unavailable: {0}")]

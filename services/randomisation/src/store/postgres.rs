@@ -240,4 +240,44 @@ mod tests {
             matches!(malformed, Err(StoreError::Unavailable(m)) if m.starts_with("database_url"))
         );
     }
+
+    /// Activation fixes a trial's seed, algorithm version and activation
+    /// time; a draft may still be activated, and is then frozen.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_activated_trials_seed_version_and_time_are_frozen() {
+        let url = PostgresServer::shared().create_database();
+        let store = PostgresStore::connect(&url, 2).await.expect("connect");
+        execute(
+            &store.pool,
+            "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256, registered_at) VALUES ('T', 1, 'draft', 'x', 'y', 'then')",
+        )
+        .await
+        .expect("a draft");
+        execute(
+            &store.pool,
+            "UPDATE trials SET state = 'active', sealed_seed = '\\x01', algorithm_version = 1, activated_at = 'now' WHERE trial_id = 'T'",
+        )
+        .await
+        .expect("activation sets them once");
+        for tamper in [
+            "UPDATE trials SET sealed_seed = '\\x02' WHERE trial_id = 'T'",
+            "UPDATE trials SET sealed_seed = NULL WHERE trial_id = 'T'",
+            "UPDATE trials SET algorithm_version = 2 WHERE trial_id = 'T'",
+            "UPDATE trials SET activated_at = 'earlier' WHERE trial_id = 'T'",
+        ] {
+            let refused = execute(&store.pool, tamper).await;
+            assert!(
+                refused.is_err_and(|e| e.contains("frozen once set")),
+                "{tamper}"
+            );
+        }
+        let deleted = execute(&store.pool, "DELETE FROM trials WHERE trial_id = 'T'").await;
+        assert!(deleted.is_err_and(|e| e.contains("never deleted")));
+        execute(
+            &store.pool,
+            "UPDATE trials SET state = 'closed', closed_at = 'later' WHERE trial_id = 'T'",
+        )
+        .await
+        .expect("closing is still allowed");
+    }
 }

@@ -39,6 +39,16 @@ pub fn in_state(
     Ok(trial)
 }
 
+/// The trial still at the version an allocation was computed under: an
+/// amendment in between (a lower cap, tighter eligibility) must be applied.
+pub fn at_version(trial: &TrialRecord, computed_under: u32) -> StoreResult<()> {
+    if trial.version == computed_under {
+        Ok(())
+    } else {
+        Err(StoreError::Superseded)
+    }
+}
+
 /// A draft that still has the definition that was reviewed.
 pub fn activatable(
     trial: Option<TrialRecord>,

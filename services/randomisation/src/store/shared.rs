@@ -398,7 +398,8 @@ macro_rules! impl_store {
                     let (trial_id, subject_id) = (&allocation.trial_id, &allocation.subject_id);
                     let mut tx = begin_write(&self.pool).await?;
                     let trial = writing_trial(&mut tx, trial_id).await?;
-                    rules::in_state(trial, trial_id, TrialState::Active, "allocation")?;
+                    let trial = rules::in_state(trial, trial_id, TrialState::Active, "allocation")?;
+                    rules::at_version(&trial, allocation.trial_version)?;
                     if allocation_in(&mut tx, trial_id, subject_id)
                         .await?
                         .is_some()

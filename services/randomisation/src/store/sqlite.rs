@@ -330,4 +330,43 @@ mod tests {
             reopened.err()
         );
     }
+
+    /// Activation fixes a trial's seed, algorithm version and activation
+    /// time; a draft may still be activated, and is then frozen.
+    #[tokio::test]
+    async fn an_activated_trials_seed_version_and_time_are_frozen() {
+        let store = SqliteStore::in_memory().await.expect("store");
+        execute(
+            &store,
+            "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256, registered_at) VALUES ('T', 1, 'draft', 'x', 'y', 'then')",
+        )
+        .await
+        .expect("a draft");
+        execute(
+            &store,
+            "UPDATE trials SET state = 'active', sealed_seed = x'01', algorithm_version = 1, activated_at = 'now' WHERE trial_id = 'T'",
+        )
+        .await
+        .expect("activation sets them once");
+        for tamper in [
+            "UPDATE trials SET sealed_seed = x'02' WHERE trial_id = 'T'",
+            "UPDATE trials SET sealed_seed = NULL WHERE trial_id = 'T'",
+            "UPDATE trials SET algorithm_version = 2 WHERE trial_id = 'T'",
+            "UPDATE trials SET activated_at = 'earlier' WHERE trial_id = 'T'",
+        ] {
+            let refused = execute(&store, tamper).await;
+            assert!(
+                refused.is_err_and(|e| e.contains("frozen once set")),
+                "{tamper}"
+            );
+        }
+        let deleted = execute(&store, "DELETE FROM trials WHERE trial_id = 'T'").await;
+        assert!(deleted.is_err_and(|e| e.contains("never deleted")));
+        execute(
+            &store,
+            "UPDATE trials SET state = 'closed', closed_at = 'later' WHERE trial_id = 'T'",
+        )
+        .await
+        .expect("closing is still allowed");
+    }
 }

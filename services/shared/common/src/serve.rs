@@ -78,6 +78,9 @@ pub struct ServerParts {
     /// gRPC-Web, the embedded page and CORS for other origins; gRPC over
     /// HTTP/2 only when unset.
     pub web: Option<WebParts>,
+    /// Calls one connection may have in flight; more wait for a slot, so one
+    /// client cannot take every worker.
+    pub max_concurrent_calls_per_connection: usize,
 }
 
 /// What a server needs to serve browsers.
@@ -101,6 +104,7 @@ pub async fn serve(
         drain_delay,
         tls,
         web,
+        max_concurrent_calls_per_connection,
     } = parts;
     let Services {
         mut routes,
@@ -135,6 +139,7 @@ pub async fn serve(
     // refused calls get a line too.
     builder
         .accept_http1(page.is_some())
+        .concurrency_limit_per_connection(max_concurrent_calls_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(option_layer(cors))
         .layer(option_layer(page))

@@ -193,10 +193,24 @@ impl AuthSettings {
 }
 
 /// A secret file's bytes, less trailing whitespace (editors add a newline).
+/// Shortest HMAC secret accepted: HS256 keys shorter than its 32-byte
+/// output are weaker than the algorithm, and an empty one is no key at all.
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
 fn read_secret(what: &'static str, path: &Path) -> Result<Vec<u8>, SettingsError> {
     let mut secret = read_file(what, path)?;
     while secret.last().is_some_and(u8::is_ascii_whitespace) {
         secret.pop();
+    }
+    if secret.len() < MIN_HMAC_SECRET_BYTES {
+        return Err(SettingsError::File {
+            what,
+            path: path.to_owned(),
+            reason: format!(
+                "{} bytes; at least {MIN_HMAC_SECRET_BYTES} are needed (e.g. `openssl rand -hex 32`)",
+                secret.len()
+            ),
+        });
     }
     Ok(secret)
 }
@@ -312,14 +326,37 @@ mod tests {
             "no per-replica development secret is made"
         );
         let secret_file = data_dir.path().join("service.secret");
-        fs::write(&secret_file, "a-service-secret\n").expect("write");
+        fs::write(&secret_file, "a-service-secret-of-at-least-32-bytes\n").expect("write");
         let configured = AuthSettings {
             service_hmac_secret_file: Some(secret_file),
             ..settings
         };
         assert_eq!(
             configured.service_secret(data_dir.path()).expect("read"),
-            b"a-service-secret"
+            b"a-service-secret-of-at-least-32-bytes"
         );
+    }
+
+    /// Review A2: a short or empty configured HMAC secret is refused, naming
+    /// the file; it would sign tokens anyone could forge.
+    #[test]
+    fn short_or_empty_hmac_secrets_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, content) in [
+            ("empty", ""),
+            ("short", "secret\n"),
+            ("padded", "  31-bytes-of-secret-text-here  \n"),
+        ] {
+            let path = dir.path().join(name);
+            fs::write(&path, content).expect("write");
+            let settings = AuthSettings {
+                hmac_secret_file: Some(path.clone()),
+                ..AuthSettings::default()
+            };
+            let error = settings.verifier(dir.path()).err().expect("refused");
+            let text = error.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("at least 32"), "{text}");
+        }
     }
 }

@@ -143,10 +143,13 @@ impl<'a> Object<'a> {
     }
 
     /// A sequence field; missing gives an empty list, so callers stay simple.
+    /// Items past `max` are reported once and not read, so no later check
+    /// runs over an unbounded list.
     pub fn list(
         &self,
         key: &str,
         required: bool,
+        max: usize,
         problems: &mut Problems,
     ) -> Vec<(String, &'a Value)> {
         let path = self.field_path(key);
@@ -157,11 +160,15 @@ impl<'a> Object<'a> {
                 }
                 Vec::new()
             }
-            Some(Value::Sequence(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (index_path(&path, i), v))
-                .collect(),
+            Some(Value::Sequence(items)) => {
+                too_many(items.len(), max, &path, problems);
+                items
+                    .iter()
+                    .take(max)
+                    .enumerate()
+                    .map(|(i, v)| (index_path(&path, i), v))
+                    .collect()
+            }
             Some(other) => {
                 problems.add(&path, format!("expected a list, found {}", kind_of(other)));
                 Vec::new()
@@ -169,28 +176,37 @@ impl<'a> Object<'a> {
         }
     }
 
-    pub fn string_list(&self, key: &str, problems: &mut Problems) -> Vec<String> {
-        self.list(key, false, problems)
+    pub fn string_list(&self, key: &str, max: usize, problems: &mut Problems) -> Vec<String> {
+        self.list(key, false, max, problems)
             .into_iter()
             .filter_map(|(path, v)| as_string(v, &path, problems))
             .collect()
     }
 
-    /// A mapping field read as (key, value) pairs in document order.
-    pub fn entries(&self, key: &str, problems: &mut Problems) -> Vec<(String, String, &'a Value)> {
+    /// A mapping field read as (key, value) pairs in document order, at
+    /// most `max` of them (like [`Object::list`]).
+    pub fn entries(
+        &self,
+        key: &str,
+        max: usize,
+        problems: &mut Problems,
+    ) -> Vec<(String, String, &'a Value)> {
         let path = self.field_path(key);
         match self.get(key) {
             None => Vec::new(),
-            Some(Value::Mapping(map)) => map
-                .iter()
-                .filter_map(|(k, v)| match k.as_str() {
-                    Some(name) => Some((child_path(&path, name), name.to_owned(), v)),
-                    None => {
-                        problems.add(&path, "keys must be strings");
-                        None
-                    }
-                })
-                .collect(),
+            Some(Value::Mapping(map)) => {
+                too_many(map.len(), max, &path, problems);
+                map.iter()
+                    .take(max)
+                    .filter_map(|(k, v)| match k.as_str() {
+                        Some(name) => Some((child_path(&path, name), name.to_owned(), v)),
+                        None => {
+                            problems.add(&path, "keys must be strings");
+                            None
+                        }
+                    })
+                    .collect()
+            }
             Some(other) => {
                 problems.add(
                     &path,
@@ -200,6 +216,24 @@ impl<'a> Object<'a> {
             }
         }
     }
+}
+
+/// Reports a list or mapping longer than its limit.
+fn too_many(len: usize, max: usize, path: &str, problems: &mut Problems) {
+    if len > max {
+        problems.add(
+            path,
+            format!("has {len} entries, more than the {max} allowed"),
+        );
+    }
+}
+
+/// Reports a number above its limit; true when within it.
+pub fn at_most(value: u32, max: u32, path: &str, problems: &mut Problems) -> bool {
+    if value > max {
+        problems.add(path, format!("{value} is above the limit of {max}"));
+    }
+    value <= max
 }
 
 pub fn kind_of(value: &Value) -> &'static str {
@@ -237,10 +271,16 @@ pub fn as_u32(value: &Value, path: &str, problems: &mut Problems) -> Option<u32>
     }
 }
 
+/// A finite number: `.nan`, `.inf` and `-.inf` are YAML numbers, but no
+/// bound, weight or probability may be one.
 pub fn as_f64(value: &Value, path: &str, problems: &mut Problems) -> Option<f64> {
     match value.as_f64() {
         Some(x) if x.is_finite() => Some(x),
-        _ => {
+        Some(x) => {
+            problems.add(path, format!("must be a finite number, not {x}"));
+            None
+        }
+        None => {
             problems.add(path, format!("expected a number, found {}", kind_of(value)));
             None
         }

@@ -7,6 +7,7 @@
 
 mod decode;
 pub mod examples;
+pub mod limits;
 mod model;
 mod parse;
 pub mod rules;
@@ -16,8 +17,9 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 pub use decode::{Problem, Problems};
+pub use limits::MAX_STRATA;
 pub use model::*;
-pub use parse::{MAX_STRATA, parse_code_format, parse_definition};
+pub use parse::{parse_code_format, parse_definition};
 use rules::Value;
 
 /// A covariate value as a caller sends it.
@@ -49,7 +51,10 @@ pub const MIN_UNUSED_CODES_PER_CODE: f64 = 1e4;
 /// run out before the trial's cap is reached. The one rule the definition's
 /// validation and the blinding service's generation share.
 pub fn code_pool_size_for(total_cap: Option<u32>, ratio_sum: u32) -> u64 {
-    u64::from(total_cap.unwrap_or(UNCAPPED_CODES_PER_RATIO_UNIT)) * u64::from(ratio_sum)
+    // Two u32 factors cannot overflow u64; saturating all the same, so a
+    // change of types can never wrap into a small pool.
+    u64::from(total_cap.unwrap_or(UNCAPPED_CODES_PER_RATIO_UNIT))
+        .saturating_mul(u64::from(ratio_sum))
 }
 
 impl TrialDefinition {
@@ -73,8 +78,12 @@ impl TrialDefinition {
         hex::encode(Sha256::digest(canonical.as_bytes()))
     }
 
+    /// The ratios added up (bounded by [`limits::MAX_RATIO_SUM`] in a
+    /// parsed definition; saturating, never wrapping, otherwise).
     pub fn ratio_sum(&self) -> u32 {
-        self.arms.iter().map(|a| a.ratio).sum()
+        self.arms
+            .iter()
+            .fold(0u32, |sum, a| sum.saturating_add(a.ratio))
     }
 
     /// e.g. `site=FR-MTP,baseline_pain=severe`; `all` when unstratified.
@@ -247,5 +256,9 @@ fn input_kind(input: &CovariateInput) -> &'static str {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod hardening_tests;
 #[cfg(test)]
 mod tests;

@@ -242,6 +242,14 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             let value: f64 = number
                 .parse()
                 .map_err(|_| format!("'{number}' is not a number"))?;
+            // 309 digits or more parse as ±infinity, which the canonical
+            // form would write as null: the sign would not reach the hash.
+            if !value.is_finite() {
+                return Err(format!(
+                    "a number of {} characters is out of range",
+                    number.len()
+                ));
+            }
             tokens.push(Token::Number(value));
         } else if c.is_alphanumeric() || c == '_' {
             let mut word = String::new();

@@ -29,7 +29,9 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub endpoint: String,
-    /// Bearer token (see `equipoise token mint`).
+    /// Bearer token (see `equipoise token mint`): `-` reads it from standard
+    /// input and `@FILE` from a file, so it need not appear in argv; or set
+    /// EQUIPOISE_TOKEN.
     #[arg(long, env = "EQUIPOISE_TOKEN", hide_env_values = true)]
     pub token: String,
     #[command(flatten)]
@@ -143,7 +145,8 @@ pub enum RandomisationCall {
 
 pub async fn run(args: ClientArgs) -> Result<String, CliError> {
     let usage = |e: client::ClientError| CliError::Usage(e.to_string());
-    let interceptor = ClientInterceptor::bearer(&args.token).map_err(usage)?;
+    let token = super::offline::secret_argument("--token", &args.token)?;
+    let interceptor = ClientInterceptor::bearer(&token).map_err(usage)?;
     let (endpoint, tls) = args.tls.connection(&args.endpoint)?;
     install_crypto_provider();
     let channel = client::connect_with_tls(&endpoint, Timeouts::default(), tls)

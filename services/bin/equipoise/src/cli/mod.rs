@@ -67,8 +67,21 @@ pub enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the chain and report the first broken record.
+    /// Recompute the chain and report the first broken record; with
+    /// --head, also check that the chain still extends a head exported
+    /// earlier by `audit head`.
     Verify {
+        #[arg(long, value_enum, default_value = "randomisation")]
+        service: AuditedService,
+        /// A file written by `audit head` (or - for standard input).
+        #[arg(long)]
+        head: Option<std::path::PathBuf>,
+    },
+    /// Print the chain's end (seq, hash, time), signed with this
+    /// deployment's service key, as one JSON line to keep outside the
+    /// database: `audit verify --head` later proves nothing was removed or
+    /// rewritten up to it.
+    Head {
         #[arg(long, value_enum, default_value = "randomisation")]
         service: AuditedService,
     },
@@ -81,6 +94,18 @@ pub enum AuditedService {
     Safety,
 }
 
+impl AuditedService {
+    /// The name a signed head carries, so one service's head is never
+    /// checked against another's chain.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditedService::Randomisation => "randomisation",
+            AuditedService::Blinding => "blinding",
+            AuditedService::Safety => "safety",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ListCommand {
     /// Print a stratum's list as CSV (position,stratum,arm).
@@ -89,13 +114,20 @@ pub enum ListCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SeedCommand {
-    /// Print an active trial's master seed (hex), reading the local database
-    /// and seal key. Recorded in the audit trail.
+    /// Print a trial's master seed (hex), reading the local database and
+    /// seal key. Needs a statistician's token, verified as a server would;
+    /// the audit record names that verified identity.
     Unseal {
         #[arg(long)]
         trial: String,
-        /// Who is asking, for the audit record.
+        /// The statistician's token: `-` reads it from standard input,
+        /// `@FILE` from a file (keeps it out of argv); or set
+        /// EQUIPOISE_TOKEN.
+        #[arg(long, env = "EQUIPOISE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Required while enrolment is open (break-glass): why the seed is
+        /// needed before the trial closes. Recorded in the audit trail.
         #[arg(long)]
-        actor: String,
+        reason: Option<String>,
     },
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use equipoise_blinding::store::Store as BlindingStore;
 use equipoise_blinding::store::postgres::PostgresStore as BlindingPostgres;
 use equipoise_blinding::store::sqlite::SqliteStore as BlindingSqlite;
-use equipoise_common::audit::{AuditEntry, AuditRecord, verify_chain};
+use equipoise_common::audit::{
+    AuditEntry, AuditRecord, SignedHead, check_head, sign_head, verify_chain,
+};
 use equipoise_common::auth::{Claims, mint_hmac_token};
 use equipoise_common::time::now_rfc3339;
 use equipoise_randomisation::methods::regenerate_list;
@@ -122,8 +124,180 @@ async fn open_safety_store(settings: &Settings) -> Result<Box<dyn SafetyStore>, 
 /// Records per read, so a long trail is never held twice in memory.
 const AUDIT_PAGE: u32 = 10_000;
 
-/// Verifies a service's whole chain. Returns the number of records.
-pub async fn audit_verify(settings: &Settings, service: AuditedService) -> Result<u64, CliError> {
+/// Verifies a service's whole chain and, given one, that it still extends
+/// an exported head. Returns the number of records.
+pub async fn audit_verify(
+    settings: &Settings,
+    service: AuditedService,
+    head: Option<&SignedHead>,
+) -> Result<u64, CliError> {
+    let records = audit_records(settings, service).await?;
+    let verified = verify_chain(&records)?;
+    if service == AuditedService::Randomisation {
+        let store = open_store(settings).await?;
+        reconcile_allocations(store.as_ref(), &records).await?;
+    }
+    if let Some(head) = head {
+        let secret = settings.auth.service_secret(&settings.data_dir)?;
+        check_head(&secret, service.name(), head, &records)?;
+    }
+    Ok(verified)
+}
+
+/// Every allocation row against its chained `allocation.created` record
+/// (review U1): a row changed or added behind the triggers, or one whose
+/// record is missing, fails verification though the chain itself holds.
+async fn reconcile_allocations(
+    store: &dyn equipoise_randomisation::store::Store,
+    records: &[AuditRecord],
+) -> Result<(), CliError> {
+    let mut chained: std::collections::BTreeMap<(String, String), &serde_json::Value> =
+        std::collections::BTreeMap::new();
+    for record in records
+        .iter()
+        .filter(|r| r.entry.action == "allocation.created")
+    {
+        let mut parts = record.entry.entity.splitn(3, '/');
+        if let (Some("allocation"), Some(trial), Some(subject)) =
+            (parts.next(), parts.next(), parts.next())
+        {
+            chained.insert(
+                (trial.to_owned(), subject.to_owned()),
+                &record.entry.details,
+            );
+        }
+    }
+    let trials: std::collections::BTreeSet<String> =
+        chained.keys().map(|(trial, _)| trial.clone()).collect();
+    let mut rows = 0;
+    for trial in trials {
+        for allocation in all_allocations(store, &trial).await? {
+            rows += 1;
+            let key = (allocation.trial_id.clone(), allocation.subject_id.clone());
+            let details = chained.get(&key).ok_or_else(|| {
+                unreconciled(&allocation, "has no allocation.created record in the chain")
+            })?;
+            if let Some(field) = first_difference(&allocation, details) {
+                return Err(unreconciled(
+                    &allocation,
+                    &format!("differs from its chained record in {field}"),
+                ));
+            }
+        }
+    }
+    if rows != chained.len() {
+        return Err(CliError::Usage(format!(
+            "audit verification: the chain records {} allocations but the table holds {rows}: rows were removed",
+            chained.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn all_allocations(
+    store: &dyn equipoise_randomisation::store::Store,
+    trial_id: &str,
+) -> Result<Vec<equipoise_randomisation::store::AllocationRecord>, CliError> {
+    let mut allocations = Vec::new();
+    loop {
+        let query = equipoise_randomisation::store::AllocationQuery {
+            trial_id: trial_id.to_owned(),
+            sites: None,
+            stratum: None,
+            after_sequence: allocations
+                .last()
+                .map_or(0, |a: &equipoise_randomisation::store::AllocationRecord| {
+                    a.sequence
+                }),
+            limit: 1000,
+        };
+        let page = store.list_allocations(&query).await?;
+        if page.is_empty() {
+            return Ok(allocations);
+        }
+        allocations.extend(page);
+    }
+}
+
+/// The first field in which a row and the details it was committed with
+/// disagree.
+fn first_difference(
+    allocation: &equipoise_randomisation::store::AllocationRecord,
+    details: &serde_json::Value,
+) -> Option<&'static str> {
+    let text = |key: &str| details.get(key).and_then(serde_json::Value::as_str);
+    [
+        (
+            "site_id",
+            text("site_id") == Some(allocation.site_id.as_str()),
+        ),
+        (
+            "stratum",
+            text("stratum") == Some(allocation.stratum.as_str()),
+        ),
+        (
+            "stream",
+            text("stream") == Some(allocation.stream_key.as_str()),
+        ),
+        ("arm", text("arm") == Some(allocation.arm.as_str())),
+        (
+            "randomisation_number",
+            text("randomisation_number") == Some(allocation.randomisation_number.as_str()),
+        ),
+        (
+            "position",
+            details.get("position").and_then(serde_json::Value::as_u64)
+                == Some(allocation.position),
+        ),
+    ]
+    .into_iter()
+    .find(|(_, same)| !same)
+    .map(|(field, _)| field)
+}
+
+/// Names the row without its arm: verification output may reach blinded
+/// readers.
+fn unreconciled(
+    allocation: &equipoise_randomisation::store::AllocationRecord,
+    what: &str,
+) -> CliError {
+    CliError::Usage(format!(
+        "audit verification: the allocation of subject {} in trial {} {what}",
+        allocation.subject_id, allocation.trial_id
+    ))
+}
+
+/// The chain's end, verified first and signed with the service key.
+pub async fn audit_head(
+    settings: &Settings,
+    service: AuditedService,
+) -> Result<SignedHead, CliError> {
+    let records = audit_records(settings, service).await?;
+    verify_chain(&records)?;
+    let secret = settings.auth.service_secret(&settings.data_dir)?;
+    Ok(sign_head(&secret, service.name(), &records))
+}
+
+/// Reads a head written by `audit head`, from a file or `-` (stdin).
+pub fn read_head(path: &std::path::Path) -> Result<SignedHead, CliError> {
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| CliError::Usage(format!("--head {}: {e}", path.display())))?;
+    serde_json::from_str(text.trim()).map_err(|e| {
+        CliError::Usage(format!(
+            "--head {}: not a head from `audit head`: {e}",
+            path.display()
+        ))
+    })
+}
+
+async fn audit_records(
+    settings: &Settings,
+    service: AuditedService,
+) -> Result<Vec<AuditRecord>, CliError> {
     let records = match service {
         AuditedService::Randomisation => {
             let store = open_store(settings).await?;
@@ -138,7 +312,7 @@ pub async fn audit_verify(settings: &Settings, service: AuditedService) -> Resul
             all_records(|next| store.audit_records(next, AUDIT_PAGE)).await?
         }
     };
-    Ok(verify_chain(&records)?)
+    Ok(records)
 }
 
 /// Reads a chain page by page from its first record.
@@ -159,16 +333,24 @@ where
     }
 }
 
+/// Shortest break-glass reason, in characters, as for an emergency reveal.
+pub const MIN_UNSEAL_REASON_CHARS: usize = 10;
+
+/// A statistician, verified from `token` as a server would, unseals the
+/// trial's seed; while enrolment is open only with a break-glass reason.
 pub async fn unseal(
     settings: &Settings,
     trial_id: &str,
-    actor: &str,
+    token: &str,
+    reason: Option<&str>,
 ) -> Result<MasterSeed, CliError> {
+    let caller = verified_statistician(settings, token, trial_id)?;
     let store = open_store(settings).await?;
     let trial = store
         .trial(trial_id)
         .await?
         .ok_or_else(|| CliError::Usage(format!("no trial {trial_id}")))?;
+    let reason = break_glass_reason(&trial.state, reason)?;
     let sealed = trial.sealed_seed.ok_or_else(|| {
         CliError::Usage(format!(
             "trial {trial_id} is not active: it has no seed yet"
@@ -181,14 +363,72 @@ pub async fn unseal(
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let audit = AuditEntry {
         at: now_rfc3339(),
-        actor: actor.to_owned(),
+        actor: caller.subject.clone(),
         role: "statistician".into(),
         action: "trial.seed_unsealed".into(),
         entity: format!("trial/{trial_id}"),
-        details: serde_json::json!({ "via": "equipoise seed unseal" }),
+        details: serde_json::json!({
+            "via": "equipoise seed unseal",
+            "trial_state": trial.state.as_str(),
+            "reason": reason,
+        }),
     };
     store.append_audit(audit).await?;
     Ok(seed)
+}
+
+/// The token's holder, if the token verifies here and names a
+/// statistician of the trial.
+fn verified_statistician(
+    settings: &Settings,
+    token: &str,
+    trial_id: &str,
+) -> Result<equipoise_common::auth::Caller, CliError> {
+    let token = secret_argument("--token", token)?;
+    let verifier = settings.auth.verifier(&settings.data_dir)?;
+    let caller = verifier.verify_header(Some(&format!("Bearer {token}")))?;
+    if !caller.has_role(&equipoise_common::auth::Role::Statistician)
+        || !caller.may_access_trial(trial_id)
+    {
+        return Err(CliError::Usage(format!(
+            "seed unseal needs a statistician's token for trial {trial_id}; {} has none",
+            caller.subject
+        )));
+    }
+    Ok(caller)
+}
+
+/// While enrolment is open the seed predicts every allocation to come:
+/// unsealing it then is break-glass, and needs a stated reason.
+fn break_glass_reason(
+    state: &equipoise_randomisation::store::TrialState,
+    reason: Option<&str>,
+) -> Result<Option<String>, CliError> {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    match (state, reason) {
+        (equipoise_randomisation::store::TrialState::Active, None) => Err(CliError::Usage(
+            "enrolment is open: unsealing the seed now is break-glass; give --reason".into(),
+        )),
+        (_, Some(r)) if r.chars().count() < MIN_UNSEAL_REASON_CHARS => Err(CliError::Usage(
+            format!("--reason must be at least {MIN_UNSEAL_REASON_CHARS} characters"),
+        )),
+        (_, reason) => Ok(reason.map(str::to_owned)),
+    }
+}
+
+/// A secret given on the command line as `-` (read standard input) or
+/// `@FILE` (read the file), so it need not appear in argv; anything else
+/// is the secret itself.
+pub fn secret_argument(flag: &str, value: &str) -> Result<String, CliError> {
+    let read = if value == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else if let Some(path) = value.strip_prefix('@') {
+        std::fs::read_to_string(path)
+    } else {
+        return Ok(value.to_owned());
+    };
+    read.map(|text| text.trim().to_owned())
+        .map_err(|e| CliError::Usage(format!("{flag} {value}: {e}")))
 }
 
 #[derive(Debug, clap::Args)]
@@ -196,7 +436,9 @@ pub struct RegenerateArgs {
     /// The trial definition (YAML).
     #[arg(long)]
     pub definition: PathBuf,
-    /// The master seed, 64 hex digits (from `equipoise seed unseal`).
+    /// The master seed, 64 hex digits (from `equipoise seed unseal`): `-`
+    /// reads it from standard input, `@FILE` from a file, so it need not
+    /// appear in argv.
     #[arg(long)]
     pub seed: String,
     /// Stratum key, e.g. "site=FR-MTP,baseline_pain=severe"; omit for all.
@@ -211,7 +453,8 @@ pub struct RegenerateArgs {
 /// CSV of every requested stratum's first `length` arms.
 pub fn regenerate(args: &RegenerateArgs) -> Result<String, CliError> {
     let definition = read_definition(&args.definition)?;
-    let seed = MasterSeed::from_hex(&args.seed).map_err(CliError::Usage)?;
+    let seed =
+        MasterSeed::from_hex(&secret_argument("--seed", &args.seed)?).map_err(CliError::Usage)?;
     let strata: Vec<String> = match &args.stratum {
         Some(key) => {
             definition.parse_stratum_key(key).ok_or_else(|| {
@@ -304,5 +547,26 @@ mod tests {
             .verify(&token)
             .expect("accepted");
         assert_eq!(caller.subject, "alice");
+    }
+
+    #[test]
+    fn minting_accepts_the_auditor_alone_and_refuses_it_beside_a_blind_breaking_role() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = Settings {
+            data_dir: dir.path().to_owned(),
+            ..Settings::default()
+        };
+        let token = mint(&settings, &args(&["auditor"])).expect("an auditor token");
+        let caller = settings
+            .auth
+            .verifier(&settings.data_dir)
+            .expect("verifier")
+            .verify(&token)
+            .expect("accepted");
+        assert!(caller.has_role(&equipoise_common::auth::Role::Auditor));
+        for other in ["emergency_desk", "site_coordinator"] {
+            let error = mint(&settings, &args(&["auditor", other])).expect_err(other);
+            assert!(error.to_string().contains("incompatible"), "{error}");
+        }
     }
 }

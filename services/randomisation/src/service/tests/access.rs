@@ -1,6 +1,7 @@
 //! Authorisation: roles, sites and trial scope.
 
-use crate::service::AllocationFilter;
+use crate::service::{AllocationFilter, SimulateCommand, SimulationDesign};
+use crate::simulation::LevelWeights;
 
 use super::*;
 
@@ -366,4 +367,151 @@ async fn a_retry_writing_a_decimal_as_an_integer_replays() {
         .await
         .expect_err("different data");
     assert!(matches!(refused, RandomisationError::AlreadyExists(_)));
+}
+
+fn auditor() -> Caller {
+    caller("auditor@qa", &[Role::Auditor], &[], TrialScope::All)
+}
+
+/// DESIGN §1: the trial administrator is blinded and never sees block
+/// sizes; the auditor neither. Both read the definition with the method's
+/// parameters (and every comment) removed; the statistician reads it whole.
+#[tokio::test]
+async fn blinded_sponsor_roles_read_the_design_without_its_concealed_parts() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    for blinded in [admin(), auditor()] {
+        let view = fixture
+            .service
+            .get_trial(&blinded, "RESPINE")
+            .await
+            .expect("a blinded sponsor role reads the trial");
+        let yaml = &view.definition_yaml;
+        assert!(!yaml.contains("block_sizes"), "{yaml}");
+        assert!(!yaml.contains("2 or 4"), "comments describe the blocks");
+        assert!(yaml.contains("kind: permuted_blocks"), "{yaml}");
+        assert!(yaml.contains("concealed: true"), "{yaml}");
+        assert!(yaml.contains("FR-MTP"), "sites stay visible");
+    }
+    let whole = fixture
+        .service
+        .get_trial(&statistician(), "RESPINE")
+        .await
+        .expect("the statistician reads the trial");
+    assert_eq!(whole.definition_yaml, RESPINE_YAML);
+}
+
+/// A simulation of the live design shows its imbalance, hence its blocks.
+#[tokio::test]
+async fn only_the_statistician_simulates() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    for blinded in [admin(), auditor(), site("FR-MTP")] {
+        for design in [
+            SimulationDesign::Trial("RESPINE".into()),
+            SimulationDesign::Yaml(RESPINE_YAML.into()),
+        ] {
+            let command = SimulateCommand {
+                design,
+                trials: 1,
+                subjects_per_trial: 4,
+                seed: 7,
+                level_weights: LevelWeights::default(),
+            };
+            assert_permission_denied(&fixture.service.simulate(&blinded, command).await);
+        }
+    }
+}
+
+/// The administrator amends caps without holding the method: the redacted
+/// definition sent back keeps the current method.
+#[tokio::test]
+async fn the_trial_admin_amends_the_redacted_definition_and_the_method_stays() {
+    let fixture = Fixture::new().await;
+    let original = fixture.activate(RESPINE_YAML).await;
+    let redacted = fixture
+        .service
+        .get_trial(&admin(), "RESPINE")
+        .await
+        .expect("readable")
+        .definition_yaml;
+    let amendment = redacted
+        .replace("version: 1", "version: 2")
+        .replace("cap: 30", "cap: 35");
+    assert_ne!(amendment, redacted, "the replacements must apply");
+    let amended = fixture
+        .service
+        .amend_trial(&admin(), &amendment, "FR-PAR recruits faster")
+        .await
+        .expect("a valid amendment");
+    assert_eq!(amended.record.version, 2);
+    assert!(!amended.definition_yaml.contains("block_sizes"));
+    let stored = fixture
+        .service
+        .get_trial(&statistician(), "RESPINE")
+        .await
+        .expect("readable");
+    let stored = parse_definition(&stored.definition_yaml).expect("parses");
+    assert_eq!(stored.method, original.method);
+    assert_eq!(stored.sites[1].cap, Some(35));
+
+    let other_method = redacted
+        .replace("version: 1", "version: 3")
+        .replace("permuted_blocks", "minimisation");
+    let refused = fixture
+        .service
+        .amend_trial(&admin(), &other_method, "a new method")
+        .await;
+    assert!(
+        problem_paths(&refused).iter().any(|p| p.contains("method")),
+        "{refused:?}"
+    );
+}
+
+/// The auditor reads the trial, its status and its allocations at every
+/// site (no arm: nobody gets one here) and changes nothing.
+#[tokio::test]
+async fn the_auditor_reads_and_never_writes() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    fixture
+        .randomise("FR-MTP", "MTP-1", "RESPINE", respine_subject(MODERATE_PAIN))
+        .await
+        .expect("allocates");
+    let auditor = auditor();
+    let status = fixture
+        .service
+        .trial_status(&auditor, "RESPINE")
+        .await
+        .expect("status");
+    assert_eq!(status.randomised, 1);
+    assert!(status.list_warnings.is_empty());
+    let allocation = fixture
+        .service
+        .get_allocation(&auditor, "RESPINE", "MTP-1")
+        .await
+        .expect("an allocation at any site");
+    assert_eq!(allocation.site_id, "FR-MTP");
+    let before = fixture.audit_count().await;
+    let randomised = fixture
+        .service
+        .randomise(
+            &auditor,
+            &command("RESPINE", "FR-MTP", "S-9", respine_subject(MODERATE_PAIN)),
+        )
+        .await;
+    assert_permission_denied(&randomised);
+    assert_permission_denied(
+        &fixture
+            .service
+            .close_enrolment(&auditor, "RESPINE", "an audit finding")
+            .await,
+    );
+    assert_permission_denied(
+        &fixture
+            .service
+            .mark_randomised_in_error(&auditor, "RESPINE", "MTP-1", "an audit finding")
+            .await,
+    );
+    assert_eq!(fixture.audit_count().await, before, "nothing was written");
 }

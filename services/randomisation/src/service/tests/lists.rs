@@ -181,6 +181,14 @@ async fn an_uploaded_list_is_checked_then_followed_in_order_until_exhausted() {
         site_status.list_warnings.is_empty(),
         "list warnings reveal the design"
     );
+    // The trial administrator is blinded to list state too (DESIGN §1).
+    let admin_status = fixture
+        .service
+        .trial_status(&admin(), "LIST")
+        .await
+        .expect("status");
+    assert!(admin_status.list_warnings.is_empty());
+    assert_eq!(admin_status.randomised, status.randomised);
 }
 
 // A list was validated against the draft it was uploaded to; a new draft

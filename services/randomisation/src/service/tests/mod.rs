@@ -15,6 +15,7 @@ mod lifecycle;
 mod lists;
 mod minimisation;
 mod simulation;
+mod stored_definitions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

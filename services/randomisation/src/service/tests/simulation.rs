@@ -62,3 +62,37 @@ async fn simulation_runs_a_registered_or_inline_design_for_statisticians_only() 
         .await;
     assert_permission_denied(&by_site);
 }
+
+/// Review I4: simulations beyond the configured number at once are
+/// refused with RESOURCE_EXHAUSTED, not queued behind the ones computing.
+#[tokio::test]
+async fn simulations_beyond_the_limit_are_refused_until_one_finishes() {
+    let fixture = Fixture::new().await;
+    fixture.activate(RESPINE_YAML).await;
+    let by_trial = |trials: u32| SimulateCommand {
+        design: SimulationDesign::Trial("RESPINE".to_owned()),
+        trials,
+        subjects_per_trial: 0,
+        seed: 20_240_601,
+        level_weights: LevelWeights::default(),
+    };
+    let running = fixture
+        .service
+        .simulations
+        .clone()
+        .try_acquire_many_owned(fixture.service.limits.max_concurrent_simulations)
+        .expect("every permit, as if that many simulations were computing");
+    let refused = fixture.service.simulate(&statistician(), by_trial(2)).await;
+    match &refused {
+        Err(RandomisationError::ResourceExhausted(message)) => {
+            assert!(message.contains("already running"), "{message}");
+        }
+        other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
+    }
+    drop(running);
+    fixture
+        .service
+        .simulate(&statistician(), by_trial(2))
+        .await
+        .expect("simulates once a permit is free");
+}

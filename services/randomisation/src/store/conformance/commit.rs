@@ -52,6 +52,31 @@ pub(super) async fn commit_takes_the_next_position_and_number(store: &dyn Store)
     assert_appended(store, before, 2, "two commits").await;
 }
 
+/// Review K2: a commit computed under an earlier version of the trial is
+/// refused and writes nothing.
+pub(super) async fn a_commit_under_a_superseded_version_is_refused(store: &dyn Store) {
+    const TRIAL: &str = "CONF-SUPERSEDED";
+    active_trial(store, TRIAL).await;
+    let audited = store.audit_records(1, u32::MAX).await.map(|r| r.len());
+    for version in [0, 2] {
+        let mut allocation = new_allocation(TRIAL, "CONF-S-001", "FR-MTP", "S1");
+        allocation.trial_version = version;
+        let stale = request(allocation, 0, CapLimits::default());
+        assert_eq!(
+            refused_commit(store, &stale).await,
+            StoreError::Superseded,
+            "computed under version {version}"
+        );
+    }
+    assert_eq!(store.allocation(TRIAL, "CONF-S-001").await, Ok(None));
+    assert_eq!(store.stream_version(TRIAL, "S1").await, Ok(0));
+    assert_eq!(
+        store.audit_records(1, u32::MAX).await.map(|r| r.len()),
+        audited
+    );
+    allocate(store, TRIAL, "CONF-S-001", "FR-MTP", "S1").await;
+}
+
 /// A commit computed at a stale stream version is fenced and writes nothing.
 pub(super) async fn commit_is_fenced(store: &dyn Store) {
     const TRIAL: &str = "CONF-FENCE";

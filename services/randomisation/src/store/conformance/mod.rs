@@ -47,6 +47,7 @@ macro_rules! randomisation_store_suite {
                 lifecycle::closing_happens_once_and_freezes_the_trial,
                 commit::commit_takes_the_next_position_and_number,
                 commit::commit_is_fenced,
+                commit::a_commit_under_a_superseded_version_is_refused,
                 commit::commit_refuses_repeats_drafts_closed_and_unknown_trials,
                 commit::numbers_run_per_site,
                 commit::racing_commits_have_one_winner,

@@ -16,11 +16,28 @@ pub enum Role {
     Dsmb,
     Statistician,
     TrialAdmin,
+    /// Sponsor QA or an inspector: reads the blinded trail and what it
+    /// refers to, writes nothing, never sees an arm or the design.
+    Auditor,
     /// Another Equipoise service, e.g. `service:blinding`.
     Service(String),
 }
 
 impl Role {
+    /// Every role a user token may carry, in the README's column order.
+    pub const USER_ROLES: [Role; 10] = [
+        Role::SiteInvestigator,
+        Role::SiteCoordinator,
+        Role::UnblindedPreparer,
+        Role::EmergencyDesk,
+        Role::MedicalMonitor,
+        Role::SafetyOfficer,
+        Role::Dsmb,
+        Role::Statistician,
+        Role::TrialAdmin,
+        Role::Auditor,
+    ];
+
     pub fn is_site_role(&self) -> bool {
         matches!(self, Role::SiteInvestigator | Role::SiteCoordinator)
     }
@@ -52,6 +69,7 @@ impl FromStr for Role {
             "dsmb" => Role::Dsmb,
             "statistician" => Role::Statistician,
             "trial_admin" => Role::TrialAdmin,
+            "auditor" => Role::Auditor,
             other => match other.strip_prefix("service:") {
                 Some(name) if is_service_name(name) => Role::Service(name.to_owned()),
                 _ => return Err(format!("unknown role '{other}'")),
@@ -80,6 +98,7 @@ impl fmt::Display for Role {
             Role::Dsmb => "dsmb",
             Role::Statistician => "statistician",
             Role::TrialAdmin => "trial_admin",
+            Role::Auditor => "auditor",
             Role::Service(name) => return write!(f, "service:{name}"),
         };
         f.write_str(text)
@@ -216,8 +235,9 @@ impl Caller {
 }
 
 /// Refuses a site role beside any unblinded role or beside a role that sees
-/// the design (`statistician`, `trial_admin`: block sizes, list state), and
-/// `dsmb` beside any operational role.
+/// the design (`statistician`, `trial_admin`: block sizes, list state),
+/// `auditor` beside any unblinded or site role (it is blinded, and sees
+/// every site), and `dsmb` beside any operational role.
 pub fn check_role_pairs(roles: &BTreeSet<Role>) -> Result<(), RoleConflict> {
     let conflict = |first: &Role, second: &Role| RoleConflict {
         first: first.clone(),
@@ -228,6 +248,11 @@ pub fn check_role_pairs(roles: &BTreeSet<Role>) -> Result<(), RoleConflict> {
         if let Some(other) = roles.iter().find(|r| r.is_unblinded() || sees_design(r)) {
             return Err(conflict(site_role, other));
         }
+    }
+    if roles.contains(&Role::Auditor)
+        && let Some(other) = roles.iter().find(|r| r.is_unblinded() || r.is_site_role())
+    {
+        return Err(conflict(&Role::Auditor, other));
     }
     if roles.contains(&Role::Dsmb)
         && let Some(operational) = roles.iter().find(|r| **r != Role::Dsmb)
@@ -257,6 +282,7 @@ mod tests {
             "dsmb",
             "statistician",
             "trial_admin",
+            "auditor",
             "service:blinding",
         ] {
             let role: Role = name.parse().expect("known role");
@@ -285,6 +311,50 @@ mod tests {
             assert_eq!(err.first.to_string(), site);
             assert_eq!(err.second.to_string(), design);
         }
+    }
+
+    #[test]
+    fn every_user_role_is_listed_once_and_named() {
+        let listed: BTreeSet<&Role> = Role::USER_ROLES.iter().collect();
+        assert_eq!(listed.len(), Role::USER_ROLES.len());
+        for role in &Role::USER_ROLES {
+            // A new variant must be added to USER_ROLES: this match has no
+            // wildcard, so the compiler points here.
+            match role {
+                Role::SiteInvestigator
+                | Role::SiteCoordinator
+                | Role::UnblindedPreparer
+                | Role::EmergencyDesk
+                | Role::MedicalMonitor
+                | Role::SafetyOfficer
+                | Role::Dsmb
+                | Role::Statistician
+                | Role::TrialAdmin
+                | Role::Auditor => {}
+                Role::Service(_) => panic!("service roles are not user roles"),
+            }
+            assert_eq!(role.to_string().parse::<Role>().as_ref(), Ok(role));
+        }
+    }
+
+    #[test]
+    fn the_blinded_auditor_with_an_unblinded_or_site_role_is_refused() {
+        for other in [
+            "unblinded_preparer",
+            "emergency_desk",
+            "medical_monitor",
+            "safety_officer",
+            "dsmb",
+            "site_investigator",
+            "site_coordinator",
+        ] {
+            let conflict = check_role_pairs(&roles(&["auditor", other])).expect_err(other);
+            let named = [conflict.first.to_string(), conflict.second.to_string()];
+            assert!(named.contains(&"auditor".to_owned()), "{named:?}");
+            assert!(named.contains(&other.to_owned()), "{named:?}");
+        }
+        assert!(check_role_pairs(&roles(&["auditor"])).is_ok());
+        assert!(check_role_pairs(&roles(&["auditor", "trial_admin"])).is_ok());
     }
 
     #[test]

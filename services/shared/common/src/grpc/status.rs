@@ -12,6 +12,12 @@ use crate::error::{ErrorCode, FieldViolation, PreconditionViolation, RemoteError
 /// All an internal error tells the caller; the detail is in the server log.
 pub const INTERNAL_MESSAGE: &str = "internal error; the incident is logged";
 
+/// Longest status message or detail text sent, in bytes. Both travel in
+/// HTTP/2 headers: a message that echoes a megabyte of input (an unknown
+/// id, a covariate name) would break the response into a protocol error
+/// instead of the INVALID_ARGUMENT or NOT_FOUND it is.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
 /// The status a service answers with for `error`.
 pub fn to_status<E: ServiceError>(error: E) -> Status {
     status_of(&error)
@@ -23,7 +29,7 @@ pub fn status_of<E: ServiceError + ?Sized>(error: &E) -> Status {
         tracing::error!(detail = %error.internal_detail(), "internal error");
         return Status::internal(INTERNAL_MESSAGE);
     }
-    let message = error.to_string();
+    let message = bounded(error.to_string());
     match details_of(error, code) {
         Some(details) => Status::with_error_details(grpc_code(code), message, details),
         None => Status::new(grpc_code(code), message),
@@ -36,14 +42,14 @@ fn details_of<E: ServiceError + ?Sized>(error: &E, code: ErrorCode) -> Option<Er
     let mut details = ErrorDetails::new();
     let mut any = false;
     for violation in error.field_violations() {
-        details.add_bad_request_violation(violation.field, violation.description);
+        details.add_bad_request_violation(bounded(violation.field), bounded(violation.description));
         any = true;
     }
     for violation in error.precondition_violations() {
         details.add_precondition_failure_violation(
             violation.kind,
-            violation.subject,
-            violation.description,
+            bounded(violation.subject),
+            bounded(violation.description),
         );
         any = true;
     }
@@ -54,6 +60,19 @@ fn details_of<E: ServiceError + ?Sized>(error: &E, code: ErrorCode) -> Option<Er
         any = true;
     }
     any.then_some(details)
+}
+
+/// `text` cut to [`MAX_MESSAGE_BYTES`] at a character boundary, marked
+/// as cut.
+fn bounded(text: String) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text;
+    }
+    let mut end = MAX_MESSAGE_BYTES - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 pub fn grpc_code(code: ErrorCode) -> Code {
@@ -150,6 +169,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_to_fit_a_header_at_a_character_boundary() {
+        let long = format!("subject {} not found", "é".repeat(5000));
+        let cut = bounded(long);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("subject é"));
+        assert_eq!(bounded("short".into()), "short");
+    }
 
     #[test]
     fn error_code_names_are_the_grpc_names() {

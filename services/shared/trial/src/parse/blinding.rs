@@ -52,6 +52,13 @@ pub(super) fn read_blinding(
 
 /// `R-{6 random base32}`: literal text and `{N random ALPHABET}` placeholders.
 pub fn parse_code_format(source: &str) -> Result<CodeFormat, String> {
+    // Every code of the pools is built from the format: its length is a
+    // multiplier of the pools' memory.
+    if source.chars().count() > MAX_CODE_FORMAT_LENGTH {
+        return Err(format!(
+            "is longer than the {MAX_CODE_FORMAT_LENGTH} characters a code format may have"
+        ));
+    }
     let mut segments = Vec::new();
     let mut rest = source;
     while !rest.is_empty() {
@@ -127,7 +134,7 @@ pub(super) fn read_unblinding(top: &Object<'_>, problems: &mut Problems) -> Opti
         "after_emergency_unblinding",
     ];
     let object = Object::new(value, "unblinding", keys, problems)?;
-    let emergency_roles = object.string_list("emergency_roles", problems);
+    let emergency_roles = object.string_list("emergency_roles", MAX_LIST_NAMES, problems);
     for role in emergency_roles
         .iter()
         .filter(|r| !EMERGENCY_ROLES.contains(&r.as_str()))
@@ -199,12 +206,20 @@ pub(super) fn read_safety(top: &Object<'_>, problems: &mut Problems) -> Option<S
         ),
     };
     let expected_events = match reference_safety_information {
-        ReferenceSafetyInformation::Single(_) => object.string_list("expected_events", problems),
+        ReferenceSafetyInformation::Single(_) => {
+            object.string_list("expected_events", MAX_LIST_NAMES, problems)
+        }
         ReferenceSafetyInformation::Versions(_) => Vec::new(),
     };
     let safety_window_months = object.u32("safety_window_months", problems)?;
     positive(
         safety_window_months,
+        "safety.safety_window_months",
+        problems,
+    );
+    at_most(
+        safety_window_months,
+        MAX_MONTHS,
         "safety.safety_window_months",
         problems,
     );
@@ -218,7 +233,12 @@ pub(super) fn read_safety(top: &Object<'_>, problems: &mut Problems) -> Option<S
 /// The versioned form: `{ version, effective_from: YYYY-MM-DD,
 /// expected_events }`, versions unique, dates strictly increasing.
 fn read_rsi_versions(object: &Object<'_>, problems: &mut Problems) -> Option<Vec<RsiVersion>> {
-    let items = object.list("reference_safety_information", true, problems);
+    let items = object.list(
+        "reference_safety_information",
+        true,
+        MAX_RSI_VERSIONS,
+        problems,
+    );
     if items.is_empty() {
         problems.add(
             "safety.reference_safety_information",
@@ -268,7 +288,7 @@ fn read_rsi_versions(object: &Object<'_>, problems: &mut Problems) -> Option<Vec
                 ),
             );
         }
-        let expected_events = entry.string_list("expected_events", problems);
+        let expected_events = entry.string_list("expected_events", MAX_LIST_NAMES, problems);
         if let (Some(version), Some(effective_from)) = (version, effective_from) {
             versions.push(RsiVersion {
                 version,

@@ -5,7 +5,7 @@ use super::*;
 pub(super) fn read_arms(top: &Object<'_>, problems: &mut Problems) -> Vec<Arm> {
     let mut arms = Vec::new();
     let mut paths = Vec::new();
-    let items = top.list("arms", true, problems);
+    let items = top.list("arms", true, MAX_ARMS, problems);
     let declared = items.len();
     for (path, value) in items {
         let Some(arm) = Object::new(value, &path, &["id", "label", "ratio", "active"], problems)
@@ -14,9 +14,10 @@ pub(super) fn read_arms(top: &Object<'_>, problems: &mut Problems) -> Vec<Arm> {
         };
         let id = arm.identifier("id", problems);
         let label = arm.string("label", problems);
-        let ratio = arm
-            .u32("ratio", problems)
-            .filter(|r| positive(*r, &arm.field_path("ratio"), problems));
+        let ratio = arm.u32("ratio", problems).filter(|r| {
+            let path = arm.field_path("ratio");
+            positive(*r, &path, problems) && at_most(*r, MAX_RATIO, &path, problems)
+        });
         let active = arm.bool_or("active", true, problems);
         if let (Some(id), Some(label), Some(ratio)) = (id, label, ratio) {
             arms.push(Arm {
@@ -39,13 +40,23 @@ pub(super) fn read_arms(top: &Object<'_>, problems: &mut Problems) -> Vec<Arm> {
     if top.get("arms").is_some() && declared < 2 {
         problems.add("arms", "a randomised trial needs at least two arms");
     }
+    match checked_ratio_sum(&arms) {
+        Some(sum) if sum <= MAX_RATIO_SUM => {}
+        sum => problems.add(
+            "arms",
+            format!(
+                "the ratios add up to {}, above the limit of {MAX_RATIO_SUM}",
+                sum.map_or_else(|| "more than 4294967295".to_owned(), |s| s.to_string())
+            ),
+        ),
+    }
     arms
 }
 
 pub(super) fn read_sites(top: &Object<'_>, problems: &mut Problems) -> Vec<Site> {
     let mut sites = Vec::new();
     let mut paths = Vec::new();
-    for (path, value) in top.list("sites", true, problems) {
+    for (path, value) in top.list("sites", true, MAX_SITES, problems) {
         let Some(site) = Object::new(value, &path, &["id", "cap"], problems) else {
             continue;
         };
@@ -53,6 +64,7 @@ pub(super) fn read_sites(top: &Object<'_>, problems: &mut Problems) -> Vec<Site>
         let cap = site.optional_u32("cap", problems);
         if let Some(cap) = cap {
             positive(cap, &site.field_path("cap"), problems);
+            at_most(cap, MAX_CAP, &site.field_path("cap"), problems);
         }
         if let Some(id) = id {
             sites.push(Site { id, cap });
@@ -86,6 +98,7 @@ pub(super) fn read_caps(top: &Object<'_>, sites: &[Site], problems: &mut Problem
     for (key, cap) in [("total", total), ("per_stratum", per_stratum)] {
         if let Some(cap) = cap {
             positive(cap, &caps.field_path(key), problems);
+            at_most(cap, MAX_CAP, &caps.field_path(key), problems);
         }
     }
     let site_caps: Option<u64> = sites.iter().map(|s| s.cap.map(u64::from)).sum();
@@ -103,7 +116,7 @@ pub(super) fn read_caps(top: &Object<'_>, sites: &[Site], problems: &mut Problem
 pub(super) fn read_periods(top: &Object<'_>, arms: &[Arm], problems: &mut Problems) -> Vec<Period> {
     let mut periods = Vec::new();
     let mut paths = Vec::new();
-    for (path, value) in top.list("periods", false, problems) {
+    for (path, value) in top.list("periods", false, MAX_PERIODS, problems) {
         let keys = &[
             "id",
             "months",
@@ -124,6 +137,7 @@ pub(super) fn read_periods(top: &Object<'_>, arms: &[Arm], problems: &mut Proble
         let planned_unblinding_roles = read_planned_unblinding_roles(&object, problems);
         if let (Some(id), Some(months)) = (id, months) {
             positive(months, &object.field_path("months"), problems);
+            at_most(months, MAX_MONTHS, &object.field_path("months"), problems);
             periods.push(Period {
                 id,
                 months,
@@ -162,7 +176,7 @@ fn read_planned_unblinding_roles(object: &Object<'_>, problems: &mut Problems) -
         return Period::default_planned_unblinding_roles();
     }
     let path = object.field_path("planned_unblinding_roles");
-    let roles = object.string_list("planned_unblinding_roles", problems);
+    let roles = object.string_list("planned_unblinding_roles", MAX_LIST_NAMES, problems);
     for role in roles
         .iter()
         .filter(|r| !PLANNED_UNBLINDING_ROLES.contains(&r.as_str()))

@@ -44,21 +44,26 @@ pub(super) fn read_method(
     {
         problems.add(&object.field_path(key), format!("does not apply to {kind}"));
     }
-    let ratio_sum: u32 = arms.iter().map(|a| a.ratio).sum();
+    // Past u32 the arms are refused already; the methods then see no sum
+    // any block size or sequence length could be a multiple of.
+    let ratio_sum = checked_ratio_sum(arms).unwrap_or(u32::MAX);
     match kind.as_str() {
         "permuted_blocks" => read_blocks(&object, ratio_sum, problems),
         "minimisation" => read_minimisation(&object, arms.len(), factors, problems),
         "uploaded_list" => Some(MethodSpec::UploadedList {
-            warn_remaining: object.optional_u32("warn_remaining", problems).unwrap_or(5),
+            warn_remaining: object
+                .optional_u32("warn_remaining", problems)
+                .filter(|w| at_most(*w, MAX_CAP, &object.field_path("warn_remaining"), problems))
+                .unwrap_or(5),
         }),
-        sequential => read_two_arm_method(&object, sequential, arms, problems),
+        sequential => read_two_arm_method(&object, sequential, arms, ratio_sum, problems),
     }
 }
 
 fn read_blocks(object: &Object<'_>, ratio_sum: u32, problems: &mut Problems) -> Option<MethodSpec> {
     let path = object.field_path("block_sizes");
     let mut sizes = Vec::new();
-    for (item_path, value) in object.list("block_sizes", true, problems) {
+    for (item_path, value) in object.list("block_sizes", true, MAX_BLOCK_SIZES, problems) {
         let Some(size) = crate::decode::as_u32(value, &item_path, problems) else {
             continue;
         };
@@ -95,13 +100,17 @@ fn read_minimisation(
         );
     }
     let mut weights = vec![1.0; factors.len()];
-    for (path, name, value) in object.entries("factors", problems) {
+    for (path, name, value) in object.entries("factors", MAX_FACTORS, problems) {
         let Some(weight) = as_f64(value, &path, problems) else {
             continue;
         };
         match factors.iter().position(|f| f.id == name) {
             None => problems.add(&path, format!("'{name}' is not a stratification factor")),
             Some(_) if weight <= 0.0 => problems.add(&path, "a factor weight must be above 0"),
+            Some(_) if weight > MAX_FACTOR_WEIGHT => problems.add(
+                &path,
+                format!("a factor weight must be at most {MAX_FACTOR_WEIGHT}"),
+            ),
             Some(index) => weights[index] = weight,
         }
     }
@@ -136,6 +145,7 @@ fn read_two_arm_method(
     object: &Object<'_>,
     kind: &str,
     arms: &[Arm],
+    ratio_sum: u32,
     problems: &mut Problems,
 ) -> Option<MethodSpec> {
     if arms.len() != 2 {
@@ -144,6 +154,9 @@ fn read_two_arm_method(
     let largest_ratio = arms.iter().map(|a| a.ratio).max().unwrap_or(1);
     let bound = |problems: &mut Problems| {
         let bound = object.u32("bound", problems)?;
+        if !at_most(bound, MAX_BOUND, &object.field_path("bound"), problems) {
+            return None;
+        }
         if bound < largest_ratio {
             problems.add(
                 &object.field_path("bound"),
@@ -166,7 +179,6 @@ fn read_two_arm_method(
         _ => {
             let bound = bound(problems)?;
             let sequence_length = object.u32("sequence_length", problems)?;
-            let ratio_sum: u32 = arms.iter().map(|a| a.ratio).sum();
             if !(2..=MAX_SEQUENCE_LENGTH).contains(&sequence_length)
                 || sequence_length % ratio_sum.max(1) != 0
             {
@@ -175,10 +187,34 @@ fn read_two_arm_method(
                     format!("must be a multiple of the ratio sum {ratio_sum}, from 2 to {MAX_SEQUENCE_LENGTH}"),
                 );
             }
+            check_completion_table(object, bound, sequence_length, problems);
             Some(MethodSpec::MaximalProcedure {
                 bound,
                 sequence_length,
             })
         }
+    }
+}
+
+/// The maximal procedure counts completions in a table of
+/// (sequence_length + 1) × (2·bound + 1) numbers, built for each stratum
+/// sequence: its size is checked, not wrapped.
+fn check_completion_table(
+    object: &Object<'_>,
+    bound: u32,
+    sequence_length: u32,
+    problems: &mut Problems,
+) {
+    let cells = u64::from(bound)
+        .checked_mul(2)
+        .and_then(|b| b.checked_add(1))
+        .and_then(|width| width.checked_mul(u64::from(sequence_length) + 1));
+    if cells.is_none_or(|cells| cells > MAX_COMPLETION_CELLS) {
+        problems.add(
+            &object.field_path("bound"),
+            format!(
+                "(sequence_length + 1) × (2·bound + 1) is above the limit of {MAX_COMPLETION_CELLS}"
+            ),
+        );
     }
 }

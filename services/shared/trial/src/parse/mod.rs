@@ -6,12 +6,14 @@ mod design;
 mod method;
 mod stratification;
 mod subjects;
+mod yaml;
 
 use std::collections::BTreeSet;
 
 use serde_norway::Value;
 
-use crate::decode::{Object, Problems, as_f64, as_string, check_identifier};
+use crate::decode::{Object, Problems, as_f64, as_string, at_most, check_identifier};
+use crate::limits::*;
 use crate::model::*;
 use crate::rules::{Condition, parse_condition, parse_rule};
 
@@ -22,10 +24,6 @@ use method::read_method;
 use stratification::read_stratification;
 use subjects::{read_covariates, read_eligibility};
 
-/// Most strata a design may have: beyond this, strata are mostly empty.
-pub const MAX_STRATA: usize = 10_000;
-const MAX_BLOCK_SIZE: u32 = 1_000;
-const MAX_SEQUENCE_LENGTH: u32 = 1_000;
 const EMERGENCY_ROLES: &[&str] = &["site_investigator", "emergency_desk", "medical_monitor"];
 /// Roles that may take a period's planned reveal: those who treat the
 /// subject or oversee their safety, never a role that sees the design.
@@ -38,14 +36,10 @@ const PLANNED_UNBLINDING_ROLES: &[&str] = &[
 
 pub fn parse_definition(yaml: &str) -> Result<TrialDefinition, Problems> {
     let mut problems = Problems::default();
-    let value: Value = match serde_norway::from_str(yaml) {
+    let value = match yaml::load(yaml) {
         Ok(value) => value,
-        Err(error) => {
-            let path = error.location().map_or_else(
-                || "(document)".to_owned(),
-                |l| format!("line {} column {}", l.line(), l.column()),
-            );
-            problems.add(&path, format!("not valid YAML: {error}"));
+        Err(problem) => {
+            problems.0.push(problem);
             return Err(problems);
         }
     };
@@ -56,9 +50,23 @@ pub fn parse_definition(yaml: &str) -> Result<TrialDefinition, Problems> {
             if problems.is_empty() {
                 problems.add("(document)", "the definition is incomplete");
             }
-            Err(problems)
+            Err(shortened(problems))
         }
     }
+}
+
+/// At most [`MAX_PROBLEMS`] problems, and how many more there were: the
+/// list goes back in an error status, which must stay small.
+fn shortened(mut problems: Problems) -> Problems {
+    let total = problems.0.len();
+    if total > MAX_PROBLEMS {
+        problems.0.truncate(MAX_PROBLEMS);
+        problems.add(
+            "(document)",
+            format!("{} more problems not listed", total - MAX_PROBLEMS),
+        );
+    }
+    problems
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -97,7 +105,7 @@ fn read_definition(value: &Value, problems: &mut Problems) -> Option<TrialDefini
     let stratification = read_stratification(&top, &covariates, &sites, problems);
     let method = read_method(&top, &arms, &stratification, problems);
     let periods = read_periods(&top, &arms, problems);
-    let ratio_sum = arms.iter().map(|a| a.ratio).sum();
+    let ratio_sum = checked_ratio_sum(&arms).unwrap_or(u32::MAX);
     let pool_size = crate::code_pool_size_for(caps.as_ref().and_then(|c| c.total), ratio_sum);
     let blinding = read_blinding(&top, pool_size, problems);
     let unblinding = read_unblinding(&top, problems);
@@ -122,6 +130,13 @@ fn read_definition(value: &Value, problems: &mut Problems) -> Option<TrialDefini
     })
 }
 
+/// The ratios added up, or `None` past `u32`; each ratio is bounded, so
+/// this only guards the arithmetic.
+fn checked_ratio_sum(arms: &[Arm]) -> Option<u32> {
+    arms.iter()
+        .try_fold(0u32, |sum, a| sum.checked_add(a.ratio))
+}
+
 fn positive(value: u32, path: &str, problems: &mut Problems) -> bool {
     if value == 0 {
         problems.add(path, "must be at least 1");
@@ -139,6 +154,20 @@ fn read_time_zone(top: &Object<'_>, problems: &mut Problems) -> Option<String> {
         return None;
     }
     Some(zone)
+}
+
+/// A rule or level condition no longer than [`MAX_RULE_LENGTH`]; `Some`
+/// when it may be parsed.
+fn check_rule_length(text: &str, path: &str, problems: &mut Problems) -> Option<()> {
+    let length = text.chars().count();
+    if length > MAX_RULE_LENGTH {
+        problems.add(
+            path,
+            format!("is {length} characters, more than the {MAX_RULE_LENGTH} a rule may have"),
+        );
+        return None;
+    }
+    Some(())
 }
 
 /// Reports duplicate ids among `items`, which carry their paths.

@@ -17,7 +17,7 @@ pub(super) fn read_stratification(
     };
     let mut factors = Vec::new();
     let mut paths = Vec::new();
-    for (path, value) in object.list("factors", false, problems) {
+    for (path, value) in object.list("factors", false, MAX_FACTORS, problems) {
         if let Some(factor) = read_factor(value, &path, covariates, sites, problems) {
             factors.push(factor);
             paths.push(path);
@@ -31,12 +31,19 @@ pub(super) fn read_stratification(
         "factor",
         problems,
     );
-    let strata: usize = factors.iter().map(|f| f.levels.len().max(1)).product();
-    if strata > MAX_STRATA {
-        problems.add(
+    // Checked: 64 two-level factors would wrap a plain product to 0.
+    let strata = factors.iter().try_fold(1usize, |product, f| {
+        product.checked_mul(f.levels.len().max(1))
+    });
+    match strata {
+        Some(strata) if strata <= MAX_STRATA => {}
+        strata => problems.add(
             "stratification.factors",
-            format!("{strata} strata is more than the {MAX_STRATA} a design may have"),
-        );
+            format!(
+                "{} strata is more than the {MAX_STRATA} a design may have",
+                strata.map_or_else(|| "an overflowing number of".to_owned(), |s| s.to_string())
+            ),
+        ),
     }
     factors
 }
@@ -90,7 +97,7 @@ fn read_factor(
 
 fn read_levels(object: &Object<'_>, covariate: &Covariate, problems: &mut Problems) -> Vec<Level> {
     let path = object.field_path("levels");
-    let entries = object.entries("levels", problems);
+    let entries = object.entries("levels", MAX_LEVELS, problems);
     if entries.is_empty() {
         return implicit_levels(covariate, &path, problems);
     }
@@ -100,6 +107,9 @@ fn read_levels(object: &Object<'_>, covariate: &Covariate, problems: &mut Proble
         let Some(text) = as_string(value, &level_path, problems) else {
             continue;
         };
+        if check_rule_length(&text, &level_path, problems).is_none() {
+            continue;
+        }
         match parse_condition(&text) {
             Err(reason) => problems.add(&level_path, format!("'{text}': {reason}")),
             Ok(condition) => match condition.check_against(&covariate.kind) {

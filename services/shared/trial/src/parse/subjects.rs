@@ -5,7 +5,7 @@ use super::*;
 pub(super) fn read_covariates(top: &Object<'_>, problems: &mut Problems) -> Vec<Covariate> {
     let mut covariates = Vec::new();
     let mut paths = Vec::new();
-    for (path, value) in top.list("covariates", false, problems) {
+    for (path, value) in top.list("covariates", false, MAX_COVARIATES, problems) {
         let Some(object) = Object::new(
             value,
             &path,
@@ -73,7 +73,7 @@ fn read_covariate_kind(object: &Object<'_>, problems: &mut Problems) -> Option<C
         }
         "enum" => {
             numeric_only(problems);
-            let values = object.string_list("values", problems);
+            let values = object.string_list("values", MAX_ENUM_VALUES, problems);
             if values.is_empty() {
                 problems.add(
                     &object.field_path("values"),
@@ -109,12 +109,13 @@ pub(super) fn read_eligibility(
 ) -> Vec<Criterion> {
     let mut criteria = Vec::new();
     let mut paths = Vec::new();
-    for (path, value) in top.list("eligibility", false, problems) {
+    for (path, value) in top.list("eligibility", false, MAX_CRITERIA, problems) {
         let Some(object) = Object::new(value, &path, &["id", "rule"], problems) else {
             continue;
         };
         let id = object.identifier("id", problems);
         let rule = object.string("rule", problems).and_then(|text| {
+            check_rule_length(&text, &object.field_path("rule"), problems)?;
             parse_rule(&text)
                 .map_err(|reason| {
                     problems.add(&object.field_path("rule"), format!("'{text}': {reason}"))

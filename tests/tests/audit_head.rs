@@ -1,0 +1,126 @@
+//! Review U1: `audit head` exports a signed end of a chain, and `audit
+//! verify --head` proves the chain still extends it. Removing the last
+//! record (with its trigger dropped, as an owner of the database could) or
+//! a forged head is caught, though the shortened chain still verifies.
+
+use std::process::Command;
+
+use equipoise_tests::system::System;
+use equipoise_tests::{RESPINE_YAML, respine_request};
+
+fn equipoise(system: &System, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(equipoise_testkit::equipoise_binary())
+        .args(args)
+        .envs(system.offline_env())
+        .output()
+        .expect("run equipoise");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_tail_or_a_forged_head_fails_verification() {
+    let system = System::all_in_one(&[]);
+    system.activate(RESPINE_YAML).await;
+    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
+    let mut client = system.randomisation_client(&site).await;
+    for subject in ["MTP-001", "MTP-002"] {
+        client
+            .randomise(respine_request("FR-MTP", subject, 60.0))
+            .await
+            .expect("randomised");
+    }
+    let head = equipoise(&system, &["audit", "head"]).expect("audit head");
+    let files = tempfile::tempdir().expect("tempdir");
+    let head_file = files.path().join("head.json");
+    std::fs::write(&head_file, &head).expect("write head");
+    let head_path = head_file.display().to_string();
+    let verified = equipoise(&system, &["audit", "verify", "--head", &head_path])
+        .expect("the chain extends its own head");
+    assert!(verified.contains("extends the exported head"), "{verified}");
+
+    // A forged head: the signature no longer matches.
+    let forged = head.replacen("\"seq\":", "\"seq\":1", 1);
+    let forged_file = files.path().join("forged.json");
+    std::fs::write(&forged_file, forged).expect("write forged head");
+    let refused = equipoise(
+        &system,
+        &[
+            "audit",
+            "verify",
+            "--head",
+            &forged_file.display().to_string(),
+        ],
+    )
+    .expect_err("a forged head");
+    assert!(refused.contains("signature"), "{refused}");
+
+    // The last record removed behind the service, trigger dropped first.
+    let database = system.randomisation_db();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .expect("open the database");
+    sqlx::query("DROP TRIGGER audit_log_no_delete")
+        .execute(&pool)
+        .await
+        .expect("drop the trigger");
+    sqlx::query("DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)")
+        .execute(&pool)
+        .await
+        .expect("delete the last record");
+    pool.close().await;
+
+    let shortened = equipoise(&system, &["audit", "verify"]).expect("a prefix still verifies");
+    assert!(shortened.contains("audit chain verified"), "{shortened}");
+    let refused = equipoise(&system, &["audit", "verify", "--head", &head_path])
+        .expect_err("the tail is gone");
+    assert!(refused.contains("records were removed"), "{refused}");
+}
+
+/// Review U1: every allocation row is checked against the record it was
+/// committed with, so an arm edited behind the triggers fails verification
+/// though the chain itself still holds; the report names no arm.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allocation_edited_behind_the_triggers_fails_verification() {
+    let system = System::all_in_one(&[]);
+    system.activate(RESPINE_YAML).await;
+    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
+    let mut client = system.randomisation_client(&site).await;
+    for subject in ["MTP-001", "MTP-002"] {
+        client
+            .randomise(respine_request("FR-MTP", subject, 60.0))
+            .await
+            .expect("randomised");
+    }
+    let verified = equipoise(&system, &["audit", "verify"]).expect("intact");
+    assert!(verified.contains("audit chain verified"), "{verified}");
+
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", system.randomisation_db().display()))
+            .await
+            .expect("open the database");
+    sqlx::query("DROP TRIGGER allocations_assignment_frozen")
+        .execute(&pool)
+        .await
+        .expect("drop the trigger");
+    sqlx::query(
+        "UPDATE allocations SET arm = CASE arm WHEN 'MSC' THEN 'SHAM' ELSE 'MSC' END WHERE subject_id = 'MTP-002'",
+    )
+    .execute(&pool)
+    .await
+    .expect("edit the arm");
+    pool.close().await;
+
+    let refused = equipoise(&system, &["audit", "verify"]).expect_err("the row no longer matches");
+    assert!(
+        refused.contains("MTP-002") && refused.contains("in arm"),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains("SHAM") && !refused.contains("MSC"),
+        "{refused}"
+    );
+}
