@@ -1,7 +1,7 @@
 # Equipoise: `make run` serves the embedded default, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: run test bench lint lint-tools fmt build deps k8s-check
+.PHONY: run test bench lint lint-tools fmt build deps k8s-check web web-check web-test
 
 ## Install what a fresh Debian machine lacks: a C toolchain for SQLite, and
 ## redis-server and PostgreSQL, which the tests start privately.
@@ -17,10 +17,12 @@ run: deps
 
 ## Unit, property, golden, statistical, conformance, end-to-end gRPC and
 ## cluster fault tests. The cluster tests run the binary as replicas, built
-## first with test-only fault injection.
+## first with test-only fault injection. Then the page's browser tests
+## against that same binary.
 test: deps
 	$(CARGO) build -p equipoise --features fault-injection
 	$(CARGO) test --workspace --lib --bins --tests
+	$(MAKE) web-test EQUIPOISE_BIN="$(EQUIPOISE_BIN_DEFAULT)"
 
 ## The definition parser under 200 000 generated inputs per property
 ## (`make test` runs proptest's default 256).
@@ -60,3 +62,30 @@ bench: deps
 	$(CARGO) bench -p equipoise-randomisation --bench simulation
 	$(CARGO) bench -p equipoise-tests --bench randomise_latency
 	$(CARGO) bench -p equipoise-tests --bench allocation_load
+
+## The page (web/): the gRPC-Web client generated from proto/ by buf, type
+## checked by tsc and bundled by esbuild into web/dist/, which is committed
+## and embedded in the binary at compile time, so building the binary needs
+## no Node. Reproducible byte for byte from web/package-lock.json.
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+## Fails when web/dist/ (or the generated client) differs from what `make
+## web` rebuilds: a page change committed without its build, or the reverse.
+web-check: web
+	git diff --exit-code -- web/dist web/src/gen
+	@untracked=$$(git ls-files --others --exclude-standard -- web/dist web/src/gen); \
+	if [ -n "$$untracked" ]; then echo "web-check: not committed: $$untracked" >&2; exit 1; fi
+	@echo "web-check: web/dist is what the lockfile builds"
+
+## The page in Debian's headless Chromium (installed when missing) against
+## the real server: the desk on a phone screen, the sponsor's live feed, the
+## console's charts, bad input and a server killed mid-request. Screenshots
+## go to web/test-output/; UPDATE_SCREENSHOTS=1 also refreshes the README's
+## in web/screenshots/.
+EQUIPOISE_BIN_DEFAULT = $(abspath $(or $(CARGO_TARGET_DIR),target))/debug/equipoise
+web-test:
+	scripts/ensure-browser.sh
+	@if [ -z "$(EQUIPOISE_BIN)" ]; then echo "$(CARGO) build -p equipoise"; $(CARGO) build -p equipoise; fi
+	cd web && npm ci --no-audit --no-fund && \
+	  EQUIPOISE_BIN="$(or $(EQUIPOISE_BIN),$(EQUIPOISE_BIN_DEFAULT))" node --test tests/
