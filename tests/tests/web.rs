@@ -200,20 +200,20 @@ async fn a_get_is_answered_by_the_page_never_by_a_service() {
     let answer = http1(&server, "GET /../../Cargo.toml HTTP/1.1", b"").await;
     assert_eq!(answer.status, 404);
     let index = http1(&server, "GET / HTTP/1.1", b"").await;
-    let embedded = equipoise::page::PAGE
-        .files
-        .iter()
-        .any(|f| f.path == "/index.html");
-    if embedded {
-        assert_eq!(index.status, 200);
-        assert!(
-            index
-                .header("content-security-policy")
-                .is_some_and(|p| p.contains("script-src 'self'"))
-        );
-    } else {
-        assert_eq!(index.status, 404);
-    }
+    assert_eq!(index.status, 200);
+    assert!(String::from_utf8_lossy(&index.body).contains("<html"));
+    assert!(
+        index
+            .header("content-security-policy")
+            .is_some_and(|p| p.contains("script-src 'self'"))
+    );
+    let script = http1(&server, "GET /app.js HTTP/1.1", b"").await;
+    assert_eq!(script.status, 200);
+    assert!(
+        script
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/javascript"))
+    );
     server.stop().await;
 }
 
