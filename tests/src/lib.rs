@@ -18,6 +18,7 @@ use equipoise::settings::Settings;
 use equipoise_common::auth::{Claims, mint_hmac_token};
 use equipoise_common::grpc::client::{self, AuthenticatedChannel, ClientInterceptor, Timeouts};
 use equipoise_proto::randomisation::v1 as pb;
+use equipoise_proto::safety::v1 as spb;
 use equipoise_randomisation::store::sqlite::SqliteStore;
 use pb::randomisation_service_client::RandomisationServiceClient;
 use tokio::sync::oneshot;
@@ -306,4 +307,47 @@ pub async fn assert_strata_follow_their_streams(
         }
     }
     subjects
+}
+
+/// A protobuf timestamp of `at`.
+pub fn timestamp(at: jiff::Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.as_second(),
+        nanos: at.subsec_nanosecond(),
+    }
+}
+
+/// A serious, unexpected, related event at FR-MTP: a potential SUSAR, which
+/// the safety service classifies by a safety reveal through blinding.
+pub fn potential_susar(subject: &str) -> spb::CaseReport {
+    let aware = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    spb::CaseReport {
+        trial_id: "RESPINE".into(),
+        site_id: "FR-MTP".into(),
+        subject_id: subject.into(),
+        reporter: Some(spb::Reporter {
+            name: "Dr Sam Martin".into(),
+            qualification: "physician".into(),
+        }),
+        suspect_product: "RESPINE blinded study product".into(),
+        event: Some(spb::CodedEvent {
+            llt_code: "10028596".into(),
+            term: "Myocardial infarction".into(),
+            meddra_version: "27.0".into(),
+        }),
+        onset_date: aware
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .saturating_sub(jiff::Span::new().days(1))
+            .to_string(),
+        serious: true,
+        seriousness: Some(spb::Seriousness {
+            hospitalisation: true,
+            ..Default::default()
+        }),
+        outcome: spb::Outcome::Recovering.into(),
+        investigator_causality: spb::Causality::Related.into(),
+        narrative: "Chest pain two days after the injection.".into(),
+        site_aware_at: Some(timestamp(aware)),
+    }
 }

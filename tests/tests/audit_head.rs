@@ -21,8 +21,8 @@ fn equipoise(system: &System, args: &[&str]) -> Result<String, String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_removed_tail_or_a_forged_head_fails_verification() {
+/// RESPINE active, with MTP-001 and MTP-002 randomised at FR-MTP.
+async fn two_randomised() -> System {
     let system = System::all_in_one(&[]);
     system.activate(RESPINE_YAML).await;
     let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
@@ -33,6 +33,12 @@ async fn a_removed_tail_or_a_forged_head_fails_verification() {
             .await
             .expect("randomised");
     }
+    system
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_tail_or_a_forged_head_fails_verification() {
+    let system = two_randomised().await;
     let head = equipoise(&system, &["audit", "head"]).expect("audit head");
     let files = tempfile::tempdir().expect("tempdir");
     let head_file = files.path().join("head.json");
@@ -85,16 +91,7 @@ async fn a_removed_tail_or_a_forged_head_fails_verification() {
 /// though the chain itself still holds; the report names no arm.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_allocation_edited_behind_the_triggers_fails_verification() {
-    let system = System::all_in_one(&[]);
-    system.activate(RESPINE_YAML).await;
-    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
-    let mut client = system.randomisation_client(&site).await;
-    for subject in ["MTP-001", "MTP-002"] {
-        client
-            .randomise(respine_request("FR-MTP", subject, 60.0))
-            .await
-            .expect("randomised");
-    }
+    let system = two_randomised().await;
     let verified = equipoise(&system, &["audit", "verify"]).expect("intact");
     assert!(verified.contains("audit chain verified"), "{verified}");
 

@@ -10,15 +10,8 @@ use equipoise_proto::blinding::v1 as bpb;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_proto::safety::v1 as spb;
 use equipoise_tests::system::{SafetyClient, System};
-use equipoise_tests::{RESPINE_YAML, respine_request};
+use equipoise_tests::{RESPINE_YAML, respine_request, timestamp};
 use tonic::Code;
-
-fn timestamp(at: jiff::Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.as_second(),
-        nanos: at.subsec_nanosecond(),
-    }
-}
 
 /// A serious, related SAE at FR-MTP; `term` decides whether it is expected.
 fn report(subject: &str, term: &str, seriousness: spb::Seriousness) -> spb::CaseReport {

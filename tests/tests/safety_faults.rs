@@ -12,47 +12,7 @@ use equipoise_proto::safety::v1 as spb;
 use equipoise_randomisation::store::Store as _;
 use equipoise_safety::store::Store as _;
 use equipoise_tests::system::System;
-use equipoise_tests::{RESPINE_YAML, respine_request};
-
-fn timestamp(at: jiff::Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.as_second(),
-        nanos: at.subsec_nanosecond(),
-    }
-}
-
-fn potential_susar(subject: &str) -> spb::CaseReport {
-    let aware = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
-    spb::CaseReport {
-        trial_id: "RESPINE".into(),
-        site_id: "FR-MTP".into(),
-        subject_id: subject.into(),
-        reporter: Some(spb::Reporter {
-            name: "Dr Sam Martin".into(),
-            qualification: "physician".into(),
-        }),
-        suspect_product: "RESPINE blinded study product".into(),
-        event: Some(spb::CodedEvent {
-            llt_code: "10028596".into(),
-            term: "Myocardial infarction".into(),
-            meddra_version: "27.0".into(),
-        }),
-        onset_date: aware
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .date()
-            .saturating_sub(jiff::Span::new().days(1))
-            .to_string(),
-        serious: true,
-        seriousness: Some(spb::Seriousness {
-            hospitalisation: true,
-            ..Default::default()
-        }),
-        outcome: spb::Outcome::Recovering.into(),
-        investigator_causality: spb::Causality::Related.into(),
-        narrative: "Chest pain two days after the injection.".into(),
-        site_aware_at: Some(timestamp(aware)),
-    }
-}
+use equipoise_tests::{RESPINE_YAML, potential_susar, respine_request};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn blinding_killed_while_twenty_potential_susars_are_reported() {

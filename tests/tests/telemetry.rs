@@ -13,7 +13,7 @@ use std::time::Duration;
 use equipoise_proto::randomisation::v1 as pb;
 use equipoise_proto::safety::v1 as spb;
 use equipoise_tests::system::System;
-use equipoise_tests::{RESPINE_YAML, respine_request};
+use equipoise_tests::{RESPINE_YAML, potential_susar, respine_request};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -416,39 +416,7 @@ async fn report_a_potential_susar(system: &System) {
         .randomise(respine_request("FR-MTP", SAFETY_SUBJECT, 70.0))
         .await
         .expect("randomised");
-    let aware = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
-    let report = spb::CaseReport {
-        trial_id: "RESPINE".into(),
-        site_id: "FR-MTP".into(),
-        subject_id: SAFETY_SUBJECT.into(),
-        reporter: Some(spb::Reporter {
-            name: "Dr Sam Martin".into(),
-            qualification: "physician".into(),
-        }),
-        suspect_product: "RESPINE blinded study product".into(),
-        event: Some(spb::CodedEvent {
-            llt_code: "10028596".into(),
-            term: "Myocardial infarction".into(),
-            meddra_version: "27.0".into(),
-        }),
-        onset_date: aware
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .date()
-            .saturating_sub(jiff::Span::new().days(1))
-            .to_string(),
-        serious: true,
-        seriousness: Some(spb::Seriousness {
-            hospitalisation: true,
-            ..Default::default()
-        }),
-        outcome: spb::Outcome::Recovering.into(),
-        investigator_causality: spb::Causality::Related.into(),
-        narrative: "Chest pain two days after the injection.".into(),
-        site_aware_at: Some(prost_types::Timestamp {
-            seconds: aware.as_second(),
-            nanos: 0,
-        }),
-    };
+    let report = potential_susar(SAFETY_SUBJECT);
     let mut safety = system.safety_client(&edc).await;
     safety
         .report_case(with_traceparent(

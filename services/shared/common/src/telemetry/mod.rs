@@ -165,10 +165,7 @@ fn tracer_provider(resource: Resource) -> Result<SdkTracerProvider, TelemetryErr
         .with_tonic()
         .with_protocol(opentelemetry_otlp::Protocol::Grpc)
         .build()
-        .map_err(|e| TelemetryError::Exporter {
-            variable: "OTEL_EXPORTER_OTLP_ENDPOINT",
-            reason: e.to_string(),
-        })?;
+        .map_err(exporter_error)?;
     // Exported by a task on this runtime: the OTLP gRPC client needs Tokio,
     // which the SDK's default exporter thread lacks.
     let processor =
@@ -182,16 +179,21 @@ fn tracer_provider(resource: Resource) -> Result<SdkTracerProvider, TelemetryErr
         .build())
 }
 
+/// An exporter that cannot be built names the variable that configures it.
+fn exporter_error(error: impl std::fmt::Display) -> TelemetryError {
+    TelemetryError::Exporter {
+        variable: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        reason: error.to_string(),
+    }
+}
+
 /// Metrics are pushed every `OTEL_METRIC_EXPORT_INTERVAL` (60 s default).
 fn meter_provider(resource: Resource) -> Result<SdkMeterProvider, TelemetryError> {
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
         .with_protocol(opentelemetry_otlp::Protocol::Grpc)
         .build()
-        .map_err(|e| TelemetryError::Exporter {
-            variable: "OTEL_EXPORTER_OTLP_ENDPOINT",
-            reason: e.to_string(),
-        })?;
+        .map_err(exporter_error)?;
     let reader =
         opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
             exporter, Tokio,
