@@ -154,3 +154,55 @@ async fn the_exported_chain_of_a_respine_run_names_no_arm() {
         assert!(!export.contains(word), "{word}");
     }
 }
+
+/// Review U1: the activation record commits to the seed and the design;
+/// a seed re-sealed with the seal key, or a definition edited in the table,
+/// fails verification though the chain itself holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_seed_or_definition_fails_verification() {
+    let system = two_randomised().await;
+    equipoise(&system, &["audit", "verify"]).expect("intact, commitments checked");
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", system.randomisation_db().display()))
+            .await
+            .expect("open the database");
+    let (definition,): (String,) =
+        sqlx::query_as("SELECT definition_yaml FROM trials WHERE trial_id = 'RESPINE'")
+            .fetch_one(&pool)
+            .await
+            .expect("the stored definition");
+
+    // Someone holding the seal key re-seals another seed.
+    let key_file = system
+        .offline_env()
+        .into_iter()
+        .find(|(k, _)| k == "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE")
+        .map(|(_, v)| v)
+        .expect("a seal key file");
+    let key = hex::decode(std::fs::read_to_string(key_file).expect("key").trim()).expect("hex");
+    let sealer = equipoise_randomisation::seal::Sealer::new(&key).expect("sealer");
+    let other = sealer
+        .seal("RESPINE", &equipoise_stream::MasterSeed([7; 32]))
+        .expect("sealed");
+    sqlx::query("DROP TRIGGER trials_activation_frozen")
+        .execute(&pool)
+        .await
+        .expect("drop the trigger");
+    sqlx::query("UPDATE trials SET sealed_seed = $1 WHERE trial_id = 'RESPINE'")
+        .bind(other)
+        .execute(&pool)
+        .await
+        .expect("replace the seed");
+    let refused = equipoise(&system, &["audit", "verify"]).expect_err("another seed");
+    assert!(refused.contains("committed to at activation"), "{refused}");
+
+    // The design edited in place; definitions are checked before seeds.
+    sqlx::query("UPDATE trials SET definition_yaml = $1 WHERE trial_id = 'RESPINE'")
+        .bind(definition.replace("block_sizes: [2, 4]", "block_sizes: [2]"))
+        .execute(&pool)
+        .await
+        .expect("edit the design");
+    pool.close().await;
+    let refused = equipoise(&system, &["audit", "verify"]).expect_err("another design");
+    assert!(refused.contains("stored definition"), "{refused}");
+}

@@ -70,6 +70,18 @@ impl Sealer {
     }
 }
 
+/// The commitment to a trial's master seed recorded at activation: a hash
+/// that reveals nothing of a 256-bit random seed, but that `audit verify`
+/// recomputes from the unsealed seed, so a sealed seed replaced later (by
+/// someone holding the seal key) is found.
+pub fn seed_commitment(trial_id: &str, seed: &MasterSeed) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(format!("equipoise/seed-commitment/v1\n{trial_id}\n").as_bytes());
+    hasher.update(seed.0);
+    hex::encode(hasher.finalize())
+}
+
 fn associated_data(trial_id: &str) -> Vec<u8> {
     format!("equipoise/master-seed/{trial_id}").into_bytes()
 }

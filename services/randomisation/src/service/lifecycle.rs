@@ -133,6 +133,7 @@ impl RandomisationService {
             "version": trial.record.version,
             "definition_sha256": expected,
             "algorithm_version": ALGORITHM_VERSION,
+            "seed_commitment": crate::seal::seed_commitment(trial_id, &seed),
         });
         let audit = audit_entry(
             caller,

@@ -136,6 +136,7 @@ pub async fn audit_verify(
     if service == AuditedService::Randomisation {
         let store = open_store(settings).await?;
         reconcile_allocations(store.as_ref(), &records).await?;
+        check_commitments(settings, store.as_ref(), &records).await?;
     }
     if let Some(head) = head {
         let secret = settings.auth.service_secret(&settings.data_dir)?;
@@ -190,6 +191,92 @@ async fn reconcile_allocations(
             "audit verification: the chain records {} allocations but the table holds {rows}: rows were removed",
             chained.len()
         )));
+    }
+    Ok(())
+}
+
+/// Every trial's stored definition against the hash its latest
+/// activation or amendment record chained, and its sealed seed against the
+/// commitment its activation record chained (when the seal key is here to
+/// open it): a design or seed replaced in the table, with the triggers
+/// dropped, fails verification.
+async fn check_commitments(
+    settings: &Settings,
+    store: &dyn equipoise_randomisation::store::Store,
+    records: &[AuditRecord],
+) -> Result<(), CliError> {
+    let mut definitions = std::collections::BTreeMap::new();
+    let mut seeds = std::collections::BTreeMap::new();
+    for record in records {
+        let Some(trial) = record.entry.entity.strip_prefix("trial/") else {
+            continue;
+        };
+        let text = |key: &str| {
+            record
+                .entry
+                .details
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+        };
+        if matches!(
+            record.entry.action.as_str(),
+            "trial.activated" | "trial.amended"
+        ) && let Some(hash) = text("definition_sha256")
+        {
+            definitions.insert(trial.to_owned(), hash.to_owned());
+        }
+        if record.entry.action == "trial.activated"
+            && let Some(commitment) = text("seed_commitment")
+        {
+            seeds.insert(trial.to_owned(), commitment.to_owned());
+        }
+    }
+    let broken = |trial: &str, what: &str| {
+        CliError::Usage(format!("audit verification: trial {trial}: {what}"))
+    };
+    for (trial_id, chained) in &definitions {
+        let trial = store
+            .trial(trial_id)
+            .await?
+            .ok_or_else(|| broken(trial_id, "the chain records it, the table does not"))?;
+        let rehashed = parse_definition(&trial.definition_yaml)
+            .map(|d| d.canonical_sha256())
+            .unwrap_or_default();
+        if &trial.definition_sha256 != chained || &rehashed != chained {
+            return Err(broken(
+                trial_id,
+                "its stored definition is not the one its activation or last amendment recorded",
+            ));
+        }
+    }
+    let seal_key_here = settings
+        .randomisation
+        .seal_key_file
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("seal.key"))
+        .exists();
+    if !seal_key_here {
+        return Ok(());
+    }
+    let sealer = settings.randomisation.sealer(&settings.data_dir)?;
+    for (trial_id, commitment) in &seeds {
+        let trial = store
+            .trial(trial_id)
+            .await?
+            .ok_or_else(|| broken(trial_id, "the chain records it, the table does not"))?;
+        let opened = trial
+            .sealed_seed
+            .as_deref()
+            .and_then(|sealed| sealer.unseal(trial_id, sealed).ok());
+        let matches = opened.is_some_and(|seed| {
+            &equipoise_randomisation::seal::seed_commitment(trial_id, &seed) == commitment
+        });
+        if !matches {
+            return Err(broken(
+                trial_id,
+                "its sealed seed does not open to the seed committed to at activation",
+            ));
+        }
     }
     Ok(())
 }
