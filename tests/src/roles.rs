@@ -140,6 +140,11 @@ pub const MATRIX: &[Row] = &[
     row!(RANDOMISATION, "CorrectStratum", ["trial_admin"]),
     row!(RANDOMISATION, "MarkRandomisedInError", ["trial_admin"]),
     row!(RANDOMISATION, "Simulate", ["statistician"]),
+    row!(
+        RANDOMISATION,
+        "ExportAuditTrail",
+        ["trial_admin", "auditor"]
+    ),
     row!(SUPPORT, "GetTrialForBlinding", ["service:blinding"]),
     row!(SUPPORT, "LookUpAllocation", ["service:blinding"]),
     row!(BLINDING, "AssignCode", ["service:randomisation"]),

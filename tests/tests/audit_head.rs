@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use equipoise_proto::randomisation::v1 as pb;
 use equipoise_tests::system::System;
 use equipoise_tests::{RESPINE_YAML, respine_request};
 
@@ -153,6 +154,40 @@ async fn the_exported_chain_of_a_respine_run_names_no_arm() {
     for word in ["probabilit", "\"position\"", "\"decision\"", "\"arm\""] {
         assert!(!export.contains(word), "{word}");
     }
+
+    // The same trail over gRPC, for the auditor; not for a site.
+    let auditor = system.token("qa", &["auditor"], &[]);
+    let mut client = system.randomisation_client(&auditor).await;
+    let mut stream = client
+        .export_audit_trail(pb::ExportAuditTrailRequest { after_seq: 0 })
+        .await
+        .expect("the auditor exports")
+        .into_inner();
+    let mut shown = String::new();
+    let mut count = 0;
+    while let Some(record) = stream.message().await.expect("a record") {
+        count += 1;
+        assert_eq!(record.seq, count);
+        shown.push_str(&record.details_json);
+        shown.push_str(&record.action);
+    }
+    assert_eq!(count as usize, export.lines().count());
+    for arm in &definition.arms {
+        assert!(
+            !shown.contains(&format!("\"{}\"", arm.id)),
+            "arm {}",
+            arm.id
+        );
+        assert!(!shown.contains(&arm.label), "label {}", arm.label);
+    }
+    let site = system.token("edc", &["site_investigator"], &["FR-MTP"]);
+    let refused = system
+        .randomisation_client(&site)
+        .await
+        .export_audit_trail(pb::ExportAuditTrailRequest { after_seq: 0 })
+        .await
+        .expect_err("a site may not");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 }
 
 /// Review U1: the activation record commits to the seed and the design;

@@ -281,6 +281,10 @@ async fn call_randomisation(channel: AuthenticatedChannel, method: &str) -> Resu
             })
             .await
             .map(drop),
+        "ExportAuditTrail" => client
+            .export_audit_trail(rpb::ExportAuditTrailRequest { after_seq: 0 })
+            .await
+            .map(drop),
         other => panic!("no call written for RandomisationService/{other}"),
     }
 }

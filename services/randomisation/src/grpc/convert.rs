@@ -176,3 +176,19 @@ pub fn simulation(report: SimulationReport) -> pb::SimulationReport {
         allocations: report.allocations,
     }
 }
+
+pub fn audit_record(shown: crate::service::BlindedRecord) -> pb::AuditRecord {
+    let record = shown.record;
+    pb::AuditRecord {
+        seq: record.seq,
+        at: record.entry.at,
+        actor: record.entry.actor,
+        role: record.entry.role,
+        action: record.entry.action,
+        entity: record.entry.entity,
+        details_json: record.entry.details.to_string(),
+        prev_hash: record.prev_hash,
+        hash: record.hash,
+        masked: shown.masked,
+    }
+}

@@ -271,6 +271,55 @@ impl RandomisationApi for RandomisationGrpc {
         reply(result, convert::allocation)
     }
 
+    type ExportAuditTrailStream =
+        Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
+
+    async fn export_audit_trail(
+        &self,
+        request: Request<pb::ExportAuditTrailRequest>,
+    ) -> Reply<Self::ExportAuditTrailStream> {
+        let caller = caller(&request)?;
+        let after_seq = request.into_inner().after_seq;
+        // The first page before answering: refusals are the call's status.
+        let first = self
+            .service
+            .export_audit_trail(&caller, after_seq, crate::service::EXPORT_PAGE)
+            .await
+            .map_err(to_status)?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            let mut page = first;
+            loop {
+                let Some(last) = page.last().map(|r| r.record.seq) else {
+                    return;
+                };
+                for record in page {
+                    if sender
+                        .send(Ok(convert::audit_record(record)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                match service
+                    .export_audit_trail(&caller, last, crate::service::EXPORT_PAGE)
+                    .await
+                {
+                    Ok(next) => page = next,
+                    Err(error) => {
+                        let _ = sender.send(Err(to_status(error))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
     async fn simulate(&self, request: Request<pb::SimulateRequest>) -> Reply<pb::SimulationReport> {
         let caller = caller(&request)?;
         let body = request.into_inner();

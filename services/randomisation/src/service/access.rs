@@ -19,6 +19,7 @@ pub enum Operation {
     CorrectStratum,
     MarkRandomisedInError,
     Simulate,
+    ExportAuditTrail,
 }
 
 impl Operation {
@@ -64,6 +65,8 @@ impl Operation {
             // A simulation of the live design shows how its imbalance runs,
             // which gives away block sizes: the design's author only.
             Operation::Simulate => &[Statistician],
+            // The blinded sponsor and QA: the trail carries no arm.
+            Operation::ExportAuditTrail => &[TrialAdmin, Auditor],
         }
     }
 

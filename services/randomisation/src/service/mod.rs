@@ -3,6 +3,7 @@
 
 pub mod access;
 mod allocate;
+mod audit_export;
 mod blinding_support;
 pub mod codes;
 mod concealed;
@@ -25,6 +26,7 @@ use crate::store::{Store, TrialRecord};
 use equipoise_trial::{Problem, TrialDefinition, parse_definition};
 
 pub use allocate::{RandomiseCommand, RandomiseOutcome};
+pub use audit_export::{BlindedRecord, EXPORT_PAGE, blinded};
 pub use blinding_support::{AllocatedArm, CODE_SEED_STREAM, TrialForBlinding, code_seed};
 pub use codes::{CodeIssueError, CodeIssuer, CodeReconciler, CodeRequest, ReconcileReport};
 pub use lifecycle::{ListUpload, TrialView};

@@ -371,10 +371,6 @@ fn unreconciled(
     ))
 }
 
-/// Keys of the allocation records written before review C4, which held the
-/// arm and its choice in clear.
-const UNBLINDED_KEYS: [&str; 3] = ["arm", "decision", "position"];
-
 /// The verified chain as JSON lines a blinded reader may see.
 pub async fn audit_export(
     settings: &Settings,
@@ -392,20 +388,15 @@ pub async fn audit_export(
     Ok(lines)
 }
 
-/// `record` with any arm, position or decision masked; a masked record
-/// says so, since its hash no longer matches its shown details.
-fn blinded(mut record: AuditRecord) -> serde_json::Value {
-    let mut masked = false;
-    if let Some(details) = record.entry.details.as_object_mut() {
-        for key in UNBLINDED_KEYS {
-            if let Some(value) = details.get_mut(key) {
-                *value = serde_json::Value::String("masked".into());
-                masked = true;
-            }
-        }
-    }
-    let mut value = serde_json::to_value(&record).unwrap_or_default();
-    if masked && let Some(object) = value.as_object_mut() {
+/// `record` as a blinded reader may see it (see
+/// [`equipoise_randomisation::service::blinded`]), with `masked` when
+/// fields were replaced.
+fn blinded(record: AuditRecord) -> serde_json::Value {
+    let shown = equipoise_randomisation::service::blinded(record);
+    let mut value = serde_json::to_value(&shown.record).unwrap_or_default();
+    if shown.masked
+        && let Some(object) = value.as_object_mut()
+    {
         object.insert("masked".into(), true.into());
     }
     value
