@@ -220,3 +220,33 @@ fn a_server_on_a_shared_database_needs_explicit_keys() {
     ]);
     assert!(stderr.contains("randomisation.seal_key_file"), "{stderr}");
 }
+
+/// Review I4: a call that does not answer within `request_timeout_ms` is
+/// ended by the server, and nothing is left half done: a Randomise held
+/// before its commit (test-only fault injection) allocates nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_past_the_server_timeout_is_ended_and_allocates_nothing() {
+    let system = equipoise_tests::system::System::all_in_one(&[
+        ("EQUIPOISE_REQUEST_TIMEOUT_MS", "1000".to_owned()),
+        (
+            "EQUIPOISE_RANDOMISATION__FAULTS__HOLD_BEFORE_COMMIT_MS",
+            "30000".to_owned(),
+        ),
+    ]);
+    system.activate(RESPINE_YAML).await;
+    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
+    let mut client = system.randomisation_client(&site).await;
+    let ended = client
+        .randomise(respine_request("FR-MTP", "MTP-SLOW", 60.0))
+        .await
+        .expect_err("ended by the server");
+    assert_eq!(ended.code(), tonic::Code::Cancelled, "{ended:?}");
+    let read = client
+        .get_allocation(pb::GetAllocationRequest {
+            trial_id: "RESPINE".into(),
+            subject_id: "MTP-SLOW".into(),
+        })
+        .await
+        .expect_err("nothing allocated");
+    assert_eq!(read.code(), tonic::Code::NotFound);
+}

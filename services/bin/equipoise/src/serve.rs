@@ -196,6 +196,7 @@ pub async fn run(
         tls: server_tls,
         web: web_parts(settings)?,
         max_concurrent_calls_per_connection: settings.max_concurrent_calls_per_connection,
+        request_timeout: Duration::from_millis(settings.request_timeout_ms),
     };
     // Watch streams never end by themselves: end them when the drain begins,
     // so watchers reconnect (with their cursor) to a replica that stays.

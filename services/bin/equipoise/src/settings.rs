@@ -28,6 +28,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// default on Kubernetes, raised by operators who want longer drains).
 pub const MAX_DRAIN_DELAY_MS: u64 = 60_000;
 pub const MAX_CALLS_PER_CONNECTION: usize = 10_000;
+pub const MIN_REQUEST_TIMEOUT_MS: u64 = 1_000;
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,6 +45,7 @@ pub struct Settings {
     /// still served, before the listener closes and in-flight calls drain.
     pub drain_delay_ms: u64,
     pub max_concurrent_calls_per_connection: usize,
+    pub request_timeout_ms: u64,
     pub auth: AuthSettings,
     /// TLS and client certificates; plaintext when unset (docs/tls.md).
     pub tls: TlsSettings,
@@ -61,6 +64,7 @@ impl Default for Settings {
             max_message_bytes: 1024 * 1024,
             drain_delay_ms: 2_000,
             max_concurrent_calls_per_connection: 256,
+            request_timeout_ms: 300_000,
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
             web: WebSettings::default(),
@@ -188,6 +192,12 @@ impl Settings {
             self.max_concurrent_calls_per_connection,
             1,
             MAX_CALLS_PER_CONNECTION,
+        )?;
+        between(
+            "request_timeout_ms",
+            self.request_timeout_ms,
+            MIN_REQUEST_TIMEOUT_MS,
+            MAX_REQUEST_TIMEOUT_MS,
         )?;
         self.blinding.validate()?;
         self.safety.validate()?;
@@ -683,6 +693,17 @@ mod tests {
             ));
             assert!(
                 error.contains("max_concurrent_calls_per_connection must be between 1 and 10000"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_request_timeout_is_bounded_both_ways() {
+        for bad in [MIN_REQUEST_TIMEOUT_MS - 1, MAX_REQUEST_TIMEOUT_MS + 1] {
+            let error = error_text(from_text(&format!("request_timeout_ms = {bad}"), &[]));
+            assert!(
+                error.contains("request_timeout_ms must be between 1000 and 3600000"),
                 "{error}"
             );
         }

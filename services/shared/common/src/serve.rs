@@ -81,6 +81,9 @@ pub struct ServerParts {
     /// Calls one connection may have in flight; more wait for a slot, so one
     /// client cannot take every worker.
     pub max_concurrent_calls_per_connection: usize,
+    /// Longest a call may take to answer (a stream, to start answering);
+    /// a client's shorter `grpc-timeout` wins.
+    pub request_timeout: Duration,
 }
 
 /// What a server needs to serve browsers.
@@ -105,6 +108,7 @@ pub async fn serve(
         tls,
         web,
         max_concurrent_calls_per_connection,
+        request_timeout,
     } = parts;
     let Services {
         mut routes,
@@ -140,6 +144,7 @@ pub async fn serve(
     builder
         .accept_http1(page.is_some())
         .concurrency_limit_per_connection(max_concurrent_calls_per_connection)
+        .timeout(request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(option_layer(cors))
         .layer(option_layer(page))
