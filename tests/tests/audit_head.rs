@@ -241,3 +241,48 @@ async fn a_replaced_seed_or_definition_fails_verification() {
     let refused = equipoise(&system, &["audit", "verify"]).expect_err("another design");
     assert!(refused.contains("stored definition"), "{refused}");
 }
+
+/// Review U1 on PostgreSQL: the chain's end is compared with the
+/// `audit_head` row every append updates, so the last record deleted with
+/// the trigger disabled fails verification even without an exported head.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgresql_a_removed_tail_is_behind_the_stored_head() {
+    let postgres = equipoise_testkit::PostgresServer::start();
+    let url = postgres.create_database();
+    let system = System::all_in_one(&[("EQUIPOISE_RANDOMISATION__DATABASE_URL", url.clone())]);
+    system.activate(RESPINE_YAML).await;
+    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
+    system
+        .randomisation_client(&site)
+        .await
+        .randomise(respine_request("FR-MTP", "MTP-001", 60.0))
+        .await
+        .expect("randomised");
+    let verify = || {
+        let output = Command::new(equipoise_testkit::equipoise_binary())
+            .args(["audit", "verify"])
+            .envs(system.offline_env())
+            .env("EQUIPOISE_RANDOMISATION__DATABASE_URL", &url)
+            .output()
+            .expect("run equipoise");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, printed) = verify();
+    assert!(ok, "{printed}");
+
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    for statement in [
+        "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+        "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.expect("tamper");
+    }
+    pool.close().await;
+    let (ok, printed) = verify();
+    assert!(!ok, "{printed}");
+    assert!(printed.contains("removed from its tail"), "{printed}");
+}

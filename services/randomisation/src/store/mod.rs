@@ -321,6 +321,10 @@ pub trait Store: Send + Sync {
 
     /// Audit records from `from_seq` on, in order.
     async fn audit_records(&self, from_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+
+    /// The chain's end (seq, hash) as recorded apart from the chain, where
+    /// the backend keeps one (PostgreSQL's `audit_head`).
+    async fn stored_audit_head(&self) -> StoreResult<Option<(i64, String)>>;
 }
 
 impl NewAllocation {

@@ -565,6 +565,10 @@ macro_rules! impl_store {
                 ) -> StoreResult<Vec<AuditRecord>> {
                     Ok(db::audit_records(&self.pool, from_seq, limit).await?)
                 }
+
+                async fn stored_audit_head(&self) -> StoreResult<Option<(i64, String)>> {
+                    Ok(db::stored_head(&self.pool).await?)
+                }
             }
         }
     };

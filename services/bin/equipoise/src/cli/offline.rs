@@ -133,6 +133,7 @@ pub async fn audit_verify(
 ) -> Result<u64, CliError> {
     let records = audit_records(settings, service).await?;
     let verified = verify_chain(&records)?;
+    check_stored_head(&records, stored_audit_head(settings, service).await?)?;
     if service == AuditedService::Randomisation {
         let store = open_store(settings).await?;
         reconcile_allocations(store.as_ref(), &records).await?;
@@ -429,6 +430,49 @@ pub fn read_head(path: &std::path::Path) -> Result<SignedHead, CliError> {
     })
 }
 
+/// The chain's end must be the head the database recorded with the last
+/// append (PostgreSQL): a tail removed behind the triggers leaves the head
+/// ahead of it.
+fn check_stored_head(
+    records: &[AuditRecord],
+    stored: Option<(i64, String)>,
+) -> Result<(), CliError> {
+    let Some((head_seq, head_hash)) = stored else {
+        return Ok(());
+    };
+    let (end_seq, end_hash) = records.last().map_or_else(
+        || (0, equipoise_common::audit::GENESIS_HASH.to_owned()),
+        |r| (r.seq, r.hash.clone()),
+    );
+    if (end_seq, &end_hash) == (head_seq, &head_hash) {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "audit verification: the chain ends at record {end_seq} but the database's head is record {head_seq}: records were removed from its tail or the head was altered"
+    )))
+}
+
+async fn stored_audit_head(
+    settings: &Settings,
+    service: AuditedService,
+) -> Result<Option<(i64, String)>, CliError> {
+    Ok(match service {
+        AuditedService::Randomisation => open_store(settings).await?.stored_audit_head().await?,
+        AuditedService::Blinding => {
+            open_blinding_store(settings)
+                .await?
+                .stored_audit_head()
+                .await?
+        }
+        AuditedService::Safety => {
+            open_safety_store(settings)
+                .await?
+                .stored_audit_head()
+                .await?
+        }
+    })
+}
+
 async fn audit_records(
     settings: &Settings,
     service: AuditedService,
@@ -644,6 +688,41 @@ pub fn read_definition(path: &std::path::Path) -> Result<TrialDefinition, CliErr
 
 #[cfg(test)]
 mod tests {
+
+    /// Review U1: a chain whose end is behind the database's head lost its
+    /// tail, though every remaining record verifies.
+    #[test]
+    fn a_chain_behind_the_stored_head_fails() {
+        let entry = |n: i64| AuditEntry {
+            at: format!("2026-12-01T00:00:0{n}Z"),
+            actor: "ada".into(),
+            role: "trial_admin".into(),
+            action: "trial.activated".into(),
+            entity: "trial/T".into(),
+            details: serde_json::json!({ "n": n }),
+        };
+        let first = AuditRecord::chain(1, entry(1), equipoise_common::audit::GENESIS_HASH);
+        let second = AuditRecord::chain(2, entry(2), &first.hash);
+        let head = Some((2, second.hash.clone()));
+        assert!(check_stored_head(&[first.clone(), second.clone()], head.clone()).is_ok());
+        let truncated =
+            check_stored_head(std::slice::from_ref(&first), head).expect_err("the tail is gone");
+        assert!(
+            truncated.to_string().contains("removed from its tail"),
+            "{truncated}"
+        );
+        assert!(
+            check_stored_head(&[first], None).is_ok(),
+            "SQLite keeps no head"
+        );
+        assert!(
+            check_stored_head(
+                &[],
+                Some((0, equipoise_common::audit::GENESIS_HASH.to_owned()))
+            )
+            .is_ok()
+        );
+    }
 
     /// Records from before review C4 carried the arm in clear: the export
     /// masks it, and says the record was masked.

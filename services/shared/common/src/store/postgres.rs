@@ -105,6 +105,16 @@ pub async fn append_audit(
     Ok(record)
 }
 
+/// The chain's end as the `audit_head` row records it, updated in the same
+/// transaction as every append: a tail deleted behind the triggers leaves
+/// the head ahead of the last record.
+pub async fn stored_head(pool: &PgPool) -> Result<Option<(i64, String)>, DatabaseError> {
+    let head: (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(Some(head))
+}
+
 /// Audit records from `from_seq` on, in order.
 pub async fn audit_records(
     pool: &PgPool,

@@ -117,6 +117,13 @@ pub async fn append_audit(
     Ok(record)
 }
 
+/// The chain's end as the database records it apart from the chain:
+/// SQLite keeps none (the last row is the head; an exported signed head,
+/// `audit head`, is what catches a removed tail there).
+pub async fn stored_head(_pool: &SqlitePool) -> Result<Option<(i64, String)>, DatabaseError> {
+    Ok(None)
+}
+
 /// Audit records from `from_seq` on, in order.
 pub async fn audit_records(
     pool: &SqlitePool,
