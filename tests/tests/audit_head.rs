@@ -286,3 +286,28 @@ async fn on_postgresql_a_removed_tail_is_behind_the_stored_head() {
     assert!(!ok, "{printed}");
     assert!(printed.contains("removed from its tail"), "{printed}");
 }
+
+/// Verification without the seal key says what it could not check, rather
+/// than reporting the seeds and arms as verified.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_seal_key_verification_says_what_it_did_not_check() {
+    let system = two_randomised().await;
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(equipoise_testkit::equipoise_binary())
+        .args(["audit", "verify"])
+        .envs(system.offline_env())
+        .env(
+            "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE",
+            elsewhere.path().join("not-here.key"),
+        )
+        .output()
+        .expect("run equipoise");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("audit chain verified"), "{printed}");
+    assert!(printed.contains("no seal key here"), "{printed}");
+    assert!(
+        !elsewhere.path().join("not-here.key").exists(),
+        "verification never makes a key"
+    );
+}

@@ -84,13 +84,15 @@ async fn five_sites_randomise_respine_concurrently() {
     assert_cap_holds(&server).await;
     let records = audit_verify(&server.settings, AuditedService::Randomisation, None)
         .await
-        .expect("randomisation audit chain verifies");
+        .expect("randomisation audit chain verifies")
+        .records;
     // Registration, activation, one record per allocation and one per
     // recorded code, and the blinding service's look-ups of the trial.
     assert!(records > 2 + 114 + 114, "{records} records");
     let records = audit_verify(&server.settings, AuditedService::Blinding, None)
         .await
-        .expect("blinding audit chain verifies");
+        .expect("blinding audit chain verifies")
+        .records;
     // The pools, then one record per code issued.
     assert_eq!(records, 1 + 114);
     server.stop().await;

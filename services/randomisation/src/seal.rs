@@ -25,12 +25,34 @@ pub enum SealError {
 
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
+    /// Keys the digests of unblinded allocation details; derived from the
+    /// seal key, so only its holders can recompute or test them.
+    digest_key: [u8; 32],
 }
 
 impl Sealer {
     pub fn new(key: &[u8]) -> Result<Self, SealError> {
         let cipher = ChaCha20Poly1305::new_from_slice(key).map_err(|_| SealError::KeyLength)?;
-        Ok(Self { cipher })
+        let digest_key = hmac_sha256(key, b"equipoise/unblinded-digest/v1");
+        Ok(Self { cipher, digest_key })
+    }
+
+    /// What the chain keeps of an allocation's unblinded details (review
+    /// C4): the arm, its stream position and how it was chosen stay in the
+    /// allocation row; the chained record carries this keyed digest, so
+    /// `audit verify` (with the seal key) still proves them, while a blinded
+    /// reader of the chain cannot test guesses of the arm against it, as
+    /// they could against a plain hash of so few possibilities.
+    pub fn unblinded_digest(&self, arm: &str, position: u64, decision_json: &str) -> String {
+        let canonical = serde_json::json!({
+            "arm": arm,
+            "position": position,
+            "decision": decision_json,
+        });
+        hex::encode(hmac_sha256(
+            &self.digest_key,
+            canonical.to_string().as_bytes(),
+        ))
     }
 
     /// nonce ‖ ciphertext ‖ tag.
@@ -82,6 +104,15 @@ pub fn seed_commitment(trial_id: &str, seed: &MasterSeed) -> String {
     hex::encode(hasher.finalize())
 }
 
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
 fn associated_data(trial_id: &str) -> Vec<u8> {
     format!("equipoise/master-seed/{trial_id}").into_bytes()
 }
@@ -131,6 +162,32 @@ fn cursor_associated_data(binding: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unblinded_digests_need_the_seal_key() {
+        let sealer = Sealer::new(&[7u8; 32]).expect("key");
+        let digest = sealer.unblinded_digest("MSC", 3, "{\"probabilities\":[0.5,0.5]}");
+        assert_eq!(
+            digest,
+            sealer.unblinded_digest("MSC", 3, "{\"probabilities\":[0.5,0.5]}")
+        );
+        assert_ne!(
+            digest,
+            sealer.unblinded_digest("SHAM", 3, "{\"probabilities\":[0.5,0.5]}")
+        );
+        let other = Sealer::new(&[8u8; 32]).expect("key");
+        assert_ne!(
+            digest,
+            other.unblinded_digest("MSC", 3, "{\"probabilities\":[0.5,0.5]}")
+        );
+        // Not the unkeyed hash a blinded reader could recompute.
+        use sha2::{Digest, Sha256};
+        let plain = serde_json::json!({ "arm": "MSC", "position": 3, "decision": "{\"probabilities\":[0.5,0.5]}" });
+        assert_ne!(
+            digest,
+            hex::encode(Sha256::digest(plain.to_string().as_bytes()))
+        );
+    }
 
     #[test]
     fn cursors_open_only_for_their_binding_and_reveal_nothing() {

@@ -45,11 +45,19 @@ async fn run(cli: Cli) -> Result<String, CliError> {
             command: AuditCommand::Verify { service, head },
         } => {
             let head = head.as_deref().map(offline::read_head).transpose()?;
-            let count = offline::audit_verify(&settings, service, head.as_ref()).await?;
+            let verified = offline::audit_verify(&settings, service, head.as_ref()).await?;
             let extends = head.map_or(String::new(), |h| {
                 format!("; it extends the exported head at record {}", h.seq)
             });
-            Ok(format!("audit chain verified: {count} records{extends}\n"))
+            let notes: String = verified
+                .notes
+                .iter()
+                .map(|note| format!("note: {note}\n"))
+                .collect();
+            Ok(format!(
+                "audit chain verified: {} records{extends}\n{notes}",
+                verified.records
+            ))
         }
         Command::Audit {
             command: AuditCommand::Export { service },

@@ -29,10 +29,8 @@ use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
 
 use crate::store::{
     AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState,
-    unblinded_sha256,
 };
 use equipoise_stream::{MasterSeed, derive_stream, nth_unit_draw};
-use equipoise_trial::rules::Value;
 use equipoise_trial::{CovariateInput, MethodSpec, StratumLevels, TrialDefinition};
 
 /// Stream key of a minimisation trial: one stream for the whole trial.
@@ -62,6 +60,23 @@ struct Candidate {
     caps: CapLimits,
 }
 
+/// The allocations metric's trial: the id only once it named a trial the
+/// caller may use, so no one mints metric series with made-up ids.
+fn trial_label<'a>(
+    command: &'a RandomiseCommand,
+    outcome: &Result<RandomiseOutcome, RandomisationError>,
+) -> &'a str {
+    let refused_before_the_trial = matches!(
+        outcome,
+        Err(RandomisationError::PermissionDenied(_) | RandomisationError::NotFound(_))
+    );
+    if refused_before_the_trial || check_identifier("trial_id", &command.trial_id).is_err() {
+        "unknown"
+    } else {
+        &command.trial_id
+    }
+}
+
 /// The allocations metric's outcome: `allocated`, `replayed`, or the
 /// refusal's status code (no arm, no subject).
 fn outcome_label(outcome: &Result<RandomiseOutcome, RandomisationError>) -> &'static str {
@@ -85,7 +100,7 @@ impl RandomisationService {
         command: &RandomiseCommand,
     ) -> Result<RandomiseOutcome, RandomisationError> {
         let outcome = self.randomise_with_code(caller, command).await;
-        metrics::record_allocation(&command.trial_id, outcome_label(&outcome));
+        metrics::record_allocation(trial_label(command, &outcome), outcome_label(&outcome));
         outcome
     }
 
@@ -121,7 +136,7 @@ impl RandomisationService {
         authorise_site(caller, &command.site_id)?;
         check_identifier("subject_id", &command.subject_id)?;
         let trial = self.load_trial(&command.trial_id).await?;
-        let fingerprint = Fingerprint::of(&trial.definition, command);
+        let fingerprint = Fingerprint::of(command);
         if let Some(existing) = self
             .store
             .allocation(&command.trial_id, &command.subject_id)
@@ -155,7 +170,7 @@ impl RandomisationService {
             tracing::info!(
                 trial = %command.trial_id,
                 site = %command.site_id,
-                subject = %log_tag(&command.subject_id),
+                subject = %log_tag(&command.trial_id, &command.subject_id),
                 replayed = result.replayed,
                 "randomised"
             );
@@ -206,7 +221,14 @@ impl RandomisationService {
             .stream_version(&command.trial_id, &candidate.stream_key)
             .await?;
         let choice = self.choose_arm(trial, candidate, position).await?;
-        let request = commit_request(caller, trial, command, candidate, position, choice);
+        let request = commit_request(
+            caller,
+            trial,
+            command,
+            candidate,
+            (position, choice),
+            &self.sealer,
+        );
         self.faults.before_commit().await;
         let committing = Instant::now();
         let committed = self
@@ -470,8 +492,8 @@ fn commit_request(
     trial: &LoadedTrial,
     command: &RandomiseCommand,
     candidate: &Candidate,
-    position: u64,
-    choice: ArmChoice,
+    (position, choice): (u64, ArmChoice),
+    sealer: &crate::seal::Sealer,
 ) -> CommitRequest {
     let arm = trial.definition.arms[choice.arm].id.clone();
     let covariates_json = serde_json::to_string(&command.covariates).unwrap_or_default();
@@ -487,7 +509,7 @@ fn commit_request(
             "stratum": candidate.stratum,
             "stream": candidate.stream_key,
             "request_sha256": candidate.fingerprint,
-            "unblinded_sha256": unblinded_sha256(&arm, position, &decision_json),
+            "unblinded_hmac": sealer.unblinded_digest(&arm, position, &decision_json),
         }),
     );
     CommitRequest {
@@ -541,18 +563,12 @@ struct Fingerprint {
 }
 
 impl Fingerprint {
-    fn of(definition: &TrialDefinition, command: &RandomiseCommand) -> Self {
-        let legacy = raw_fingerprint(command);
-        match definition.check_covariates(&command.covariates) {
-            Ok(values) => Self {
-                current: typed_fingerprint(&command.site_id, &values),
-                legacy: Some(legacy),
-            },
-            // Refused later by admission; nothing to compare but the raw form.
-            Err(_) => Self {
-                current: legacy,
-                legacy: None,
-            },
+    /// Typed from the request alone, not through the current definition:
+    /// a retry after an amendment that tightened a bound still replays.
+    fn of(command: &RandomiseCommand) -> Self {
+        Self {
+            current: typed_fingerprint(&command.site_id, &command.covariates),
+            legacy: Some(raw_fingerprint(command)),
         }
     }
 
@@ -561,14 +577,17 @@ impl Fingerprint {
     }
 }
 
-fn typed_fingerprint(site_id: &str, values: &BTreeMap<String, Value>) -> String {
-    let covariates: serde_json::Map<String, serde_json::Value> = values
+/// Numbers as numbers, whichever form was sent: 72 and 72.0 are one value.
+fn typed_fingerprint(site_id: &str, inputs: &BTreeMap<String, CovariateInput>) -> String {
+    let covariates: serde_json::Map<String, serde_json::Value> = inputs
         .iter()
-        .map(|(name, value)| {
-            let value = match value {
-                Value::Number(number) => json!(number),
-                Value::Boolean(flag) => json!(flag),
-                Value::Enum(level) => json!(level),
+        .map(|(name, input)| {
+            let value = match input {
+                // Integers a covariate could hold are exact in an f64.
+                CovariateInput::Integer(number) => json!(*number as f64),
+                CovariateInput::Decimal(number) => json!(number),
+                CovariateInput::Boolean(flag) => json!(flag),
+                CovariateInput::Enum(level) => json!(level),
             };
             (name.clone(), value)
         })
@@ -581,4 +600,54 @@ fn typed_fingerprint(site_id: &str, values: &BTreeMap<String, Value>) -> String 
 fn raw_fingerprint(command: &RandomiseCommand) -> String {
     let canonical = json!({ "site_id": command.site_id, "covariates": command.covariates });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(trial_id: &str) -> RandomiseCommand {
+        RandomiseCommand {
+            trial_id: trial_id.into(),
+            site_id: "FR-MTP".into(),
+            subject_id: "MTP-001".into(),
+            covariates: BTreeMap::new(),
+        }
+    }
+
+    /// Review: metric series are labelled only by trials that exist and
+    /// that the caller may use.
+    #[test]
+    fn made_up_trial_ids_label_no_metric_series() {
+        let refused: Result<RandomiseOutcome, RandomisationError> =
+            Err(RandomisationError::NotFound("trial GHOST-1".into()));
+        assert_eq!(trial_label(&command("GHOST-1"), &refused), "unknown");
+        let denied = Err(RandomisationError::PermissionDenied("no".into()));
+        assert_eq!(trial_label(&command("RESPINE"), &denied), "unknown");
+        let huge = "X".repeat(1000);
+        let closed = Err(RandomisationError::FailedPrecondition("closed".into()));
+        assert_eq!(trial_label(&command(&huge), &closed), "unknown");
+        assert_eq!(trial_label(&command("RESPINE"), &closed), "RESPINE");
+    }
+
+    /// Review K1 after an amendment: the fingerprint needs no definition, so
+    /// 55 and 55.0 are one value whatever the current bounds.
+    #[test]
+    fn fingerprints_read_numbers_as_numbers() {
+        let mut as_integer = command("RESPINE");
+        as_integer
+            .covariates
+            .insert("vas_mm".into(), CovariateInput::Integer(55));
+        let mut as_decimal = command("RESPINE");
+        as_decimal
+            .covariates
+            .insert("vas_mm".into(), CovariateInput::Decimal(55.0));
+        let stored = Fingerprint::of(&as_integer).current;
+        assert!(Fingerprint::of(&as_decimal).matches(&stored));
+        let mut other = command("RESPINE");
+        other
+            .covariates
+            .insert("vas_mm".into(), CovariateInput::Decimal(55.5));
+        assert!(!Fingerprint::of(&other).matches(&stored));
+    }
 }

@@ -126,7 +126,7 @@ impl RandomisationService {
             // services disagree: an incident, not the caller's problem.
             Err(StoreError::Conflict(message)) => Err(RandomisationError::Internal(format!(
                 "treatment code of {} in trial {} conflicts with the recorded one: {message}",
-                log_tag(&allocation.subject_id),
+                log_tag(&allocation.trial_id, &allocation.subject_id),
                 allocation.trial_id
             ))),
             Err(other) => Err(other.into()),
@@ -184,7 +184,10 @@ impl RandomisationService {
         };
         // Logs carry the trial and a subject tag, never the code or the
         // blinding service's message (it may name the subject).
-        let (trial, subject) = (&allocation.trial_id, log_tag(&allocation.subject_id));
+        let (trial, subject) = (
+            &allocation.trial_id,
+            log_tag(&allocation.trial_id, &allocation.subject_id),
+        );
         let outcome = match self.codes.assign_code(code_request(allocation)).await {
             Ok(code) => {
                 self.record_code(allocation, &code, &by).await?;

@@ -41,8 +41,10 @@ pub fn redact(yaml: &str) -> Result<String, RandomisationError> {
 /// (anchors, duplicate keys and all). The marked method must name the
 /// current kind: the method is frozen.
 pub fn restore(submitted: &str, current: &str) -> Result<String, RandomisationError> {
-    let Ok(mut document) = serde_norway::from_str::<Value>(submitted) else {
-        // Not YAML at all: the parser names the problem.
+    // The definition parser's own loader: a submitted text too large, or
+    // with anchors or aliases, is never expanded here either.
+    let Ok(mut document) = equipoise_trial::load_yaml(submitted) else {
+        // Not acceptable YAML: the parser names the problem.
         return Ok(submitted.to_owned());
     };
     let Some(method) = method_of(&mut document) else {
@@ -95,10 +97,35 @@ fn method_problem(message: &str) -> RandomisationError {
     }])
 }
 
+/// A refusal of a redacted amendment, as its sender may read it: problems
+/// of the concealed method (a block size that no longer fits the ratios, a
+/// bound below one) would echo its parameters, so they become one problem
+/// that says only that the method does not fit.
+pub fn without_method_details(refusal: RandomisationError) -> RandomisationError {
+    let RandomisationError::InvalidArgument(problems) = refusal else {
+        return refusal;
+    };
+    let reveals = |p: &equipoise_trial::Problem| {
+        let text = format!("{} {}", p.path, p.message).to_ascii_lowercase();
+        ["method", "block", "bound", "weight"]
+            .iter()
+            .any(|word| text.contains(word))
+    };
+    let mut kept: Vec<equipoise_trial::Problem> =
+        problems.iter().filter(|p| !reveals(p)).cloned().collect();
+    if kept.len() < problems.len() {
+        kept.push(equipoise_trial::Problem {
+            path: "definition_yaml: method".into(),
+            message: "the trial's concealed method does not fit the amended arms, ratios or caps; the trial statistician can amend it".into(),
+        });
+    }
+    RandomisationError::InvalidArgument(kept)
+}
+
 /// The `id` of a submitted definition whose method carries the concealed
 /// marker: the trial whose current method [`restore`] needs.
 pub fn marked_trial_id(submitted: &str) -> Option<String> {
-    let mut document = serde_norway::from_str::<Value>(submitted).ok()?;
+    let mut document = equipoise_trial::load_yaml(submitted).ok()?;
     let marked = method_of(&mut document)?.get(CONCEALED) == Some(&Value::Bool(true));
     marked
         .then(|| {
@@ -127,6 +154,53 @@ mod tests {
     use super::*;
     use equipoise_trial::examples::{FACET_CROSSOVER, RESPINE};
     use equipoise_trial::parse_definition;
+
+    /// Review (I2 through the amendment path): a redacted amendment with an
+    /// alias bomb is never expanded here; it is handed on untouched, and the
+    /// definition parser refuses it.
+    #[test]
+    fn an_aliased_amendment_is_not_expanded_before_the_parser_refuses_it() {
+        let mut bomb = String::from(
+            "id: RESPINE\nmethod: {kind: permuted_blocks, concealed: true}\nbig: &a \"",
+        );
+        bomb.push_str(&"x".repeat(1000));
+        bomb.push_str("\"\nmany: [");
+        bomb.push_str(&vec!["*a"; 20_000].join(", "));
+        bomb.push_str("]\n");
+        assert_eq!(restore(&bomb, RESPINE).expect("handed on"), bomb);
+        assert_eq!(marked_trial_id(&bomb), None);
+        let refused = parse_definition(&bomb).expect_err("refused");
+        assert!(
+            refused
+                .0
+                .iter()
+                .any(|p| p.message.contains("anchor") || p.message.contains("alias")),
+            "{refused:?}"
+        );
+    }
+
+    /// Review: a redacted amendment whose ratios no longer fit the block
+    /// sizes is refused without echoing the block sizes.
+    #[test]
+    fn a_refused_redacted_amendment_names_no_method_parameter() {
+        let redacted = redact(RESPINE).expect("redacts");
+        let changed = redacted.replacen("ratio: 1", "ratio: 2", 1);
+        assert_ne!(changed, redacted, "the test changes a ratio");
+        let restored = restore(&changed, RESPINE).expect("restores");
+        let refusal = match parse_definition(&restored) {
+            Ok(_) => panic!("2:1 does not fit blocks of 2 and 4"),
+            Err(problems) => RandomisationError::InvalidArgument(problems.0),
+        };
+        assert!(
+            format!("{refusal:?}").contains("block"),
+            "the raw refusal does"
+        );
+        let shown = format!("{:?}", without_method_details(refusal));
+        for secret in ["block", "[2, 4]", " 4 ", "bound"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("concealed method does not fit"), "{shown}");
+    }
 
     #[test]
     fn the_redacted_definition_has_no_method_parameters_and_no_comments() {
@@ -167,11 +241,11 @@ mod tests {
 
     #[test]
     fn only_the_method_block_of_the_text_sent_is_replaced() {
-        let sent = "id: T # kept\nmethod:\n  kind: permuted_blocks\n\n# note\n  concealed: true\narms: &a [x]\n";
+        let sent = "id: T # kept\nmethod:\n  kind: permuted_blocks\n\n# note\n  concealed: true\narms: [x] # as sent\n";
         let restored = restore(sent, RESPINE).expect("restores");
         assert_eq!(
             restored,
-            "id: T # kept\nmethod: {\"kind\":\"permuted_blocks\",\"block_sizes\":[2,4]}\narms: &a [x]\n"
+            "id: T # kept\nmethod: {\"kind\":\"permuted_blocks\",\"block_sizes\":[2,4]}\narms: [x] # as sent\n"
         );
         let flow = "id: T\nmethod: {kind: permuted_blocks, concealed: true}\nversion: 2\n";
         assert!(

@@ -186,8 +186,16 @@ impl RandomisationService {
                 "an amendment needs a reason",
             ));
         }
-        let yaml = &self.with_current_method(caller, yaml).await?;
-        let amended = parse_submitted_definition(yaml)?;
+        let restored = self.with_current_method(caller, yaml).await?;
+        let conceal = restored != yaml && !sees_design(caller);
+        let amended = parse_submitted_definition(&restored).map_err(|refusal| {
+            if conceal {
+                concealed::without_method_details(refusal)
+            } else {
+                refusal
+            }
+        })?;
+        let yaml = &restored;
         authorise(caller, Operation::AmendTrial, Some(&amended.id))?;
         let current = self.load_trial(&amended.id).await?;
         if current.record.state != TrialState::Active {

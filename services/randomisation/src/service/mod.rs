@@ -212,8 +212,9 @@ pub(crate) fn audit_entry(
 
 /// A keyed tag for logs: subject identifiers never appear in logs or spans
 /// in clear, nor in a form anyone could recompute from a guessed id.
-pub(crate) fn log_tag(text: &str) -> String {
-    equipoise_common::telemetry::subject_tag(text)
+pub(crate) fn log_tag(trial_id: &str, subject_id: &str) -> String {
+    // The same tag the safety service logs for this subject.
+    equipoise_common::telemetry::subject_tag(&format!("{trial_id}/{subject_id}"))
 }
 
 /// Identifiers from callers: printable, short, no separators that could

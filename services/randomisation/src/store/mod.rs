@@ -19,7 +19,6 @@ use equipoise_common::audit::{AuditEntry, AuditRecord};
 
 pub mod postgres;
 mod rules;
-pub use rules::unblinded_sha256;
 mod shared;
 mod sql;
 pub mod sqlite;

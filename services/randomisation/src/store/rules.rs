@@ -173,21 +173,6 @@ pub fn commit_audit(request: &CommitRequest, number: &str) -> AuditEntry {
     audit
 }
 
-/// The hash the chain keeps of what must stay unblinded (review C4): the
-/// arm, the stream position and how the arm was chosen live only in the
-/// allocation row; the chained record carries this digest of them, so
-/// `audit verify` still proves them while the chain itself can be shown to
-/// a blinded auditor.
-pub fn unblinded_sha256(arm: &str, position: u64, decision_json: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let canonical = serde_json::json!({
-        "arm": arm,
-        "position": position,
-        "decision": decision_json,
-    });
-    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
-}
-
 /// Whether `code` may be recorded for `subject_id`, given the code it has
 /// and the subject already holding `code` in the trial. `Ok(None)`: insert.
 pub fn code_recordable(

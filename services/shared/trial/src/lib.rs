@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 pub use decode::{Problem, Problems};
 pub use limits::MAX_STRATA;
 pub use model::*;
-pub use parse::{parse_code_format, parse_definition};
+pub use parse::{load_yaml, parse_code_format, parse_definition};
 use rules::Value;
 
 /// A covariate value as a caller sends it.

@@ -130,31 +130,111 @@ pub async fn audit_verify(
     settings: &Settings,
     service: AuditedService,
     head: Option<&SignedHead>,
-) -> Result<u64, CliError> {
+) -> Result<Verification, CliError> {
+    // The stored head first: records appended after it are not tampering.
+    let stored = stored_audit_head(settings, service).await?;
     let records = audit_records(settings, service).await?;
     let verified = verify_chain(&records)?;
-    check_stored_head(&records, stored_audit_head(settings, service).await?)?;
+    check_stored_head(&records, stored)?;
+    let mut notes = Vec::new();
     if service == AuditedService::Randomisation {
         let store = open_store(settings).await?;
-        reconcile_allocations(store.as_ref(), &records).await?;
-        check_commitments(settings, store.as_ref(), &records).await?;
+        let sealer = seal_key_at_hand(settings)?;
+        if sealer.is_none() {
+            notes.push(
+                "no seal key here: seed commitments and the digests of arms were not checked"
+                    .into(),
+            );
+        }
+        reconcile_allocations(settings, store.as_ref(), &records, sealer.as_ref()).await?;
+        check_commitments(store.as_ref(), &records, sealer.as_ref()).await?;
     }
     if let Some(head) = head {
         let secret = settings.auth.service_secret(&settings.data_dir)?;
         check_head(&secret, service.name(), head, &records)?;
     }
-    Ok(verified)
+    Ok(Verification {
+        records: verified,
+        notes,
+    })
+}
+
+/// What `audit verify` proved, and what it could not check here.
+#[derive(Debug)]
+pub struct Verification {
+    pub records: u64,
+    pub notes: Vec<String>,
+}
+
+/// The sealer, if the seal key is here: verification never makes one.
+fn seal_key_at_hand(
+    settings: &Settings,
+) -> Result<Option<equipoise_randomisation::seal::Sealer>, CliError> {
+    let path = settings
+        .randomisation
+        .seal_key_file
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("seal.key"));
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(settings.randomisation.sealer(&settings.data_dir)?))
 }
 
 /// Every allocation row against its chained `allocation.created` record
-/// (review U1): a row changed or added behind the triggers, or one whose
-/// record is missing, fails verification though the chain itself holds.
+/// (review U1): a row changed or added behind the triggers, or a chained
+/// allocation whose row is gone, fails verification though the chain holds.
+/// Every trial the chain names is read, and rows committed while this runs
+/// are looked up in a fresh read of the chain.
 async fn reconcile_allocations(
+    settings: &Settings,
     store: &dyn equipoise_randomisation::store::Store,
     records: &[AuditRecord],
+    sealer: Option<&equipoise_randomisation::seal::Sealer>,
 ) -> Result<(), CliError> {
-    let mut chained: std::collections::BTreeMap<(String, String), &serde_json::Value> =
-        std::collections::BTreeMap::new();
+    let chained = chained_allocations(records);
+    let mut fresh: Option<Vec<AuditRecord>> = None;
+    let mut seen = std::collections::BTreeSet::new();
+    for trial in trials_named(records) {
+        for allocation in all_allocations(store, &trial).await? {
+            let key = (allocation.trial_id.clone(), allocation.subject_id.clone());
+            let details = match chained.get(&key) {
+                Some(details) => (*details).clone(),
+                None => {
+                    if fresh.is_none() {
+                        fresh = Some(audit_records(settings, AuditedService::Randomisation).await?);
+                    }
+                    let newer = fresh
+                        .as_deref()
+                        .map(chained_allocations)
+                        .unwrap_or_default();
+                    newer.get(&key).map(|d| (*d).clone()).ok_or_else(|| {
+                        unreconciled(&allocation, "has no allocation.created record in the chain")
+                    })?
+                }
+            };
+            if let Some(field) = first_difference(&allocation, &details, sealer) {
+                return Err(unreconciled(
+                    &allocation,
+                    &format!("differs from its chained record in {field}"),
+                ));
+            }
+            seen.insert(key);
+        }
+    }
+    if let Some((trial, subject)) = chained.keys().find(|key| !seen.contains(*key)) {
+        return Err(CliError::Usage(format!(
+            "audit verification: the chain records the allocation of subject {subject} in trial {trial}, which the table no longer holds"
+        )));
+    }
+    Ok(())
+}
+
+/// The details of each chained allocation, by (trial, subject).
+fn chained_allocations(
+    records: &[AuditRecord],
+) -> std::collections::BTreeMap<(String, String), &serde_json::Value> {
+    let mut chained = std::collections::BTreeMap::new();
     for record in records
         .iter()
         .filter(|r| r.entry.action == "allocation.created")
@@ -169,31 +249,21 @@ async fn reconcile_allocations(
             );
         }
     }
-    let trials: std::collections::BTreeSet<String> =
-        chained.keys().map(|(trial, _)| trial.clone()).collect();
-    let mut rows = 0;
-    for trial in trials {
-        for allocation in all_allocations(store, &trial).await? {
-            rows += 1;
-            let key = (allocation.trial_id.clone(), allocation.subject_id.clone());
-            let details = chained.get(&key).ok_or_else(|| {
-                unreconciled(&allocation, "has no allocation.created record in the chain")
-            })?;
-            if let Some(field) = first_difference(&allocation, details) {
-                return Err(unreconciled(
-                    &allocation,
-                    &format!("differs from its chained record in {field}"),
-                ));
+    chained
+}
+
+/// Every trial the chain names, registered or allocated.
+fn trials_named(records: &[AuditRecord]) -> std::collections::BTreeSet<String> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let mut parts = r.entry.entity.splitn(3, '/');
+            match (parts.next(), parts.next()) {
+                (Some("trial" | "allocation"), Some(trial)) => Some(trial.to_owned()),
+                _ => None,
             }
-        }
-    }
-    if rows != chained.len() {
-        return Err(CliError::Usage(format!(
-            "audit verification: the chain records {} allocations but the table holds {rows}: rows were removed",
-            chained.len()
-        )));
-    }
-    Ok(())
+        })
+        .collect()
 }
 
 /// Every trial's stored definition against the hash its latest
@@ -202,9 +272,9 @@ async fn reconcile_allocations(
 /// open it): a design or seed replaced in the table, with the triggers
 /// dropped, fails verification.
 async fn check_commitments(
-    settings: &Settings,
     store: &dyn equipoise_randomisation::store::Store,
     records: &[AuditRecord],
+    sealer: Option<&equipoise_randomisation::seal::Sealer>,
 ) -> Result<(), CliError> {
     let mut definitions = std::collections::BTreeMap::new();
     let mut seeds = std::collections::BTreeMap::new();
@@ -250,16 +320,9 @@ async fn check_commitments(
             ));
         }
     }
-    let seal_key_here = settings
-        .randomisation
-        .seal_key_file
-        .clone()
-        .unwrap_or_else(|| settings.data_dir.join("seal.key"))
-        .exists();
-    if !seal_key_here {
+    let Some(sealer) = sealer else {
         return Ok(());
-    }
-    let sealer = settings.randomisation.sealer(&settings.data_dir)?;
+    };
     for (trial_id, commitment) in &seeds {
         let trial = store
             .trial(trial_id)
@@ -308,10 +371,12 @@ async fn all_allocations(
 }
 
 /// The first field in which a row and the details it was committed with
-/// disagree.
+/// disagree. The arm, position and decision are compared through their
+/// keyed digest, when the seal key is here to compute it.
 fn first_difference(
     allocation: &equipoise_randomisation::store::AllocationRecord,
     details: &serde_json::Value,
+    sealer: Option<&equipoise_randomisation::seal::Sealer>,
 ) -> Option<&'static str> {
     let text = |key: &str| details.get(key).and_then(serde_json::Value::as_str);
     let public = [
@@ -328,23 +393,27 @@ fn first_difference(
             text("stream") == Some(allocation.stream_key.as_str()),
         ),
         (
+            "request_sha256",
+            text("request_sha256") == Some(allocation.request_sha256.as_str()),
+        ),
+        (
             "randomisation_number",
             text("randomisation_number") == Some(allocation.randomisation_number.as_str()),
         ),
     ];
-    let unblinded = match text("unblinded_sha256") {
-        // The chain keeps a digest of the arm, position and decision.
-        Some(digest) => vec![(
+    let unblinded = match (text("unblinded_hmac"), sealer) {
+        (Some(digest), Some(sealer)) => vec![(
             "arm, position or decision",
             digest
-                == equipoise_randomisation::store::unblinded_sha256(
+                == sealer.unblinded_digest(
                     &allocation.arm,
                     allocation.position,
                     &allocation.decision_json,
                 ),
         )],
+        (Some(_), None) => Vec::new(),
         // Records written before the digest carry them in clear.
-        None => vec![
+        (None, _) => vec![
             ("arm", text("arm") == Some(allocation.arm.as_str())),
             (
                 "position",
@@ -440,16 +509,19 @@ fn check_stored_head(
     let Some((head_seq, head_hash)) = stored else {
         return Ok(());
     };
-    let (end_seq, end_hash) = records.last().map_or_else(
-        || (0, equipoise_common::audit::GENESIS_HASH.to_owned()),
-        |r| (r.seq, r.hash.clone()),
-    );
-    if (end_seq, &end_hash) == (head_seq, &head_hash) {
+    if head_seq == 0 {
         return Ok(());
     }
-    Err(CliError::Usage(format!(
-        "audit verification: the chain ends at record {end_seq} but the database's head is record {head_seq}: records were removed from its tail or the head was altered"
-    )))
+    let end = records.last().map_or(0, |r| r.seq);
+    match records.iter().find(|r| r.seq == head_seq) {
+        Some(record) if record.hash == head_hash => Ok(()),
+        Some(_) => Err(CliError::Usage(format!(
+            "audit verification: record {head_seq} is not the one the database's head recorded: the chain was rewritten or the head altered"
+        ))),
+        None => Err(CliError::Usage(format!(
+            "audit verification: the chain ends at record {end} but the database's head is record {head_seq}: records were removed from its tail"
+        ))),
+    }
 }
 
 async fn stored_audit_head(

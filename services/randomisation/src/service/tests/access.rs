@@ -550,7 +550,7 @@ async fn the_audit_chain_names_no_arm_position_or_decision() {
         for word in ["probabilit", "position", "decision", "\"arm\""] {
             assert!(!details.contains(word), "{word} in {details}");
         }
-        assert!(record.entry.details.get("unblinded_sha256").is_some());
+        assert!(record.entry.details.get("unblinded_hmac").is_some());
     }
     fixture.assert_audit_chain_verifies().await;
 }

@@ -123,7 +123,12 @@ impl CallLine {
         if is_server_error(code) {
             self.span.record("otel.status_code", "ERROR");
         }
-        let (service, method) = service_and_method(&self.method);
+        // Before routing or authentication a path is whatever was sent: it
+        // labels no metric series, or anyone could mint series at will.
+        let (service, method) = match code {
+            Code::Unauthenticated | Code::Unimplemented => ("unknown", "unknown"),
+            _ => service_and_method(&self.method),
+        };
         metrics::record_rpc(service, method, name, elapsed);
         self.span.in_scope(|| log_call(&self.method, code, elapsed));
         // Ends the span now rather than whenever the body is freed.

@@ -34,6 +34,13 @@ const PLANNED_UNBLINDING_ROLES: &[&str] = &[
     "medical_monitor",
 ];
 
+/// The YAML tree of a definition's text, with the same refusals as
+/// [`parse_definition`] (size, anchors and aliases): for callers that must
+/// look at submitted text before parsing it as a definition.
+pub fn load_yaml(yaml: &str) -> Result<serde_norway::Value, crate::decode::Problem> {
+    yaml::load(yaml)
+}
+
 pub fn parse_definition(yaml: &str) -> Result<TrialDefinition, Problems> {
     let mut problems = Problems::default();
     let value = match yaml::load(yaml) {
