@@ -43,6 +43,14 @@ impl Sealer {
     /// `audit verify` (with the seal key) still proves them, while a blinded
     /// reader of the chain cannot test guesses of the arm against it, as
     /// they could against a plain hash of so few possibilities.
+    /// The definition hash shown to readers of the redacted design: the
+    /// canonical hash of a design whose only unknowns are a few block sizes
+    /// would let them try each guess offline; this keyed form cannot.
+    pub fn blinded_definition_hash(&self, definition_sha256: &str) -> String {
+        let message = format!("definition-hash/v1\n{definition_sha256}");
+        hex::encode(hmac_sha256(&self.digest_key, message.as_bytes()))
+    }
+
     pub fn unblinded_digest(&self, arm: &str, position: u64, decision_json: &str) -> String {
         let canonical = serde_json::json!({
             "arm": arm,

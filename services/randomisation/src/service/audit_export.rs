@@ -13,8 +13,9 @@ use crate::error::RandomisationError;
 /// Records read per page.
 pub const EXPORT_PAGE: u32 = 500;
 
-/// Keys of allocation records that would unblind a reader.
-const UNBLINDED_KEYS: [&str; 3] = ["arm", "decision", "position"];
+/// Keys that would unblind a reader (older allocation records), or let
+/// them test guesses of a concealed design (the canonical definition hash).
+const UNBLINDED_KEYS: [&str; 4] = ["arm", "decision", "position", "definition_sha256"];
 
 /// A record as a blinded reader may see it.
 #[derive(Debug, Clone, PartialEq)]

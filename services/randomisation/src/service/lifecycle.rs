@@ -115,8 +115,13 @@ impl RandomisationService {
     ) -> Result<TrialView, RandomisationError> {
         authorise(caller, Operation::ActivateTrial, Some(trial_id))?;
         let trial = self.load_trial(trial_id).await?;
-        let expected = if expected_sha256.is_empty() {
-            &trial.record.definition_sha256
+        let real = &trial.record.definition_sha256;
+        // A trial administrator reviewed the redacted design, and confirms
+        // the keyed hash it was shown.
+        let expected = if expected_sha256.is_empty()
+            || expected_sha256 == self.sealer.blinded_definition_hash(real)
+        {
+            real
         } else {
             expected_sha256
         };
@@ -277,7 +282,12 @@ impl RandomisationService {
     }
 
     async fn view(&self, caller: &Caller, trial_id: &str) -> Result<TrialView, RandomisationError> {
-        let trial = self.load_trial(trial_id).await?;
+        let mut trial = self.load_trial(trial_id).await?;
+        if !sees_design(caller) {
+            trial.record.definition_sha256 = self
+                .sealer
+                .blinded_definition_hash(&trial.record.definition_sha256);
+        }
         let definition_yaml = if sees_design(caller) {
             trial.record.definition_yaml.clone()
         } else if sees_redacted_design(caller) {

@@ -62,10 +62,11 @@ pub fn activatable(
             trial.state.as_str()
         )));
     }
+    // The stored hash stays out of the message: shown to a reader of the
+    // redacted design, it would let them test guesses of the concealed part.
     if trial.definition_sha256 != expected_sha256 {
         return Err(StoreError::Conflict(format!(
-            "trial {trial_id} definition is {}, not the {expected_sha256} that was reviewed",
-            trial.definition_sha256
+            "the definition of trial {trial_id} is not the {expected_sha256} that was reviewed; read the trial again"
         )));
     }
     Ok(trial)

@@ -554,3 +554,52 @@ async fn the_audit_chain_names_no_arm_position_or_decision() {
     }
     fixture.assert_audit_chain_verifies().await;
 }
+
+/// Review: the trial administrator reads the redacted design with a keyed
+/// definition hash, which confirms activation but cannot be used to test
+/// guesses of the block sizes; a wrong hash is refused without the real one.
+#[tokio::test]
+async fn blinded_readers_get_a_keyed_definition_hash_that_still_activates() {
+    let fixture = Fixture::new().await;
+    fixture
+        .service
+        .register_trial(&statistician(), RESPINE_YAML)
+        .await
+        .expect("registers");
+    let real = fixture
+        .service
+        .get_trial(&statistician(), "RESPINE")
+        .await
+        .expect("read")
+        .record
+        .definition_sha256;
+    assert_eq!(
+        real,
+        parse_definition(RESPINE_YAML)
+            .expect("parses")
+            .canonical_sha256()
+    );
+    let shown = fixture
+        .service
+        .get_trial(&admin(), "RESPINE")
+        .await
+        .expect("read")
+        .record
+        .definition_sha256;
+    assert_ne!(shown, real);
+    assert_eq!(shown.len(), 64);
+
+    let wrong = fixture
+        .service
+        .activate_trial(&admin(), "RESPINE", &"0".repeat(64))
+        .await
+        .expect_err("not the reviewed design");
+    assert!(!format!("{wrong:?}").contains(&real), "{wrong:?}");
+    assert!(!format!("{wrong:?}").contains(&shown), "{wrong:?}");
+    let activated = fixture
+        .service
+        .activate_trial(&admin(), "RESPINE", &shown)
+        .await
+        .expect("the keyed hash the admin reviewed activates");
+    assert_eq!(activated.record.definition_sha256, shown);
+}
