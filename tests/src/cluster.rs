@@ -121,6 +121,23 @@ impl Cluster {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The key and store settings of the replicas, for the operator's
+    /// offline commands (`equipoise audit verify`).
+    pub fn offline_env(&self) -> Vec<(&'static str, String)> {
+        self.env
+            .iter()
+            .filter(|(k, _)| {
+                matches!(
+                    *k,
+                    "EQUIPOISE_AUTH__HMAC_SECRET_FILE"
+                        | "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE"
+                        | "EQUIPOISE_RANDOMISATION__DATABASE_URL"
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
     pub fn sealer(&self) -> Sealer {
         let key = ensure_secret_file(&self.secret_path("seal.key"), "test seal key")
             .unwrap_or_else(|e| panic!("{e}"));

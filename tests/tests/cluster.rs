@@ -72,13 +72,11 @@ async fn sixty_four_clients_on_one_stratum_across_three_replicas() {
         .await;
     assert_eq!(positions, Ok(192));
 
-    // The operator's offline check reads the same PostgreSQL.
+    // The operator's offline check reads the same PostgreSQL, with the
+    // seal key, so the seed commitment and the arms' digests are checked.
     let output = std::process::Command::new(equipoise_testkit::equipoise_binary())
         .args(["audit", "verify"])
-        .env(
-            "EQUIPOISE_RANDOMISATION__DATABASE_URL",
-            cluster.postgres.url(),
-        )
+        .envs(cluster.offline_env())
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let printed = String::from_utf8_lossy(&output.stdout);
