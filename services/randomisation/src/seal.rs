@@ -5,6 +5,7 @@
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 
+use equipoise_common::crypto::hmac_sha256;
 use equipoise_stream::MasterSeed;
 
 const NONCE_LENGTH: usize = 12;
@@ -110,15 +111,6 @@ pub fn seed_commitment(trial_id: &str, seed: &MasterSeed) -> String {
     hasher.update(format!("equipoise/seed-commitment/v1\n{trial_id}\n").as_bytes());
     hasher.update(seed.0);
     hex::encode(hasher.finalize())
-}
-
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    use hmac::{KeyInit, Mac};
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    mac.update(message);
-    mac.finalize().into_bytes().into()
 }
 
 fn associated_data(trial_id: &str) -> Vec<u8> {

@@ -95,8 +95,8 @@ pub enum ServeError {
     SafetyStartup(#[from] safety::StartupError),
     #[error(transparent)]
     Web(#[from] equipoise_common::grpc::web::WebError),
-    #[error("{0}")]
-    KeyCustody(String),
+    #[error(transparent)]
+    KeyCustody(#[from] crate::settings::KeyCustodyError),
     /// A `[tls]` file that cannot be used, or an https:// URL without a CA.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -132,9 +132,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // First, so a missing certificate stops start-up before anything opens.
     let tls = settings.tls.load()?;
-    settings
-        .key_custody(target.runs_randomisation())
-        .map_err(ServeError::KeyCustody)?;
+    settings.key_custody(target.runs_randomisation())?;
     let verifier = Arc::new(settings.auth.verifier(&settings.data_dir)?);
     // Every service keys its subject tags alike, so tags match across them.
     equipoise_common::telemetry::set_subject_tag_key(

@@ -75,6 +75,28 @@ impl Default for Settings {
     }
 }
 
+/// Keys an exposed server was not given (see [`Settings::key_custody`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyCustodyError {
+    #[error(
+        "a server listening beyond loopback or on a shared database needs explicit token keys: set auth.jwks_file, auth.public_key_pem_file or auth.hmac_secret_file"
+    )]
+    TokenKeys,
+    #[error(
+        "a server listening beyond loopback or on a shared database needs randomisation.seal_key_file, outside the data directory"
+    )]
+    SealKey,
+    #[error(
+        "randomisation.seal_key_file {} is inside data_dir {}: keep the seal key apart from the records it protects",
+        .seal_key.display(),
+        .data_dir.display()
+    )]
+    SealKeyBesideTheData {
+        seal_key: PathBuf,
+        data_dir: PathBuf,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("configuration: file {} does not exist", .0.display())]
@@ -154,7 +176,7 @@ impl Settings {
     /// secret generated in the data directory; and, where randomisation
     /// runs, a seal key kept outside the data directory, so a copy of the
     /// database and its directory does not carry the key to its seeds.
-    pub fn key_custody(&self, runs_randomisation: bool) -> Result<(), String> {
+    pub fn key_custody(&self, runs_randomisation: bool) -> Result<(), KeyCustodyError> {
         if !self.is_exposed() {
             return Ok(());
         }
@@ -163,18 +185,19 @@ impl Settings {
             && auth.jwks_file.is_none()
             && auth.public_key_pem_file.is_none()
         {
-            return Err("a server listening beyond loopback or on a shared database needs explicit token keys: set auth.jwks_file, auth.public_key_pem_file or auth.hmac_secret_file".into());
+            return Err(KeyCustodyError::TokenKeys);
         }
         if !runs_randomisation {
             return Ok(());
         }
         match &self.randomisation.seal_key_file {
-            None => Err("a server listening beyond loopback or on a shared database needs randomisation.seal_key_file, outside the data directory".into()),
-            Some(path) if is_within(path, &self.data_dir) => Err(format!(
-                "randomisation.seal_key_file {} is inside data_dir {}: keep the seal key apart from the records it protects",
-                path.display(),
-                self.data_dir.display()
-            )),
+            None => Err(KeyCustodyError::SealKey),
+            Some(path) if is_within(path, &self.data_dir) => {
+                Err(KeyCustodyError::SealKeyBesideTheData {
+                    seal_key: path.clone(),
+                    data_dir: self.data_dir.clone(),
+                })
+            }
             Some(_) => Ok(()),
         }
     }
@@ -657,7 +680,10 @@ mod tests {
             listen: "0.0.0.0:50051".parse().expect("address"),
             ..Settings::default()
         };
-        let error = exposed.key_custody(false).expect_err("no token keys");
+        let error = exposed
+            .key_custody(false)
+            .expect_err("no token keys")
+            .to_string();
         assert!(error.contains("auth.jwks_file"), "{error}");
 
         let with_keys = |seal: Option<&str>| {
@@ -668,11 +694,15 @@ mod tests {
             settings
         };
         assert_eq!(with_keys(None).key_custody(false), Ok(()));
-        let error = with_keys(None).key_custody(true).expect_err("no seal key");
+        let error = with_keys(None)
+            .key_custody(true)
+            .expect_err("no seal key")
+            .to_string();
         assert!(error.contains("randomisation.seal_key_file"), "{error}");
         let error = with_keys(Some("/var/lib/equipoise/seal.key"))
             .key_custody(true)
-            .expect_err("seal key beside the records");
+            .expect_err("seal key beside the records")
+            .to_string();
         assert!(error.contains("inside data_dir"), "{error}");
         assert_eq!(
             with_keys(Some("/etc/equipoise/seal/seal.key")).key_custody(true),

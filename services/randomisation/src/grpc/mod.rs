@@ -193,35 +193,20 @@ impl RandomisationApi for RandomisationGrpc {
             .allocations_after(&caller, &filter, 0, crate::service::MAX_PAGE_SIZE)
             .await
             .map_err(to_status)?;
-        let (sender, receiver) = tokio::sync::mpsc::channel(64);
         let service = self.service.clone();
-        tokio::spawn(async move {
-            let mut page = first;
-            loop {
-                for allocation in page.allocations {
-                    if sender
-                        .send(Ok(convert::allocation(allocation)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+        let first = (first.allocations, first.next_after);
+        Ok(Response::new(stream_pages(
+            first,
+            convert::allocation,
+            move |after| {
+                let (service, caller, filter) = (service.clone(), caller.clone(), filter.clone());
+                async move {
+                    let page = service
+                        .allocations_after(&caller, &filter, after, crate::service::MAX_PAGE_SIZE)
+                        .await?;
+                    Ok((page.allocations, page.next_after))
                 }
-                let Some(after) = page.next_after else { return };
-                match service
-                    .allocations_after(&caller, &filter, after, crate::service::MAX_PAGE_SIZE)
-                    .await
-                {
-                    Ok(next) => page = next,
-                    Err(error) => {
-                        let _ = sender.send(Err(to_status(error))).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
+            },
         )))
     }
 
@@ -286,37 +271,21 @@ impl RandomisationApi for RandomisationGrpc {
             .export_audit_trail(&caller, after_seq, crate::service::EXPORT_PAGE)
             .await
             .map_err(to_status)?;
-        let (sender, receiver) = tokio::sync::mpsc::channel(64);
         let service = self.service.clone();
-        tokio::spawn(async move {
-            let mut page = first;
-            loop {
-                let Some(last) = page.last().map(|r| r.record.seq) else {
-                    return;
-                };
-                for record in page {
-                    if sender
-                        .send(Ok(convert::audit_record(record)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+        let first_next = first.last().map(|r| r.record.seq);
+        Ok(Response::new(stream_pages(
+            (first, first_next),
+            convert::audit_record,
+            move |after| {
+                let (service, caller) = (service.clone(), caller.clone());
+                async move {
+                    let page = service
+                        .export_audit_trail(&caller, after, crate::service::EXPORT_PAGE)
+                        .await?;
+                    let next = page.last().map(|r| r.record.seq);
+                    Ok((page, next))
                 }
-                match service
-                    .export_audit_trail(&caller, last, crate::service::EXPORT_PAGE)
-                    .await
-                {
-                    Ok(next) => page = next,
-                    Err(error) => {
-                        let _ = sender.send(Err(to_status(error))).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
+            },
         )))
     }
 
@@ -350,4 +319,44 @@ impl RandomisationApi for RandomisationGrpc {
         let result = self.service.simulate(&caller, command).await;
         reply(result, convert::simulation)
     }
+}
+
+/// One page of items and the cursor after it (`None` at the end).
+type Page<Item> = (Vec<Item>, Option<i64>);
+
+/// A server stream fed page by page by a task: `first` (fetched before
+/// answering, so refusals are the call's status), then `next(cursor)` until
+/// a page has no cursor or the client goes away. A later failure ends the
+/// stream with its status.
+fn stream_pages<Item, Message, Next, Fetch>(
+    first: Page<Item>,
+    convert: fn(Item) -> Message,
+    mut next: Next,
+) -> Pin<Box<dyn Stream<Item = Result<Message, Status>> + Send>>
+where
+    Item: Send + 'static,
+    Message: Send + 'static,
+    Next: FnMut(i64) -> Fetch + Send + 'static,
+    Fetch: std::future::Future<Output = Result<Page<Item>, RandomisationError>> + Send,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let (mut items, mut cursor) = first;
+        loop {
+            for item in items {
+                if sender.send(Ok(convert(item))).await.is_err() {
+                    return;
+                }
+            }
+            let Some(after) = cursor else { return };
+            match next(after).await {
+                Ok((page, after)) => (items, cursor) = (page, after),
+                Err(error) => {
+                    let _ = sender.send(Err(to_status(error))).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
 }

@@ -186,18 +186,10 @@ pub fn check_head(
 }
 
 fn head_signature(secret: &[u8], service: &str, seq: i64, hash: &str, at: &str) -> String {
-    use hmac::{KeyInit, Mac};
-    type HmacSha256 = hmac::Hmac<Sha256>;
-    let mac_with = |key: &[u8], message: &[u8]| {
-        // HMAC takes keys of any length, so this cannot fail.
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        mac.update(message);
-        mac.finalize().into_bytes()
-    };
-    let key = mac_with(secret, HEAD_KEY_PURPOSE);
+    use crate::crypto::hmac_sha256;
+    let key = hmac_sha256(secret, HEAD_KEY_PURPOSE);
     let message = format!("{service}\n{seq}\n{hash}\n{at}");
-    hex::encode(mac_with(&key, message.as_bytes()))
+    hex::encode(hmac_sha256(&key, message.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod crypto;
 pub mod error;
 pub mod grpc;
 pub mod logging;

@@ -193,27 +193,23 @@ async fn reconcile_allocations(
     sealer: Option<&equipoise_randomisation::seal::Sealer>,
 ) -> Result<(), CliError> {
     let chained = chained_allocations(records);
-    let mut fresh: Option<Vec<AuditRecord>> = None;
+    // Read once, and only if a row was committed after `records`.
+    let mut newer: Option<ChainedAllocations> = None;
     let mut seen = std::collections::BTreeSet::new();
     for trial in trials_named(records) {
         for allocation in all_allocations(store, &trial).await? {
             let key = (allocation.trial_id.clone(), allocation.subject_id.clone());
-            let details = match chained.get(&key) {
-                Some(details) => (*details).clone(),
-                None => {
-                    if fresh.is_none() {
-                        fresh = Some(audit_records(settings, AuditedService::Randomisation).await?);
-                    }
-                    let newer = fresh
-                        .as_deref()
-                        .map(chained_allocations)
-                        .unwrap_or_default();
-                    newer.get(&key).map(|d| (*d).clone()).ok_or_else(|| {
-                        unreconciled(&allocation, "has no allocation.created record in the chain")
-                    })?
-                }
-            };
-            if let Some(field) = first_difference(&allocation, &details, sealer) {
+            if !chained.contains_key(&key) && newer.is_none() {
+                let fresh = audit_records(settings, AuditedService::Randomisation).await?;
+                newer = Some(chained_allocations(&fresh));
+            }
+            let details = chained
+                .get(&key)
+                .or_else(|| newer.as_ref().and_then(|n| n.get(&key)))
+                .ok_or_else(|| {
+                    unreconciled(&allocation, "has no allocation.created record in the chain")
+                })?;
+            if let Some(field) = first_difference(&allocation, details, sealer) {
                 return Err(unreconciled(
                     &allocation,
                     &format!("differs from its chained record in {field}"),
@@ -231,9 +227,9 @@ async fn reconcile_allocations(
 }
 
 /// The details of each chained allocation, by (trial, subject).
-fn chained_allocations(
-    records: &[AuditRecord],
-) -> std::collections::BTreeMap<(String, String), &serde_json::Value> {
+type ChainedAllocations = std::collections::BTreeMap<(String, String), serde_json::Value>;
+
+fn chained_allocations(records: &[AuditRecord]) -> ChainedAllocations {
     let mut chained = std::collections::BTreeMap::new();
     for record in records
         .iter()
@@ -245,7 +241,7 @@ fn chained_allocations(
         {
             chained.insert(
                 (trial.to_owned(), subject.to_owned()),
-                &record.entry.details,
+                record.entry.details.clone(),
             );
         }
     }

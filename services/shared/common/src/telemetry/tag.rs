@@ -5,11 +5,6 @@
 
 use std::sync::OnceLock;
 
-use hmac::{KeyInit, Mac};
-use sha2::Sha256;
-
-type HmacSha256 = hmac::Hmac<Sha256>;
-
 static KEY: OnceLock<[u8; 32]> = OnceLock::new();
 
 /// Labels the derivation, so the tag key is no other key's twin.
@@ -28,11 +23,7 @@ pub fn subject_tag(subject_id: &str) -> String {
 }
 
 fn keyed(key: &[u8], message: &[u8]) -> [u8; 32] {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    mac.update(message);
-    mac.finalize().into_bytes().into()
+    crate::crypto::hmac_sha256(key, message)
 }
 
 fn random_key() -> [u8; 32] {
@@ -56,7 +47,7 @@ mod tests {
         assert_eq!(tag.len(), 16);
         assert!(!tag.contains("RESP"));
         // Not the unkeyed SHA-256 of the id, which anyone could recompute.
-        use sha2::Digest;
+        use sha2::{Digest, Sha256};
         let unkeyed = hex::encode(&Sha256::digest(b"RESP-001")[..8]);
         assert_ne!(tag, unkeyed);
     }
