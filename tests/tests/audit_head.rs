@@ -311,3 +311,67 @@ async fn without_the_seal_key_verification_says_what_it_did_not_check() {
         "verification never makes a key"
     );
 }
+
+/// Issue 7, item 4: activation chains a keyed digest of the uploaded list as
+/// stored, and a list edited behind the triggers fails verification.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploaded_list_edited_after_activation_fails_verification() {
+    let system = System::all_in_one(&[]);
+    let yaml = RESPINE_YAML.replace(
+        "kind: permuted_blocks\n  block_sizes: [2, 4]",
+        "kind: uploaded_list\n  warn_remaining: 1",
+    );
+    assert!(yaml.contains("uploaded_list"), "the replacement must apply");
+    let admin = system.token("ada", &["trial_admin", "statistician"], &[]);
+    let mut client = system.randomisation_client(&admin).await;
+    let trial = client
+        .register_trial(pb::RegisterTrialRequest {
+            definition_yaml: yaml,
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    let mut csv = String::from("stratum,arm\n");
+    for site in ["FR-MTP", "FR-PAR", "ES-VLL", "IT-MIL", "DE-ULM"] {
+        for pain in ["moderate", "severe"] {
+            for arm in ["MSC", "SHAM"] {
+                csv.push_str(&format!("\"site={site},baseline_pain={pain}\",{arm}\n"));
+            }
+        }
+    }
+    client
+        .upload_allocation_list(pb::UploadAllocationListRequest {
+            trial_id: trial.trial_id.clone(),
+            csv,
+        })
+        .await
+        .expect("upload");
+    client
+        .activate_trial(pb::ActivateTrialRequest {
+            trial_id: trial.trial_id,
+            expected_definition_sha256: trial.definition_sha256,
+        })
+        .await
+        .expect("activate");
+    equipoise(&system, &["audit", "verify"]).expect("intact, the list checked");
+
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", system.randomisation_db().display()))
+            .await
+            .expect("open the database");
+    let swap = "UPDATE allocation_lists SET arm = CASE arm WHEN 'MSC' THEN 'SHAM' ELSE 'MSC' END
+                WHERE trial_id = 'RESPINE' AND position = 0";
+    let refused = sqlx::query(swap).execute(&pool).await;
+    assert!(refused.is_err(), "the trigger refuses the edit");
+    sqlx::query("DROP TRIGGER allocation_lists_frozen_update")
+        .execute(&pool)
+        .await
+        .expect("drop the trigger");
+    sqlx::query(swap)
+        .execute(&pool)
+        .await
+        .expect("swap the first arms");
+    pool.close().await;
+    let refused = equipoise(&system, &["audit", "verify"]).expect_err("another list");
+    assert!(refused.contains("allocation list"), "{refused}");
+}

@@ -8,6 +8,8 @@ use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 use equipoise_common::crypto::hmac_sha256;
 use equipoise_stream::MasterSeed;
 
+use crate::store::ListEntry;
+
 const NONCE_LENGTH: usize = 12;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,6 +67,17 @@ impl Sealer {
     }
 
     /// nonce ‖ ciphertext ‖ tag.
+    /// Keyed digest of a trial's uploaded list as stored, chained at
+    /// activation: a plain hash of a short list could be matched by a
+    /// blinded reader trying every arrangement.
+    pub fn list_digest(&self, trial_id: &str, entries: &[ListEntry]) -> String {
+        let canonical = serde_json::json!({ "trial": trial_id, "entries": entries });
+        hex::encode(hmac_sha256(
+            &self.digest_key,
+            canonical.to_string().as_bytes(),
+        ))
+    }
+
     pub fn seal(&self, trial_id: &str, seed: &MasterSeed) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LENGTH];
         getrandom::fill(&mut nonce).map_err(|e| SealError::Randomness(e.to_string()))?;

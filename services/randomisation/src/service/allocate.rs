@@ -136,6 +136,11 @@ impl RandomisationService {
         authorise_site(caller, &command.site_id)?;
         check_identifier("subject_id", &command.subject_id)?;
         let trial = self.load_trial(&command.trial_id).await?;
+        if let Err(refusal) = check_subject_id_form(&trial, command) {
+            return Err(self
+                .refuse_malformed_subject_id(caller, command, refusal)
+                .await);
+        }
         let fingerprint = Fingerprint::of(command);
         if let Some(existing) = self
             .store
@@ -197,6 +202,42 @@ impl RandomisationService {
                     .into(),
             ),
         };
+        self.audit_other_sites_subject(caller, command, &refusal)
+            .await;
+        refusal
+    }
+
+    /// An id refused for its form is audited as a probe when another site
+    /// holds it; the caller gets the refusal either way.
+    async fn refuse_malformed_subject_id(
+        &self,
+        caller: &Caller,
+        command: &RandomiseCommand,
+        refusal: RandomisationError,
+    ) -> RandomisationError {
+        match self
+            .store
+            .allocation(&command.trial_id, &command.subject_id)
+            .await
+        {
+            Ok(Some(_)) => {
+                self.audit_other_sites_subject(caller, command, &refusal)
+                    .await
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(trial = %command.trial_id, %error, "could not check a malformed subject id for a probe");
+            }
+        }
+        refusal
+    }
+
+    async fn audit_other_sites_subject(
+        &self,
+        caller: &Caller,
+        command: &RandomiseCommand,
+        refusal: &RandomisationError,
+    ) {
         let entry = audit_entry(
             caller,
             "randomise.refused_other_site_subject",
@@ -206,7 +247,6 @@ impl RandomisationService {
         if let Err(error) = self.store.append_audit(entry).await {
             tracing::error!(trial = %command.trial_id, %error, "could not audit a refused cross-site subject id");
         }
-        refusal
     }
 
     async fn allocate_locked(
@@ -600,6 +640,30 @@ fn typed_fingerprint(site_id: &str, inputs: &BTreeMap<String, CovariateInput>) -
 fn raw_fingerprint(command: &RandomiseCommand) -> String {
     let canonical = json!({ "site_id": command.site_id, "covariates": command.covariates });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// A trial whose subject ids carry their site refuses another site's id by
+/// its form, before any lookup: the answer is the same whether that site
+/// used it or not, whatever the covariates (DESIGN §7).
+fn check_subject_id_form(
+    trial: &LoadedTrial,
+    command: &RandomiseCommand,
+) -> Result<(), RandomisationError> {
+    if trial
+        .definition
+        .subject_ids
+        .admits(&command.site_id, &command.subject_id)
+    {
+        Ok(())
+    } else {
+        Err(RandomisationError::invalid(
+            "subject_id",
+            format!(
+                "this trial's subject ids begin with the site's id and a hyphen, such as {}-001",
+                command.site_id
+            ),
+        ))
+    }
 }
 
 #[cfg(test)]

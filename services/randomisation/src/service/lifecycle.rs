@@ -134,12 +134,15 @@ impl RandomisationService {
             .seal(trial_id, &seed)
             .map_err(|e| RandomisationError::Internal(e.to_string()))?;
         let at = now_rfc3339();
-        let details = json!({
+        let mut details = json!({
             "version": trial.record.version,
             "definition_sha256": expected,
             "algorithm_version": ALGORITHM_VERSION,
             "seed_commitment": crate::seal::seed_commitment(trial_id, &seed),
         });
+        if let Some(digest) = self.list_digest(&trial.definition, trial_id).await? {
+            details["list_digest"] = json!(digest);
+        }
         let audit = audit_entry(
             caller,
             "trial.activated",
@@ -151,6 +154,20 @@ impl RandomisationService {
             .await?;
         tracing::info!(trial = %trial_id, "trial activated; design frozen");
         self.view(caller, trial_id).await
+    }
+
+    /// The keyed digest of an uploaded list as stored, which activation
+    /// chains and `audit verify` recomputes; `None` for other methods.
+    async fn list_digest(
+        &self,
+        definition: &TrialDefinition,
+        trial_id: &str,
+    ) -> Result<Option<String>, RandomisationError> {
+        if !matches!(definition.method, MethodSpec::UploadedList { .. }) {
+            return Ok(None);
+        }
+        let entries = self.store.allocation_list(trial_id).await?;
+        Ok(Some(self.sealer.list_digest(trial_id, &entries)))
     }
 
     async fn check_list_complete(
@@ -335,6 +352,12 @@ fn check_amendment(
     }
     if amended.method != current.method {
         refuse("method", "the method is frozen after activation");
+    }
+    if amended.subject_ids != current.subject_ids {
+        refuse(
+            "subject_ids",
+            "the form of subject ids is frozen after activation",
+        );
     }
     if amended.blinding != current.blinding {
         refuse("blinding", "the blinding is frozen after activation");

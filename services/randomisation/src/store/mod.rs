@@ -148,6 +148,14 @@ pub struct Counts {
     pub by_stratum: BTreeMap<String, u32>,
 }
 
+/// One slot of an uploaded list as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListEntry {
+    pub stratum: String,
+    pub position: u64,
+    pub arm: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocationQuery {
     pub trial_id: String,
@@ -247,6 +255,10 @@ pub trait Store: Send + Sync {
         stratum: &str,
         position: u64,
     ) -> StoreResult<Option<String>>;
+
+    /// A trial's whole uploaded list, by stratum then position: for the
+    /// activation record's digest and for verification.
+    async fn allocation_list(&self, trial_id: &str) -> StoreResult<Vec<ListEntry>>;
 
     /// Length of each stratum's uploaded list.
     async fn list_lengths(&self, trial_id: &str) -> StoreResult<BTreeMap<String, u32>>;

@@ -280,4 +280,33 @@ mod tests {
         .await
         .expect("closing is still allowed");
     }
+
+    /// An activated trial's uploaded list is the allocation sequence: no slot
+    /// may be added, changed or removed behind the service.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_activated_trials_list_is_frozen() {
+        let url = PostgresServer::shared().create_database();
+        let store = PostgresStore::connect(&url, 2).await.expect("connect");
+        for setup in [
+            "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256, registered_at) VALUES ('T', 1, 'draft', 'x', 'y', 'then')",
+            "INSERT INTO allocation_lists (trial_id, stratum, position, arm) VALUES ('T', 's', 0, 'A')",
+            "UPDATE allocation_lists SET arm = 'B' WHERE trial_id = 'T'",
+            "UPDATE trials SET state = 'active', sealed_seed = '\\x01', algorithm_version = 1, activated_at = 'now' WHERE trial_id = 'T'",
+        ] {
+            execute(&store.pool, setup)
+                .await
+                .expect("a draft's list may change");
+        }
+        for tamper in [
+            "UPDATE allocation_lists SET arm = 'A' WHERE trial_id = 'T'",
+            "DELETE FROM allocation_lists WHERE trial_id = 'T'",
+            "INSERT INTO allocation_lists (trial_id, stratum, position, arm) VALUES ('T', 's', 1, 'A')",
+        ] {
+            let refused = execute(&store.pool, tamper).await;
+            assert!(
+                refused.is_err_and(|e| e.contains("list is frozen")),
+                "{tamper}"
+            );
+        }
+    }
 }

@@ -40,7 +40,7 @@ macro_rules! impl_store {
             use $crate::store::sql::{self, AllocationRow, TrialRow, wide};
             use $crate::store::{
                 AllocationQuery, AllocationRecord, CapLimits, CodeRecorded, CommitRequest, Counts,
-                NewAllocation, Store, StoreError, StoreResult, TrialRecord, TrialState,
+                ListEntry, NewAllocation, Store, StoreError, StoreResult, TrialRecord, TrialState,
                 randomisation_number, rules,
             };
 
@@ -356,6 +356,22 @@ macro_rules! impl_store {
                         .fetch_optional(&self.pool)
                         .await?;
                     Ok(arm)
+                }
+
+                async fn allocation_list(&self, trial_id: &str) -> StoreResult<Vec<ListEntry>> {
+                    let rows: Vec<(String, i64, String)> = sqlx::query_as(sql::WHOLE_LIST)
+                        .bind(trial_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.into_iter()
+                        .map(|(stratum, position, arm)| {
+                            Ok(ListEntry {
+                                stratum,
+                                position: sql::narrow(position, "allocation_lists.position")?,
+                                arm,
+                            })
+                        })
+                        .collect()
                 }
 
                 async fn list_lengths(&self, trial_id: &str) -> StoreResult<BTreeMap<String, u32>> {

@@ -56,6 +56,10 @@ pub const INSERT_LIST_ENTRY: &str =
 pub const LIST_SLOT: &str =
     "SELECT arm FROM allocation_lists WHERE trial_id = $1 AND stratum = $2 AND position = $3";
 
+pub const WHOLE_LIST: &str =
+    "SELECT stratum, position, arm FROM allocation_lists WHERE trial_id = $1
+     ORDER BY stratum, position";
+
 pub const LIST_LENGTHS: &str =
     "SELECT stratum, COUNT(*) FROM allocation_lists WHERE trial_id = $1 GROUP BY stratum";
 

@@ -369,4 +369,32 @@ mod tests {
         .await
         .expect("closing is still allowed");
     }
+
+    /// An activated trial's uploaded list is the allocation sequence: no slot
+    /// may be added, changed or removed behind the service.
+    #[tokio::test]
+    async fn an_activated_trials_list_is_frozen() {
+        let store = SqliteStore::in_memory().await.expect("store");
+        for setup in [
+            "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256, registered_at) VALUES ('T', 1, 'draft', 'x', 'y', 'then')",
+            "INSERT INTO allocation_lists (trial_id, stratum, position, arm) VALUES ('T', 's', 0, 'A')",
+            "UPDATE allocation_lists SET arm = 'B' WHERE trial_id = 'T'",
+            "UPDATE trials SET state = 'active', sealed_seed = x'01', algorithm_version = 1, activated_at = 'now' WHERE trial_id = 'T'",
+        ] {
+            execute(&store, setup)
+                .await
+                .expect("a draft's list may change");
+        }
+        for tamper in [
+            "UPDATE allocation_lists SET arm = 'A' WHERE trial_id = 'T'",
+            "DELETE FROM allocation_lists WHERE trial_id = 'T'",
+            "INSERT INTO allocation_lists (trial_id, stratum, position, arm) VALUES ('T', 's', 1, 'A')",
+        ] {
+            let refused = execute(&store, tamper).await;
+            assert!(
+                refused.is_err_and(|e| e.contains("list is frozen")),
+                "{tamper}"
+            );
+        }
+    }
 }

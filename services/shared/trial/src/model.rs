@@ -15,6 +15,10 @@ pub struct TrialDefinition {
     pub atmp: bool,
     pub arms: Vec<Arm>,
     pub sites: Vec<Site>,
+    /// Left out of the canonical form when unbound, so definitions written
+    /// before the key existed keep their hash.
+    #[serde(skip_serializing_if = "SubjectIds::is_unbound")]
+    pub subject_ids: SubjectIds,
     pub caps: Caps,
     pub covariates: Vec<Covariate>,
     pub eligibility: Vec<Criterion>,
@@ -39,6 +43,30 @@ pub struct Arm {
 pub struct Site {
     pub id: String,
     pub cap: Option<u32>,
+}
+
+/// How subject ids relate to sites.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SubjectIds {
+    /// Every subject id starts with its site's id and a hyphen
+    /// (`FR-MTP-001`), so an id names its site and another site's id is
+    /// refused by its form alone, before anything is looked up (DESIGN §7).
+    pub site_prefix: bool,
+}
+
+impl SubjectIds {
+    fn is_unbound(&self) -> bool {
+        !self.site_prefix
+    }
+
+    /// Whether `subject_id` has the form this trial requires at `site_id`.
+    pub fn admits(&self, site_id: &str, subject_id: &str) -> bool {
+        !self.site_prefix
+            || subject_id
+                .strip_prefix(site_id)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|rest| !rest.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -520,3 +520,57 @@ fn rsi_versions_are_unique_dated_and_increasing() {
         assert_problem(&problems_of(&respine_with_safety(&safety)), needle);
     }
 }
+
+fn with_site_prefixed_ids(yaml: &str) -> String {
+    yaml.replacen("caps:", "subject_ids: { site_prefix: true }\ncaps:", 1)
+}
+
+#[test]
+fn site_prefixed_subject_ids_name_their_site() {
+    let definition = parse_definition(&with_site_prefixed_ids(RESPINE)).expect("parses");
+    let ids = &definition.subject_ids;
+    assert!(ids.admits("FR-MTP", "FR-MTP-001"));
+    for (site, subject) in [
+        ("FR-MTP", "FR-PAR-001"),
+        ("FR-MTP", "FR-MTP-"),
+        ("FR-MTP", "FR-MTP001"),
+        ("FR-MTP", "MTP-001"),
+        ("FR-MTP", "FR-MTPX-001"),
+    ] {
+        assert!(!ids.admits(site, subject), "{subject} at {site}");
+    }
+    let unbound = parse_definition(RESPINE).expect("parses").subject_ids;
+    assert!(unbound.admits("FR-MTP", "PAR-001"));
+}
+
+#[test]
+fn unbound_subject_ids_keep_the_canonical_hash() {
+    let explicit = RESPINE.replacen("caps:", "subject_ids: { site_prefix: false }\ncaps:", 1);
+    let hash = |yaml: &str| parse_definition(yaml).expect("parses").canonical_sha256();
+    assert_eq!(hash(RESPINE), hash(&explicit));
+    assert_ne!(hash(RESPINE), hash(&with_site_prefixed_ids(RESPINE)));
+}
+
+#[test]
+fn site_prefixes_must_name_one_site() {
+    let nested = with_site_prefixed_ids(RESPINE).replacen(
+        "- { id: FR-PAR, cap: 30 }",
+        "- { id: FR-MTP-B, cap: 30 }",
+        1,
+    );
+    assert_problem(
+        &problems_of(&nested),
+        "subject_ids.site_prefix: site FR-MTP-B begins with site FR-MTP",
+    );
+    let typo = RESPINE.replacen(
+        "caps:",
+        "subject_ids: { site_prefix: yes please }\ncaps:",
+        1,
+    );
+    assert_problem(
+        &problems_of(&typo),
+        "subject_ids.site_prefix: expected true or false",
+    );
+    let unknown = RESPINE.replacen("caps:", "subject_ids: { pattern: x }\ncaps:", 1);
+    assert_problem(&problems_of(&unknown), "subject_ids.pattern: unknown key");
+}

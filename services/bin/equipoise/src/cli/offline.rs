@@ -274,6 +274,7 @@ async fn check_commitments(
 ) -> Result<(), CliError> {
     let mut definitions = std::collections::BTreeMap::new();
     let mut seeds = std::collections::BTreeMap::new();
+    let mut lists = std::collections::BTreeMap::new();
     for record in records {
         let Some(trial) = record.entry.entity.strip_prefix("trial/") else {
             continue;
@@ -296,6 +297,11 @@ async fn check_commitments(
             && let Some(commitment) = text("seed_commitment")
         {
             seeds.insert(trial.to_owned(), commitment.to_owned());
+        }
+        if record.entry.action == "trial.activated"
+            && let Some(digest) = text("list_digest")
+        {
+            lists.insert(trial.to_owned(), digest.to_owned());
         }
     }
     let broken = |trial: &str, what: &str| {
@@ -335,6 +341,15 @@ async fn check_commitments(
             return Err(broken(
                 trial_id,
                 "its sealed seed does not open to the seed committed to at activation",
+            ));
+        }
+    }
+    for (trial_id, digest) in &lists {
+        let entries = store.allocation_list(trial_id).await?;
+        if &sealer.list_digest(trial_id, &entries) != digest {
+            return Err(broken(
+                trial_id,
+                "its stored allocation list is not the one its activation recorded",
             ));
         }
     }

@@ -342,6 +342,59 @@ async fn another_sites_subject_id_answers_as_an_unused_id_and_the_probe_is_audit
     fixture.assert_audit_chain_verifies().await;
 }
 
+/// With `subject_ids.site_prefix`, another site's id is refused by its form
+/// before anything is looked up: eligible or not, used or not, the answer is
+/// the same (issue 7, item 2). Probes of used ids are still audited.
+#[tokio::test]
+async fn site_prefixed_ids_make_another_sites_subject_indistinguishable_whatever_the_covariates() {
+    let fixture = Fixture::new().await;
+    let yaml = RESPINE_YAML.replacen("caps:", "subject_ids: { site_prefix: true }\ncaps:", 1);
+    fixture.activate(&yaml).await;
+    fixture
+        .randomise(
+            "FR-PAR",
+            "FR-PAR-001",
+            "RESPINE",
+            respine_subject(MODERATE_PAIN),
+        )
+        .await
+        .expect("allocates");
+    let mut ineligible = respine_subject(MODERATE_PAIN);
+    ineligible.insert("age_years".into(), CovariateInput::Integer(12));
+    let audited_before = fixture.audit_count().await;
+    for covariates in [respine_subject(MODERATE_PAIN), ineligible] {
+        let used = fixture
+            .randomise("FR-MTP", "FR-PAR-001", "RESPINE", covariates.clone())
+            .await
+            .expect_err("refused");
+        let unused = fixture
+            .randomise("FR-MTP", "FR-PAR-999", "RESPINE", covariates)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(used, RandomisationError::InvalidArgument(_)),
+            "{used:?}"
+        );
+        assert_eq!(format!("{used:?}"), format!("{unused:?}"));
+    }
+    let records = fixture.audit_records().await;
+    let probes = records[audited_before..]
+        .iter()
+        .filter(|r| r.entry.action == "randomise.refused_other_site_subject")
+        .count();
+    assert_eq!(probes, 2, "the two probes of the used id are audited");
+    fixture
+        .randomise(
+            "FR-MTP",
+            "FR-MTP-001",
+            "RESPINE",
+            respine_subject(MODERATE_PAIN),
+        )
+        .await
+        .expect("a site's own form allocates");
+    fixture.assert_audit_chain_verifies().await;
+}
+
 /// Review K1: a repeat with the same data replays, however a number is
 /// written: 55 and 55.0 for a decimal covariate are the same value.
 #[tokio::test]

@@ -22,6 +22,14 @@ async fn amendments_need_a_reason_the_next_version_and_an_unchanged_method() {
     let paths = problem_paths(&method_changed);
     assert!(paths.iter().any(|p| p.contains("method")), "{paths:?}");
 
+    let ids_bound = version_two.replacen("caps:", "subject_ids: { site_prefix: true }\ncaps:", 1);
+    let form_changed = fixture
+        .service
+        .amend_trial(&admin(), &ids_bound, "site-prefixed ids")
+        .await;
+    let paths = problem_paths(&form_changed);
+    assert!(paths.iter().any(|p| p.contains("subject_ids")), "{paths:?}");
+
     let same_version = fixture
         .service
         .amend_trial(

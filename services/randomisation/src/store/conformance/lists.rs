@@ -37,6 +37,21 @@ pub(super) async fn uploaded_lists_are_numbered_per_stratum(store: &dyn Store) {
     assert_eq!(slot(store, TRIAL, "s2", 0).await.as_deref(), Some("B"));
     let lengths = BTreeMap::from([("s1".to_owned(), 2), ("s2".to_owned(), 1)]);
     assert_eq!(store.list_lengths(TRIAL).await, Ok(lengths));
+    let stored = |stratum: &str, position, arm: &str| ListEntry {
+        stratum: stratum.to_owned(),
+        position,
+        arm: arm.to_owned(),
+    };
+    assert_eq!(
+        store.allocation_list(TRIAL).await,
+        Ok(vec![
+            stored("s1", 0, "A"),
+            stored("s1", 1, "B"),
+            stored("s2", 0, "B")
+        ]),
+        "the whole list, by stratum then position"
+    );
+    assert_eq!(store.allocation_list("CONF-REGISTER").await, Ok(Vec::new()));
     assert_eq!(
         slot(store, "CONF-REGISTER", "s1", 0).await,
         None,

@@ -20,8 +20,8 @@ use super::postgres::PostgresStore;
 use super::randomisation_number;
 use super::sqlite::SqliteStore;
 use super::{
-    AllocationQuery, AllocationRecord, CapKind, CapLimits, CommitRequest, Counts, NewAllocation,
-    Store, StoreError, StoreResult, TrialRecord, TrialState,
+    AllocationQuery, AllocationRecord, CapKind, CapLimits, CommitRequest, Counts, ListEntry,
+    NewAllocation, Store, StoreError, StoreResult, TrialRecord, TrialState,
 };
 
 mod audit;

@@ -22,7 +22,7 @@ use blinding::{read_blinding, read_safety, read_unblinding};
 use design::{read_arms, read_caps, read_periods, read_sites};
 use method::read_method;
 use stratification::read_stratification;
-use subjects::{read_covariates, read_eligibility};
+use subjects::{read_covariates, read_eligibility, read_subject_ids};
 
 const EMERGENCY_ROLES: &[&str] = &["site_investigator", "emergency_desk", "medical_monitor"];
 /// Roles that may take a period's planned reveal: those who treat the
@@ -84,6 +84,7 @@ const TOP_KEYS: &[&str] = &[
     "atmp",
     "arms",
     "sites",
+    "subject_ids",
     "caps",
     "covariates",
     "eligibility",
@@ -106,6 +107,7 @@ fn read_definition(value: &Value, problems: &mut Problems) -> Option<TrialDefini
     let atmp = top.bool_or("atmp", false, problems);
     let arms = read_arms(&top, problems);
     let sites = read_sites(&top, problems);
+    let subject_ids = read_subject_ids(&top, &sites, problems);
     let covariates = read_covariates(&top, problems);
     let caps = read_caps(&top, &sites, problems);
     let eligibility = read_eligibility(&top, &covariates, problems);
@@ -125,6 +127,7 @@ fn read_definition(value: &Value, problems: &mut Problems) -> Option<TrialDefini
         atmp,
         arms,
         sites,
+        subject_ids: subject_ids?,
         caps: caps?,
         covariates,
         eligibility,

@@ -2,6 +2,41 @@
 
 use super::*;
 
+pub(super) fn read_subject_ids(
+    top: &Object<'_>,
+    sites: &[Site],
+    problems: &mut Problems,
+) -> Option<SubjectIds> {
+    let Some(value) = top.get("subject_ids") else {
+        return Some(SubjectIds::default());
+    };
+    let object = Object::new(value, "subject_ids", &["site_prefix"], problems)?;
+    let subject_ids = SubjectIds {
+        site_prefix: object.bool_or("site_prefix", false, problems),
+    };
+    if subject_ids.site_prefix {
+        check_prefixes_name_one_site(sites, problems);
+    }
+    Some(subject_ids)
+}
+
+/// With site `FR` beside `FR-MTP`, `FR-MTP-001` would have the form of both
+/// sites' ids, and one site could probe the other's subjects again.
+fn check_prefixes_name_one_site(sites: &[Site], problems: &mut Problems) {
+    for short in sites {
+        let prefix = format!("{}-", short.id);
+        if let Some(long) = sites.iter().find(|s| s.id.starts_with(&prefix)) {
+            problems.add(
+                "subject_ids.site_prefix",
+                format!(
+                    "site {} begins with site {} and a hyphen, so their subject ids could not be told apart",
+                    long.id, short.id
+                ),
+            );
+        }
+    }
+}
+
 pub(super) fn read_covariates(top: &Object<'_>, problems: &mut Problems) -> Vec<Covariate> {
     let mut covariates = Vec::new();
     let mut paths = Vec::new();
