@@ -44,6 +44,19 @@ fn list(problems: &[Problem]) -> String {
 }
 
 impl BlindingError {
+    /// The refusal of a request whose field checks failed.
+    pub fn from_violations(violations: Vec<FieldViolation>) -> Self {
+        BlindingError::InvalidArgument(
+            violations
+                .into_iter()
+                .map(|v| Problem {
+                    path: v.field,
+                    message: v.description,
+                })
+                .collect(),
+        )
+    }
+
     pub fn invalid(path: &str, message: impl Into<String>) -> Self {
         BlindingError::InvalidArgument(vec![Problem {
             path: path.to_owned(),

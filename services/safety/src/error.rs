@@ -42,6 +42,19 @@ fn list(problems: &[Problem]) -> String {
 }
 
 impl SafetyError {
+    /// The refusal of a request whose field checks failed.
+    pub fn from_violations(violations: Vec<FieldViolation>) -> Self {
+        SafetyError::InvalidArgument(
+            violations
+                .into_iter()
+                .map(|v| Problem {
+                    path: v.field,
+                    message: v.description,
+                })
+                .collect(),
+        )
+    }
+
     pub fn invalid(path: &str, message: impl Into<String>) -> Self {
         SafetyError::InvalidArgument(vec![Problem {
             path: path.to_owned(),

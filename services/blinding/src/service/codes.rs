@@ -13,8 +13,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::access::{require_any, require_service, require_trial};
-use super::{BlindingService, LookupError, Result, invalid_if_any, required, unknown_trial};
+use super::access::{require_any, require_service};
+use super::{
+    BlindingService, LookupError, Result, identifier, invalid_if_any, require_trial_id,
+    unknown_trial,
+};
 use crate::codes::{
     CodePool, MAX_POOL_SIZE, PoolLevel, UploadProblem, UploadProblems, UploadedCode,
     generate_pools, validate_top_up, validate_upload,
@@ -83,12 +86,11 @@ impl BlindingService {
         randomised_at: Option<jiff::Timestamp>,
     ) -> Result<AssignedCode> {
         require_service(caller, "randomisation", "AssignCode")?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let mut problems = Vec::new();
-        required("trial_id", trial_id, &mut problems);
-        required("subject_id", subject_id, &mut problems);
-        required("site_id", site_id, &mut problems);
-        required("arm_id", arm_id, &mut problems);
+        identifier("subject_id", subject_id, &mut problems);
+        identifier("site_id", site_id, &mut problems);
+        identifier("arm_id", arm_id, &mut problems);
         invalid_if_any(problems)?;
         if let Some(existing) = self.store.assignment(trial_id, subject_id).await?
             && existing.arm_id == arm_id
@@ -229,7 +231,7 @@ impl BlindingService {
         csv: &str,
     ) -> Result<UploadSummary> {
         require_any(caller, &[Role::Statistician], "UploadCodes")?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let rows = parse_csv(csv)?;
         let counts = self.store.pool_counts(trial_id).await?;
         let top_up = !counts.is_empty();
@@ -339,7 +341,7 @@ impl BlindingService {
             ],
             "GetBlindingStatus",
         )?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let pools = self.store.pool_counts(trial_id).await?;
         if pools.is_empty() {
             self.require_known_trial(trial_id).await?;

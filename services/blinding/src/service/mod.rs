@@ -336,6 +336,15 @@ fn required(path: &str, value: &str, problems: &mut Vec<equipoise_trial::Problem
     }
 }
 
+/// The request's trial id, checked for its form before the caller's trial
+/// scope, so no unbounded text reaches a lookup or a message.
+fn require_trial_id(caller: &Caller, trial_id: &str) -> Result<()> {
+    let mut problems = Vec::new();
+    identifier("trial_id", trial_id, &mut problems);
+    invalid_if_any(problems)?;
+    access::require_trial(caller, trial_id)
+}
+
 /// The longest identifier (subject, code, case, period, arm) a request
 /// may carry.
 pub const MAX_IDENTIFIER_CHARS: usize = 64;

@@ -8,12 +8,13 @@ use serde_json::json;
 
 use super::access::{
     EMERGENCY_CANDIDATES, PLANNED_REVEAL_CANDIDATES, SiteScope, preparer_scope, require_any,
-    require_service, require_trial, roles_named, scope_for,
+    require_service, roles_named, scope_for,
 };
 use super::view::{BlindingState, state_of};
 use super::{
     BlindingService, LookupError, MAX_NOTE_CHARS, MAX_REASON_CHARS, MIN_REASON_CHARS, Result,
-    allocation_unavailable, identifier, invalid_if_any, required, unknown_subject,
+    allocation_unavailable, identifier, invalid_if_any, require_trial_id, required,
+    unknown_subject,
 };
 use crate::error::BlindingError;
 use crate::store::{NewPeriodRecord, NewReveal, PeriodRecord, RevealKind};
@@ -304,7 +305,7 @@ impl BlindingService {
     ) -> Result<Reveal> {
         self.refuse_unless_emergency_candidate(caller, trial_id)
             .await?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let mut problems = Vec::new();
         if subject_ids.len() != 1 {
             problems.push(equipoise_trial::Problem {
@@ -415,7 +416,7 @@ impl BlindingService {
         case_id: &str,
     ) -> Result<SafetyReveal> {
         require_service(caller, "safety", "SafetyReveal")?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let mut problems = Vec::new();
         identifier("subject_id", subject_id, &mut problems);
         identifier("case_id", case_id, &mut problems);
@@ -460,7 +461,7 @@ impl BlindingService {
         subject_ids: &[String],
     ) -> Result<Vec<SubjectArm>> {
         require_service(caller, "safety", "GetArmsForDsmb")?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let mut problems = Vec::new();
         if subject_ids.len() > MAX_DSMB_SUBJECTS {
             problems.push(equipoise_trial::Problem {
@@ -512,7 +513,7 @@ impl BlindingService {
         period_id: &str,
     ) -> Result<Reveal> {
         require_any(caller, &PLANNED_REVEAL_CANDIDATES, "a planned reveal")?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let mut problems = Vec::new();
         identifier("subject_id", subject_id, &mut problems);
         identifier("period_id", period_id, &mut problems);
@@ -580,7 +581,7 @@ impl BlindingService {
         code: &str,
     ) -> Result<PreparationInstruction> {
         let scope = preparer_scope(caller)?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let mut problems = Vec::new();
         identifier("code", code, &mut problems);
         invalid_if_any(problems)?;
@@ -642,7 +643,7 @@ impl BlindingService {
         note: &str,
     ) -> Result<PeriodRecord> {
         let scope = preparer_scope(caller)?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let mut problems = Vec::new();
         identifier("subject_id", subject_id, &mut problems);
         identifier("period_id", period_id, &mut problems);

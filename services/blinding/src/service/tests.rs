@@ -1750,3 +1750,69 @@ async fn identifiers_are_bounded_before_any_audit_or_lookup() {
         .await;
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+/// Every entry point checks the trial id's form before its scope, a lookup
+/// or a message that would echo it; the randomisation service's calls are
+/// checked like any other caller's (issue 7, item 7).
+#[tokio::test]
+async fn trial_ids_and_assigned_ids_are_bounded_everywhere() {
+    let f = fixture().await;
+    f.allocate("FACET-X", "F-001", "US-ROC", "DMSO").await;
+    let before = f.audit_len().await;
+    let long = "T".repeat(65);
+    let fetches = f.randomisation.fetches.load(Ordering::SeqCst);
+    let desk = caller(&[Role::EmergencyDesk], &[], Some(now_seconds()));
+    let refusals = [
+        f.service.blinding_status(&desk, &long).await.map(|_| ()),
+        f.service
+            .subject_blinding(&investigator("US-ROC"), &long, "F-001")
+            .await
+            .map(|_| ()),
+        f.service
+            .safety_reveal(&service("safety"), &long, "F-001", "CASE-1")
+            .await
+            .map(|_| ()),
+        f.service
+            .arms_for_dsmb(&service("safety"), &long, &["F-001".to_owned()])
+            .await
+            .map(|_| ()),
+        f.service
+            .preparation_instruction(&preparer(&["US-ROC"]), &long, "R-1")
+            .await
+            .map(|_| ()),
+        f.service.watch_scope(&desk, &long).map(|_| ()),
+    ];
+    for refused in refusals {
+        let refused = refused.expect_err("bad trial id");
+        assert_eq!(field_of(&refused), ["trial_id"]);
+    }
+    let assign = |subject: String, arm: String| {
+        let service = &f.service;
+        async move {
+            service
+                .assign_code(
+                    &self::service("randomisation"),
+                    "FACET-X",
+                    &subject,
+                    "US-ROC",
+                    &arm,
+                    None,
+                )
+                .await
+        }
+    };
+    let refused = assign("F 002".into(), "DMSO".into())
+        .await
+        .expect_err("bad subject");
+    assert_eq!(field_of(&refused), ["subject_id"]);
+    let refused = assign("F-002".into(), "D".repeat(65))
+        .await
+        .expect_err("bad arm");
+    assert_eq!(field_of(&refused), ["arm_id"]);
+    assert_eq!(f.audit_len().await, before, "nothing audited");
+    assert_eq!(
+        f.randomisation.fetches.load(Ordering::SeqCst),
+        fetches,
+        "nothing looked up"
+    );
+}

@@ -4,9 +4,9 @@
 use equipoise_common::auth::{Caller, Role};
 use equipoise_common::time::format_rfc3339;
 
-use super::access::{preparer_scope, require_trial, viewer_scope};
+use super::access::{preparer_scope, viewer_scope};
 use super::reveals::period_start;
-use super::{BlindingService, Result, identifier, invalid_if_any};
+use super::{BlindingService, Result, identifier, invalid_if_any, require_trial_id};
 use crate::store::{RevealKind, RevealRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl BlindingService {
         } else {
             viewer_scope(caller, "GetSubjectBlinding")?
         };
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         let mut problems = Vec::new();
         identifier("subject_id", subject_id, &mut problems);
         invalid_if_any(problems)?;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use equipoise_common::auth::Caller;
 use tokio::sync::Notify;
 
-use super::access::{SiteScope, require_trial, viewer_scope};
-use super::{BlindingService, NOTIFICATION_BATCH, Result};
+use super::access::{SiteScope, viewer_scope};
+use super::{BlindingService, NOTIFICATION_BATCH, Result, require_trial_id};
 use crate::store::Notification;
 
 /// What one watcher may see.
@@ -35,7 +35,7 @@ impl BlindingService {
     /// the DSMB are refused.
     pub fn watch_scope(&self, caller: &Caller, trial_id: &str) -> Result<WatchScope> {
         let sites = viewer_scope(caller, "WatchUnblindings")?;
-        require_trial(caller, trial_id)?;
+        require_trial_id(caller, trial_id)?;
         Ok(WatchScope {
             trial_id: trial_id.to_owned(),
             sites,

@@ -220,17 +220,12 @@ pub(crate) fn log_tag(trial_id: &str, subject_id: &str) -> String {
 /// Identifiers from callers: printable, short, no separators that could
 /// confuse stored keys.
 pub(crate) fn check_identifier(path: &str, value: &str) -> Result<(), RandomisationError> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if equipoise_common::bounds::is_identifier(value) {
         Ok(())
     } else {
         Err(RandomisationError::invalid(
             path,
-            "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+            equipoise_common::bounds::IDENTIFIER_RULE,
         ))
     }
 }

@@ -1,6 +1,7 @@
 //! The overdue queue and submissions to regulators.
 
 use equipoise_common::auth::{Caller, Role};
+use equipoise_common::bounds::FieldChecks;
 use equipoise_common::time::format_rfc3339;
 use serde_json::json;
 
@@ -25,6 +26,9 @@ impl SafetyService {
     ) -> Result<Vec<Obligation>> {
         access::require_any(caller, &[Role::SafetyOfficer], "the obligations queue")?;
         if let Some(trial_id) = trial_id {
+            FieldChecks::new()
+                .id("trial_id", trial_id)
+                .finish(SafetyError::from_violations)?;
             access::require_trial(caller, trial_id)?;
         }
         let now = self.now();
@@ -49,32 +53,22 @@ impl SafetyService {
     ) -> Result<Obligation> {
         access::require_any(caller, &[Role::SafetyOfficer], "recording a submission")?;
         let now = self.now();
-        let mut problems = Vec::new();
-        let mut fail = |path: &str, message: &str| {
-            problems.push(equipoise_trial::Problem {
-                path: path.into(),
-                message: message.into(),
-            });
-        };
-        if input.obligation_id.is_empty() {
-            fail("obligation_id", "is required");
-        }
-        if input.recipient.trim().is_empty() {
-            fail("recipient", "is required");
-        } else if input.recipient.chars().count() > MAX_NAME_CHARS {
-            fail("recipient", "is too long");
-        }
-        if input.acknowledgement_id.chars().count() > MAX_NAME_CHARS {
-            fail("acknowledgement_id", "is too long");
-        }
+        let mut check = FieldChecks::new();
+        check
+            .id("obligation_id", &input.obligation_id)
+            .text("recipient", &input.recipient, true, MAX_NAME_CHARS)
+            .text(
+                "acknowledgement_id",
+                &input.acknowledgement_id,
+                false,
+                MAX_NAME_CHARS,
+            );
         match input.submitted_at {
-            None => fail("submitted_at", "is required"),
-            Some(at) if at > now => fail("submitted_at", "is in the future"),
+            None => check.fail("submitted_at", "is required"),
+            Some(at) if at > now => check.fail("submitted_at", "is in the future"),
             Some(_) => {}
         }
-        if !problems.is_empty() {
-            return Err(SafetyError::InvalidArgument(problems));
-        }
+        check.finish(SafetyError::from_violations)?;
         let Some(submitted_at) = input.submitted_at else {
             return Err(SafetyError::invalid("submitted_at", "is required"));
         };

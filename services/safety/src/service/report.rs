@@ -3,9 +3,10 @@
 use std::time::Instant;
 
 use equipoise_common::auth::{Caller, Role};
+use equipoise_common::bounds::FieldChecks;
 use equipoise_common::telemetry::metrics;
 use equipoise_common::time::format_rfc3339;
-use equipoise_trial::{Problem, TrialDefinition};
+use equipoise_trial::TrialDefinition;
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
@@ -17,7 +18,6 @@ use super::{Result, SafetyService, random_hex16, subject_tag};
 use crate::error::SafetyError;
 use crate::store::{AssessmentRow, CaseRow, StoreError, StoredClassification, VersionRow};
 
-pub const MAX_ID_CHARS: usize = 64;
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_TERM_CHARS: usize = 250;
 pub const MAX_VERSION_CHARS: usize = 16;
@@ -31,52 +31,9 @@ pub fn expectedness(definition: &TrialDefinition, onset: Date, term: &str) -> (b
     definition.safety.expectedness(onset, term)
 }
 
-struct Checker {
-    problems: Vec<Problem>,
-}
-
-impl Checker {
-    fn fail(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.to_owned(),
-            message: message.into(),
-        });
-    }
-
-    fn text(&mut self, path: &str, value: &str, required: bool, max: usize) {
-        if required && value.trim().is_empty() {
-            self.fail(path, "is required");
-        } else if value.chars().count() > max {
-            self.fail(path, format!("is longer than {max} characters"));
-        } else if value
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
-        {
-            self.fail(path, "holds control characters");
-        }
-    }
-
-    fn id(&mut self, path: &str, value: &str) {
-        if value.is_empty() {
-            self.fail(path, "is required");
-        } else if value.chars().count() > MAX_ID_CHARS
-            || !value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            self.fail(
-                path,
-                format!("must be 1 to {MAX_ID_CHARS} letters, digits, '-', '_' or '.'"),
-            );
-        }
-    }
-}
-
 /// Checks a report as received, naming every wrong field.
 pub fn validate(input: CaseReportInput, now: Timestamp) -> Result<CaseReport> {
-    let mut check = Checker {
-        problems: Vec::new(),
-    };
+    let mut check = FieldChecks::new();
     check.id("report.trial_id", &input.trial_id);
     check.id("report.site_id", &input.site_id);
     check.id("report.subject_id", &input.subject_id);
@@ -160,9 +117,7 @@ pub fn validate(input: CaseReportInput, now: Timestamp) -> Result<CaseReport> {
             }
         }
     }
-    if !check.problems.is_empty() {
-        return Err(SafetyError::InvalidArgument(check.problems));
-    }
+    check.finish(SafetyError::from_violations)?;
     let (Some(onset_date), Some(outcome), Some(site_aware_at)) =
         (onset, input.outcome, input.site_aware_at)
     else {
@@ -351,13 +306,11 @@ impl SafetyService {
         let Some(causality) = causality else {
             return Err(SafetyError::invalid("causality", "is required"));
         };
-        let mut check = Checker {
-            problems: Vec::new(),
-        };
-        check.text("comment", comment, false, MAX_COMMENT_CHARS);
-        if !check.problems.is_empty() {
-            return Err(SafetyError::InvalidArgument(check.problems));
-        }
+        let mut check = FieldChecks::new();
+        check
+            .text("comment", comment, false, MAX_COMMENT_CHARS)
+            .id("case_id", case_id);
+        check.finish(SafetyError::from_violations)?;
         let record = self
             .readable_case(caller, &Scope::AllSites, case_id)
             .await?;

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use equipoise_common::auth::{Caller, Role};
+use equipoise_common::bounds::FieldChecks;
 use serde_json::json;
 
 use super::access::{self, POOLED_SUMMARY_ROLES};
@@ -47,6 +48,9 @@ impl SafetyService {
         if !dsmb {
             access::require_any(caller, &POOLED_SUMMARY_ROLES, "a safety summary")?;
         }
+        FieldChecks::new()
+            .id("trial_id", trial_id)
+            .finish(SafetyError::from_violations)?;
         access::require_trial(caller, trial_id)?;
         let records = self.store.trial_cases(trial_id).await?;
         let mut pooled = Counts::default();

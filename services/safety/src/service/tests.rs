@@ -1412,3 +1412,61 @@ async fn with_the_regulatory_rules_lateness_and_the_e2b_message_come_from_the_ru
     assert!(exported.xml.contains(&case.case_id));
     assert!(exported.xml.contains("10013090"));
 }
+
+/// Ids that only look something up are bounded too: a refusal naming the
+/// field, before any lookup or message echoes them (issue 7, item 7).
+#[tokio::test]
+async fn ids_in_lookups_are_bounded_and_named() {
+    let f = fixture().await;
+    let long = "C".repeat(65);
+    let officer = safety_officer();
+    let before = f.written().await;
+    let refused = f
+        .service
+        .get_case(&officer, &long, 0)
+        .await
+        .expect_err("case id");
+    assert_eq!(refused.fields(), vec!["case_id".to_owned()]);
+    let refused = f
+        .service
+        .export_case(&officer, "case\nid", 1)
+        .await
+        .expect_err("case id");
+    assert_eq!(refused.fields(), vec!["case_id".to_owned()]);
+    let refused = f
+        .service
+        .list_cases(&officer, &long)
+        .await
+        .expect_err("trial id");
+    assert_eq!(refused.fields(), vec!["trial_id".to_owned()]);
+    let refused = f
+        .service
+        .list_obligations(&officer, Some(&long), false)
+        .await
+        .expect_err("trial id");
+    assert_eq!(refused.fields(), vec!["trial_id".to_owned()]);
+    let refused = f
+        .service
+        .safety_summary(&medical_monitor(), &long)
+        .await
+        .expect_err("trial id");
+    assert_eq!(refused.fields(), vec!["trial_id".to_owned()]);
+    let refused = f
+        .service
+        .record_submission(
+            &officer,
+            SubmissionInput {
+                obligation_id: long.clone(),
+                recipient: "EudraVigilance".into(),
+                submitted_at: Some(f.now()),
+                acknowledgement_id: "A".repeat(201),
+            },
+        )
+        .await
+        .expect_err("ids");
+    assert_eq!(
+        refused.fields(),
+        vec!["obligation_id".to_owned(), "acknowledgement_id".to_owned()]
+    );
+    assert_eq!(f.written().await, before, "nothing written");
+}

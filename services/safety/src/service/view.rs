@@ -1,6 +1,7 @@
 //! Reading cases, masked for blinded roles.
 
 use equipoise_common::auth::Caller;
+use equipoise_common::bounds::FieldChecks;
 use jiff::Timestamp;
 
 use super::access::{self, Scope};
@@ -107,6 +108,9 @@ impl SafetyService {
         scope: &Scope,
         case_id: &str,
     ) -> Result<CaseRecord> {
+        FieldChecks::new()
+            .id("case_id", case_id)
+            .finish(SafetyError::from_violations)?;
         let not_found = || SafetyError::NotFound(format!("case_id {case_id} not found"));
         let record = self
             .store
@@ -145,6 +149,9 @@ impl SafetyService {
     /// The latest version of each case of the trial the caller may see.
     pub async fn list_cases(&self, caller: &Caller, trial_id: &str) -> Result<Vec<CaseView>> {
         let scope = access::reader_scope(caller)?;
+        FieldChecks::new()
+            .id("trial_id", trial_id)
+            .finish(SafetyError::from_violations)?;
         access::require_trial(caller, trial_id)?;
         let now = self.now();
         let unblinded = access::sees_outcome(caller);

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bounds;
 pub mod crypto;
 pub mod error;
 pub mod grpc;
