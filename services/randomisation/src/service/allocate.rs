@@ -24,11 +24,11 @@ use tracing::Instrument;
 use super::access::{Operation, authorise, authorise_site};
 use super::codes::CodeActor;
 use super::{LoadedTrial, RandomisationService, audit_entry, check_identifier, log_tag};
-use crate::error::{DESIGN_LIMIT, FailedCriterion, RandomisationError};
+use crate::error::{DESIGN_LIMIT, FailedCriterion, RandomisationError, cap_message};
 use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
 
 use crate::store::{
-    AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState,
+    AllocationRecord, CapLimits, CommitRequest, NewAllocation, StoreError, TrialState, cap_breach,
 };
 use equipoise_stream::{MasterSeed, derive_stream, nth_unit_draw};
 use equipoise_trial::{CovariateInput, MethodSpec, StratumLevels, TrialDefinition};
@@ -197,14 +197,54 @@ impl RandomisationService {
     ) -> RandomisationError {
         let refusal = match admit(trial, command, fingerprint.current.clone()) {
             Err(as_for_a_new_id) => as_for_a_new_id,
-            Ok(_) => RandomisationError::AlreadyExists(
-                "subject_id is already randomised in this trial with different site or covariates"
-                    .into(),
-            ),
+            Ok(candidate) => match self.limit_a_new_id_meets(trial, command, &candidate).await {
+                Ok(Some(as_for_a_new_id)) | Err(as_for_a_new_id) => as_for_a_new_id,
+                Ok(None) => RandomisationError::AlreadyExists(
+                    "subject_id is already randomised in this trial with different site or covariates"
+                        .into(),
+                ),
+            },
         };
         self.audit_other_sites_subject(caller, command, &refusal)
             .await;
         refusal
+    }
+
+    /// The refusal a new id for `candidate` would meet at commit now: the
+    /// end of an uploaded list, then the caps, in the order the commit meets
+    /// them. A probe of another site's subject gets it too, so a site at its
+    /// cap cannot tell a used id from a new one (review C5).
+    async fn limit_a_new_id_meets(
+        &self,
+        trial: &LoadedTrial,
+        command: &RandomiseCommand,
+        candidate: &Candidate,
+    ) -> Result<Option<RandomisationError>, RandomisationError> {
+        let trial_id = &trial.record.trial_id;
+        if matches!(trial.definition.method, MethodSpec::UploadedList { .. }) {
+            let position = self
+                .store
+                .stream_version(trial_id, &candidate.stream_key)
+                .await?;
+            let slot = self
+                .store
+                .list_slot(trial_id, &candidate.stratum, position)
+                .await?;
+            if slot.is_none() {
+                return Ok(Some(RandomisationError::FailedPrecondition(
+                    DESIGN_LIMIT.into(),
+                )));
+            }
+        }
+        let counts = self.store.counts(trial_id).await?;
+        let count = |by: &BTreeMap<String, u32>, key: &str| by.get(key).copied().unwrap_or(0);
+        let breach = cap_breach(
+            &candidate.caps,
+            counts.total,
+            count(&counts.by_site, &command.site_id),
+            count(&counts.by_stratum, &candidate.stratum),
+        );
+        Ok(breach.map(|kind| RandomisationError::CapReached(cap_message(kind))))
     }
 
     /// An id refused for its form is audited as a probe when another site

@@ -342,6 +342,52 @@ async fn another_sites_subject_id_answers_as_an_unused_id_and_the_probe_is_audit
     fixture.assert_audit_chain_verifies().await;
 }
 
+/// Review C5: a site at its cap, or a stratum whose uploaded list is used
+/// up, gets the refusal a new id would get for another site's used id too,
+/// not ALREADY_EXISTS: caps are checked at commit, so the probe path checks
+/// them as the commit would.
+#[tokio::test]
+async fn a_site_at_its_cap_cannot_tell_another_sites_subject_from_a_new_id() {
+    let fixture = Fixture::new().await;
+    fixture
+        .activate(
+            &RESPINE_YAML
+                .replacen("{ id: FR-MTP, cap: 40 }", "{ id: FR-MTP, cap: 1 }", 1)
+                .replacen("caps: { total: 114 }", "caps: { total: 100 }", 1),
+        )
+        .await;
+    for (site, subject) in [("FR-PAR", "PAR-001"), ("FR-MTP", "MTP-001")] {
+        fixture
+            .randomise(site, subject, "RESPINE", respine_subject(MODERATE_PAIN))
+            .await
+            .expect("allocates");
+    }
+    let used = fixture
+        .randomise(
+            "FR-MTP",
+            "PAR-001",
+            "RESPINE",
+            respine_subject(MODERATE_PAIN),
+        )
+        .await
+        .expect_err("refused");
+    let unused = fixture
+        .randomise(
+            "FR-MTP",
+            "MTP-999",
+            "RESPINE",
+            respine_subject(MODERATE_PAIN),
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(used, RandomisationError::CapReached(_)),
+        "{used:?}"
+    );
+    assert_eq!(format!("{used:?}"), format!("{unused:?}"));
+    fixture.assert_audit_chain_verifies().await;
+}
+
 /// With `subject_ids.site_prefix`, another site's id is refused by its form
 /// before anything is looked up: eligible or not, used or not, the answer is
 /// the same (issue 7, item 2). Probes of used ids are still audited.

@@ -54,6 +54,22 @@ async fn run_command_sequence(commands: Vec<(u8, usize, bool)>) {
                     old_site != site_id || *old_vas != vas,
                     "an identical repeat must replay"
                 );
+                // Another site's subject answers as a new id would (review
+                // C5): ALREADY_EXISTS only where a new id would be admitted.
+                assert!(
+                    old_site == site_id || model.would_admit(site_id, &stratum),
+                    "another site's {subject_id} told apart from a new id at a cap"
+                );
+            }
+            (Some((old_site, _, _)), Err(RandomisationError::CapReached(_))) => {
+                assert!(
+                    old_site != site_id,
+                    "a changed repeat at its own site is ALREADY_EXISTS"
+                );
+                assert!(
+                    !model.would_admit(site_id, &stratum),
+                    "another site's {subject_id} refused below every cap"
+                );
             }
             (None, Ok(outcome)) => {
                 assert!(

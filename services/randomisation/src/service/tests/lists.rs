@@ -189,6 +189,17 @@ async fn an_uploaded_list_is_checked_then_followed_in_order_until_exhausted() {
         .expect("status");
     assert!(admin_status.list_warnings.is_empty());
     assert_eq!(admin_status.randomised, status.randomised);
+
+    // Another site's subject sent into the used-up stratum gets the same
+    // answer as the new id, not ALREADY_EXISTS (review C5); it is audited.
+    fixture
+        .randomise("FR-PAR", "PAR-L-1", "LIST", respine_subject(SEVERE_PAIN))
+        .await
+        .expect("FR-PAR's own list");
+    let probe = fixture
+        .randomise("FR-MTP", "PAR-L-1", "LIST", respine_subject(SEVERE_PAIN))
+        .await;
+    assert_eq!(format!("{probe:?}"), format!("{exhausted:?}"));
 }
 
 // A list was validated against the draft it was uploaded to; a new draft
