@@ -144,6 +144,9 @@ pub async fn serve(
     builder
         .accept_http1(page.is_some())
         .concurrency_limit_per_connection(max_concurrent_calls_per_connection)
+        // The same limit in HTTP/2 SETTINGS: clients queue past it, and a
+        // stream past it from one that does not is refused (REFUSED_STREAM).
+        .max_concurrent_streams(u32::try_from(max_concurrent_calls_per_connection).ok())
         .timeout(request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(option_layer(cors))
@@ -152,9 +155,23 @@ pub async fn serve(
         .layer(CallLogLayer)
         .layer(AuthLayer::new(verifier))
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .serve_with_incoming_shutdown(without_nagle(listener), drain)
         .await?;
     Ok(())
+}
+
+/// Accepted connections with TCP_NODELAY, as tonic sets on listeners it
+/// binds itself: otherwise a reply written in more than one segment can wait
+/// for the client's delayed ACK (40 ms on Linux).
+fn without_nagle(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// Completes when the server may stop accepting: once `shutdown` has
