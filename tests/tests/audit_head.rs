@@ -10,9 +10,16 @@ use equipoise_tests::system::System;
 use equipoise_tests::{RESPINE_YAML, respine_request};
 
 fn equipoise(system: &System, args: &[&str]) -> Result<String, String> {
+    equipoise_on(system, &[], args)
+}
+
+/// The CLI with the system's offline settings and `extra` over them (a
+/// PostgreSQL URL, say).
+fn equipoise_on(system: &System, extra: &[(&str, &str)], args: &[&str]) -> Result<String, String> {
     let output = Command::new(equipoise_testkit::equipoise_binary())
         .args(args)
         .envs(system.offline_env())
+        .envs(extra.iter().copied())
         .output()
         .expect("run equipoise");
     if output.status.success() {
@@ -208,17 +215,7 @@ async fn a_replaced_seed_or_definition_fails_verification() {
             .expect("the stored definition");
 
     // Someone holding the seal key re-seals another seed.
-    let key_file = system
-        .offline_env()
-        .into_iter()
-        .find(|(k, _)| k == "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE")
-        .map(|(_, v)| v)
-        .expect("a seal key file");
-    let key = hex::decode(std::fs::read_to_string(key_file).expect("key").trim()).expect("hex");
-    let sealer = equipoise_randomisation::seal::Sealer::new(&key).expect("sealer");
-    let other = sealer
-        .seal("RESPINE", &equipoise_stream::MasterSeed([7; 32]))
-        .expect("sealed");
+    let other = another_sealed_seed(&system);
     sqlx::query("DROP TRIGGER trials_activation_frozen")
         .execute(&pool)
         .await
@@ -240,6 +237,77 @@ async fn a_replaced_seed_or_definition_fails_verification() {
     pool.close().await;
     let refused = equipoise(&system, &["audit", "verify"]).expect_err("another design");
     assert!(refused.contains("stored definition"), "{refused}");
+}
+
+/// RESPINE's seed replaced by another, sealed with the system's seal key, as
+/// someone holding that key could.
+fn another_sealed_seed(system: &System) -> Vec<u8> {
+    let key_file = system
+        .offline_env()
+        .into_iter()
+        .find(|(k, _)| k == "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE")
+        .map(|(_, v)| v)
+        .expect("a seal key file");
+    let key = hex::decode(std::fs::read_to_string(key_file).expect("key").trim()).expect("hex");
+    let sealer = equipoise_randomisation::seal::Sealer::new(&key).expect("sealer");
+    sealer
+        .seal("RESPINE", &equipoise_stream::MasterSeed([7; 32]))
+        .expect("sealed")
+}
+
+/// Review U1 on PostgreSQL, as on SQLite above: an arm edited and a seed
+/// replaced with their triggers disabled each fail verification, and the
+/// arm put back verifies again.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgresql_an_edited_arm_or_a_replaced_seed_fails_verification() {
+    let postgres = equipoise_testkit::PostgresServer::start();
+    let url = postgres.create_database();
+    let database = [("EQUIPOISE_RANDOMISATION__DATABASE_URL", url.as_str())];
+    let system = System::all_in_one(&[(database[0].0, url.clone())]);
+    system.activate(RESPINE_YAML).await;
+    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
+    let mut client = system.randomisation_client(&site).await;
+    for subject in ["MTP-001", "MTP-002"] {
+        client
+            .randomise(respine_request("FR-MTP", subject, 60.0))
+            .await
+            .expect("randomised");
+    }
+    let verify = || equipoise_on(&system, &database, &["audit", "verify"]);
+    verify().expect("intact");
+
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let swap_arm = "UPDATE allocations SET arm = CASE arm WHEN 'MSC' THEN 'SHAM' ELSE 'MSC' END
+                    WHERE subject_id = 'MTP-002'";
+    for statement in [
+        "ALTER TABLE allocations DISABLE TRIGGER allocations_assignment_frozen",
+        swap_arm,
+    ] {
+        sqlx::query(statement).execute(&pool).await.expect("tamper");
+    }
+    let refused = verify().expect_err("the row no longer matches");
+    assert!(
+        refused.contains("MTP-002") && refused.contains("in arm"),
+        "{refused}"
+    );
+    sqlx::query(swap_arm)
+        .execute(&pool)
+        .await
+        .expect("put it back");
+    verify().expect("the arm put back verifies");
+
+    sqlx::query("ALTER TABLE trials DISABLE TRIGGER trials_activation_frozen")
+        .execute(&pool)
+        .await
+        .expect("disable the trigger");
+    sqlx::query("UPDATE trials SET sealed_seed = $1 WHERE trial_id = 'RESPINE'")
+        .bind(another_sealed_seed(&system))
+        .execute(&pool)
+        .await
+        .expect("replace the seed");
+    pool.close().await;
+    let refused = verify().expect_err("another seed");
+    assert!(refused.contains("committed to at activation"), "{refused}");
 }
 
 /// Review U1 on PostgreSQL: the chain's end is compared with the
