@@ -411,6 +411,25 @@ async fn start_up_refuses_a_runtime_role_that_inherits_the_owner_or_extra_privil
         matches!(&public, RoleError::Privilege { table, privilege, .. } if table == "audit_log" && privilege == "UPDATE"),
         "{public:?}"
     );
+    sqlx::query("REVOKE UPDATE ON audit_log FROM PUBLIC")
+        .execute(&owner)
+        .await
+        .expect("revoke from PUBLIC");
+
+    // Or through a predefined role that writes every table.
+    let write_all = format!(
+        "GRANT pg_write_all_data TO {}",
+        roles::quote_ident(&db.runtime)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(write_all))
+        .execute(&superuser)
+        .await
+        .expect("pg_write_all_data");
+    let everything = refused(&db.runtime_url, Some(&db.owner_url)).await;
+    assert!(
+        matches!(&everything, RoleError::Privilege { table, .. } if table == "audit_log"),
+        "{everything:?}"
+    );
     superuser.close().await;
     owner.close().await;
 }
