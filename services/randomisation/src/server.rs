@@ -31,7 +31,7 @@ pub enum StartupError {
     Database(StoreError),
     /// Names its own setting (`database_url` or `database_owner_url`).
     #[error(transparent)]
-    DatabaseRoles(equipoise_common::store::RoleError),
+    DatabaseRoles(Box<equipoise_common::store::RoleError>),
     #[error("randomisation.redis_url: {0}")]
     Redis(LockError),
     #[error(transparent)]

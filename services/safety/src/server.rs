@@ -29,7 +29,7 @@ pub enum StartupError {
     Database(StoreError),
     /// Names its own setting (`database_url` or `database_owner_url`).
     #[error(transparent)]
-    DatabaseRoles(equipoise_common::store::RoleError),
+    DatabaseRoles(Box<equipoise_common::store::RoleError>),
     #[error(transparent)]
     Settings(#[from] OutOfRange),
     #[error("data directory {path}: {reason}")]

@@ -195,7 +195,7 @@ pub enum StoreError {
     /// The database roles would let the service get around its triggers
     /// (`equipoise_common::store::roles`); start-up only.
     #[error(transparent)]
-    Roles(equipoise_common::store::RoleError),
+    Roles(Box<equipoise_common::store::RoleError>),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -178,17 +178,13 @@ pub async fn assert_only_the_owner_can_tamper(
     );
     assert!(before > 0, "tamper with a trail that holds records");
     let mut tx = owner.begin().await.unwrap_or_else(|e| panic!("begin: {e}"));
-    for sql in tamper_statements(&mut *tx, "audit_log").await {
+    for sql in tamper_statements(&mut tx, "audit_log").await {
         sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .execute(&mut *tx)
             .await
             .unwrap_or_else(|e| panic!("{sql}, as the owner: {e}"));
     }
-    assert_eq!(
-        audit_count(&mut *tx).await,
-        0,
-        "the owner emptied the trail"
-    );
+    assert_eq!(audit_count(&mut tx).await, 0, "the owner emptied the trail");
     tx.rollback()
         .await
         .unwrap_or_else(|e| panic!("rollback: {e}"));

@@ -21,8 +21,15 @@ pub enum DatabaseError {
     Other(String),
     /// The runtime and owner roles would let the service get around its
     /// own triggers, or the owner could not migrate or grant.
+    /// Boxed: it is rare (start-up only) and would bloat every result.
     #[error(transparent)]
-    Roles(#[from] super::roles::RoleError),
+    Roles(Box<super::roles::RoleError>),
+}
+
+impl From<super::roles::RoleError> for DatabaseError {
+    fn from(error: super::roles::RoleError) -> Self {
+        DatabaseError::Roles(Box::new(error))
+    }
 }
 
 impl From<sqlx::Error> for DatabaseError {
@@ -38,7 +45,7 @@ impl From<sqlx::Error> for DatabaseError {
 /// `From<sqlx::Error>`, so both its backends classify failures the one way
 /// [`DatabaseError`] does and convert with `?`. The error needs the variants
 /// `Unavailable(String)`, `SchemaTooNew { found: i64, supported: i64 }`,
-/// `Database(String)` and `Roles(RoleError)`; the calling crate depends on
+/// `Database(String)` and `Roles(Box<RoleError>)`; the calling crate depends on
 /// `sqlx`.
 ///
 /// ```text
@@ -158,7 +165,7 @@ mod tests {
         Unavailable(String),
         SchemaTooNew { found: i64, supported: i64 },
         Database(String),
-        Roles(crate::store::RoleError),
+        Roles(Box<crate::store::RoleError>),
     }
 
     crate::store_error_from_database!(ServiceError);

@@ -82,7 +82,7 @@ async fn open_pool(url: &str, max_connections: u32) -> Result<PgPool, DatabaseEr
 
 async fn connect_owner(owner_url: &str, schema: &Schema) -> Result<PgConnection, DatabaseError> {
     let unreachable = |reason: String| {
-        DatabaseError::Roles(RoleError::OwnerUnreachable {
+        DatabaseError::from(RoleError::OwnerUnreachable {
             key: schema.owner_url_key(),
             reason,
         })
@@ -108,7 +108,7 @@ async fn migrate_as_owner(
         .await
         .map_err(|e| match e {
             DatabaseError::Unavailable(reason) | DatabaseError::Other(reason) => {
-                DatabaseError::Roles(RoleError::Migration {
+                DatabaseError::from(RoleError::Migration {
                     key: schema.owner_url_key(),
                     reason,
                 })

@@ -240,7 +240,7 @@ pub async fn grant_runtime(
     runtime: &str,
 ) -> Result<(), DatabaseError> {
     let failed = |e: sqlx::Error| {
-        DatabaseError::Roles(RoleError::Grant {
+        DatabaseError::from(RoleError::Grant {
             key: schema.owner_url_key(),
             role: runtime.to_owned(),
             reason: describe(&e),

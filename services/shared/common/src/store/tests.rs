@@ -322,7 +322,7 @@ async fn the_runtime_role_writes_rows_but_cannot_get_around_the_triggers() {
 
 async fn refused(url: &str, owner_url: Option<&str>) -> RoleError {
     match postgres::connect(url, owner_url, 2, &TEST_SCHEMA).await {
-        Err(DatabaseError::Roles(error)) => error,
+        Err(DatabaseError::Roles(error)) => *error,
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
