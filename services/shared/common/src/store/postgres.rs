@@ -40,7 +40,12 @@ pub async fn connect(
     let pool = open_pool(url, max_connections).await?;
     let Some(owner_url) = owner_url else {
         migrate(&pool, schema.migrator).await?;
-        if let Some(problem) = roles::inspect_runtime(&pool, schema).await? {
+        // Only a warning: one role is how development and `make run` work.
+        let problem = match roles::inspect_runtime(&pool, schema).await {
+            Ok(problem) => problem.map(|p| p.to_string()),
+            Err(error) => Some(format!("its privileges could not be read: {error}")),
+        };
+        if let Some(problem) = problem {
             tracing::warn!(
                 "{owner_key} is unset, so the role of {key} owns the tables it writes (development only; \
                  in production set {owner_key}, README \"Database roles\"): {problem}",
