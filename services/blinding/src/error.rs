@@ -129,7 +129,7 @@ impl From<StoreError> for BlindingError {
             StoreError::Unavailable(message) => BlindingError::unavailable(format!(
                 "the blinding database is unavailable: {message}"
             )),
-            StoreError::SchemaTooNew { .. } | StoreError::Database(_) => {
+            StoreError::SchemaTooNew { .. } | StoreError::Database(_) | StoreError::Roles(_) => {
                 BlindingError::Internal(error.to_string())
             }
         }

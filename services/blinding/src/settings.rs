@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use equipoise_common::settings::{OutOfRange, at_least, between};
+use equipoise_common::settings::{OutOfRange, at_least, between, owner_url_needs_url};
 use serde::{Deserialize, Serialize};
 
 use crate::codes::LowPoolRule;
@@ -14,6 +14,10 @@ use crate::codes::LowPoolRule;
 pub struct BlindingSettings {
     /// PostgreSQL URL for multi-replica deployments; unset: the SQLite file.
     pub database_url: Option<String>,
+    /// The owner role's URL: migrations run as it at start-up, and it grants
+    /// the role of `database_url` only what the service needs. Unset: one
+    /// role does both (development only).
+    pub database_owner_url: Option<String>,
     pub database_max_connections: u32,
     /// Default: `<data_dir>/blinding.db`.
     pub sqlite_path: Option<PathBuf>,
@@ -34,6 +38,7 @@ impl Default for BlindingSettings {
     fn default() -> Self {
         Self {
             database_url: None,
+            database_owner_url: None,
             database_max_connections: 10,
             sqlite_path: None,
             randomisation_url: None,
@@ -48,6 +53,12 @@ impl Default for BlindingSettings {
 impl BlindingSettings {
     /// Refuses values the service cannot work with, naming the key.
     pub fn validate(&self) -> Result<(), OutOfRange> {
+        owner_url_needs_url(
+            "blinding.database_owner_url",
+            "blinding.database_url",
+            self.database_owner_url.as_deref(),
+            self.database_url.as_deref(),
+        )?;
         at_least(
             "blinding.database_max_connections",
             self.database_max_connections,

@@ -151,7 +151,9 @@ impl From<StoreError> for RandomisationError {
                 message: format!("the randomisation database is unavailable: {message}"),
                 retry_after: Some(Duration::from_secs(1)),
             },
-            StoreError::SchemaTooNew { .. } | StoreError::Database(_) => {
+            StoreError::SchemaTooNew { .. }
+            | StoreError::Database(_)
+            | StoreError::Roles(_) => {
                 RandomisationError::Internal(error.to_string())
             }
         }

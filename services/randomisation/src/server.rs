@@ -29,6 +29,9 @@ pub enum StartupError {
     Store { path: PathBuf, source: StoreError },
     #[error("randomisation.database_url: {0}")]
     Database(StoreError),
+    /// Names its own setting (`database_url` or `database_owner_url`).
+    #[error(transparent)]
+    DatabaseRoles(Box<equipoise_common::store::RoleError>),
     #[error("randomisation.redis_url: {0}")]
     Redis(LockError),
     #[error(transparent)]
@@ -69,9 +72,14 @@ async fn open_store(
     data_dir: &Path,
 ) -> Result<Arc<dyn Store>, StartupError> {
     if let Some(url) = &settings.database_url {
-        let store = PostgresStore::connect(url, settings.database_max_connections)
-            .await
-            .map_err(StartupError::Database)?;
+        let owner_url = settings.database_owner_url.as_deref();
+        let store =
+            PostgresStore::connect_with_owner(url, owner_url, settings.database_max_connections)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Roles(roles) => StartupError::DatabaseRoles(roles),
+                    other => StartupError::Database(other),
+                })?;
         return Ok(Arc::new(store));
     }
     let path = settings.sqlite_path(data_dir);

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use equipoise_common::settings::{OutOfRange, at_least, ensure_secret_file};
+use equipoise_common::settings::{OutOfRange, at_least, ensure_secret_file, owner_url_needs_url};
 use serde::{Deserialize, Serialize};
 
 use crate::seal::Sealer;
@@ -18,6 +18,10 @@ use crate::service::faults::Faults;
 pub struct RandomisationSettings {
     /// PostgreSQL URL for multi-replica deployments; unset: the SQLite file.
     pub database_url: Option<String>,
+    /// The owner role's URL: migrations run as it at start-up, and it grants
+    /// the role of `database_url` only what the service needs. Unset: one
+    /// role does both (development only).
+    pub database_owner_url: Option<String>,
     pub database_max_connections: u32,
     /// Redis URL for allocation locks shared by replicas; unset: in-process.
     pub redis_url: Option<String>,
@@ -62,6 +66,7 @@ impl Default for RandomisationSettings {
     fn default() -> Self {
         Self {
             database_url: None,
+            database_owner_url: None,
             database_max_connections: 10,
             redis_url: None,
             lock_lease_ms: 10_000,
@@ -88,6 +93,12 @@ impl RandomisationSettings {
     /// relates the lease to the wait: a lease shorter than the wait is safe,
     /// because the database fences every commit.
     pub fn validate(&self) -> Result<(), OutOfRange> {
+        owner_url_needs_url(
+            "randomisation.database_owner_url",
+            "randomisation.database_url",
+            self.database_owner_url.as_deref(),
+            self.database_url.as_deref(),
+        )?;
         at_least(
             "randomisation.database_max_connections",
             self.database_max_connections,

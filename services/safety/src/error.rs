@@ -126,7 +126,7 @@ impl From<StoreError> for SafetyError {
             StoreError::Unavailable(message) => {
                 SafetyError::unavailable(format!("the safety database is unavailable: {message}"))
             }
-            StoreError::SchemaTooNew { .. } | StoreError::Database(_) => {
+            StoreError::SchemaTooNew { .. } | StoreError::Database(_) | StoreError::Roles(_) => {
                 SafetyError::Internal(error.to_string())
             }
         }

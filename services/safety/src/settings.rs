@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use equipoise_common::settings::{OutOfRange, at_least, between};
+use equipoise_common::settings::{OutOfRange, at_least, between, owner_url_needs_url};
 use serde::{Deserialize, Serialize};
 
 /// The `[safety]` table.
@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 pub struct SafetySettings {
     /// PostgreSQL URL for multi-replica deployments; unset: the SQLite file.
     pub database_url: Option<String>,
+    /// The owner role's URL: migrations run as it at start-up, and it grants
+    /// the role of `database_url` only what the service needs. Unset: one
+    /// role does both (development only).
+    pub database_owner_url: Option<String>,
     pub database_max_connections: u32,
     /// Default: `<data_dir>/safety.db`.
     pub sqlite_path: Option<PathBuf>,
@@ -32,6 +36,7 @@ impl Default for SafetySettings {
     fn default() -> Self {
         Self {
             database_url: None,
+            database_owner_url: None,
             database_max_connections: 10,
             sqlite_path: None,
             blinding_url: None,
@@ -46,6 +51,12 @@ impl Default for SafetySettings {
 impl SafetySettings {
     /// Refuses values the service cannot work with, naming the key.
     pub fn validate(&self) -> Result<(), OutOfRange> {
+        owner_url_needs_url(
+            "safety.database_owner_url",
+            "safety.database_url",
+            self.database_owner_url.as_deref(),
+            self.database_url.as_deref(),
+        )?;
         at_least(
             "safety.database_max_connections",
             self.database_max_connections,

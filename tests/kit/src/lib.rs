@@ -7,7 +7,7 @@ mod process;
 mod redis;
 mod replica;
 
-pub use postgres::PostgresServer;
+pub use postgres::{DatabaseRoles, PostgresServer};
 pub use process::free_port;
 pub use redis::{RedisServer, RedisTls};
 pub use replica::{BLINDING_URL_VARIABLE, RANDOMISATION_URL_VARIABLE, Replica, equipoise_binary};

@@ -17,6 +17,26 @@ use crate::process::{free_port, running_as_root};
 
 static SHARED: OnceLock<SharedServer> = OnceLock::new();
 
+/// Database names are unique per test binary, so tests share a server.
+fn next_database_name() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A database with an owner role and a runtime role of its own
+/// ([`PostgresServer::create_database_with_roles`]), and their URLs.
+#[derive(Debug, Clone)]
+pub struct DatabaseRoles {
+    /// The database's owner: migrates, owns the tables and their triggers.
+    pub owner: String,
+    pub owner_url: String,
+    /// A plain login role, granted what it needs by the owner at start-up.
+    pub runtime: String,
+    pub runtime_url: String,
+    /// The same database as the cluster's superuser.
+    pub superuser_url: String,
+}
+
 struct SharedServer {
     server: PostgresServer,
     /// Holds the watchdog's input open. The process's exit closes it,
@@ -105,13 +125,61 @@ impl PostgresServer {
 
     /// Creates an empty database of its own for a test; returns its URL.
     pub fn create_database(&self) -> String {
-        static NEXT: AtomicUsize = AtomicUsize::new(1);
-        let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        let port = self.port.to_string();
+        let name = next_database_name();
+        self.createdb(&name, None);
+        self.database_url("equipoise", &name)
+    }
+
+    /// Creates an empty database owned by a new role `<database>_owner`,
+    /// and a new role `<database>_runtime` with no privileges at all, as an
+    /// operator would for production (README, "Database roles"). Neither
+    /// is a superuser nor may create roles or databases; the server trusts
+    /// loopback, so neither needs a password.
+    pub fn create_database_with_roles(&self) -> DatabaseRoles {
+        let name = next_database_name();
+        let owner = format!("{name}_owner");
+        let runtime = format!("{name}_runtime");
+        for role in [&owner, &runtime] {
+            let mut createuser = Command::new(self.bin.join("createuser"));
+            createuser
+                .args(self.client_args())
+                .args(["--no-superuser", "--no-createrole", "--no-createdb"])
+                .arg(role);
+            run(&mut createuser, "createuser");
+        }
+        self.createdb(&name, Some(&owner));
+        DatabaseRoles {
+            owner_url: self.database_url(&owner, &name),
+            runtime_url: self.database_url(&runtime, &name),
+            superuser_url: self.database_url("equipoise", &name),
+            owner,
+            runtime,
+        }
+    }
+
+    fn client_args(&self) -> [String; 6] {
+        [
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+            "-U".into(),
+            "equipoise".into(),
+        ]
+    }
+
+    fn createdb(&self, name: &str, owner: Option<&str>) {
         let mut createdb = Command::new(self.bin.join("createdb"));
-        createdb.args(["-h", "127.0.0.1", "-p", &port, "-U", "equipoise", &name]);
+        createdb.args(self.client_args());
+        if let Some(owner) = owner {
+            createdb.args(["-O", owner]);
+        }
+        createdb.arg(name);
         run(&mut createdb, "createdb");
-        format!("postgres://equipoise@127.0.0.1:{port}/{name}")
+    }
+
+    fn database_url(&self, role: &str, database: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/{database}", self.port)
     }
 
     /// A shell that waits for the end of its input, then stops the server

@@ -95,37 +95,29 @@ impl Replica {
     pub fn start_expecting_failure(env: &[(&str, String)]) -> String {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let keys = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let output = Command::new(equipoise_binary())
+        let log = dir.path().join("refusal.log");
+        let mut command = Command::new(equipoise_binary());
+        command
             .args(["serve", "--target", "randomisation"])
             .env("EQUIPOISE_LISTEN", format!("127.0.0.1:{}", free_port()))
             .env("EQUIPOISE_DATA_DIR", dir.path())
             .envs(explicit_keys(keys.path()))
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .unwrap_or_else(|e| panic!("equipoise could not start: {e}"));
-        assert!(
-            !output.status.success(),
-            "the replica started despite bad settings"
-        );
-        String::from_utf8_lossy(&output.stderr).into_owned()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        expect_refusal(command, &log)
     }
 
     /// Runs `equipoise serve --target randomisation` with exactly `env`
     /// (no keys added) and expects it to refuse to start.
     pub fn start_bare_expecting_failure(env: &[(&str, String)]) -> String {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let output = Command::new(equipoise_binary())
+        let log = dir.path().join("refusal.log");
+        let mut command = Command::new(equipoise_binary());
+        command
             .args(["serve", "--target", "randomisation"])
             .env("EQUIPOISE_LISTEN", format!("127.0.0.1:{}", free_port()))
             .env("EQUIPOISE_DATA_DIR", dir.path())
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .unwrap_or_else(|e| panic!("equipoise could not start: {e}"));
-        assert!(
-            !output.status.success(),
-            "the replica started despite bad settings"
-        );
-        String::from_utf8_lossy(&output.stderr).into_owned()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        expect_refusal(command, &log)
     }
 
     pub fn endpoint(&self) -> String {
@@ -227,6 +219,38 @@ impl Drop for Replica {
         }
         self.kill();
     }
+}
+
+/// Runs `command`, which must refuse to start; returns its stderr. One
+/// that starts serving instead is stopped and fails the test, rather than
+/// leaving the test waiting for an exit that never comes.
+fn expect_refusal(mut command: Command, log: &std::path::Path) -> String {
+    let stderr = std::fs::File::create(log).unwrap_or_else(|e| panic!("log file: {e}"));
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("equipoise could not start: {e}"));
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    // Generous: only a replica that starts serving ever reaches the end.
+    for _ in 0..6_000 {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            assert!(
+                !status.success(),
+                "the replica started despite bad settings"
+            );
+            return read();
+        }
+        // The start-up line, in text or JSON.
+        let log = read();
+        if log.contains(" serving") || log.contains("\"serving\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the replica started despite bad settings:\n{}", read());
 }
 
 /// A token secret and a seal key in `dir`, as variables: fixed test

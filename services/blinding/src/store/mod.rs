@@ -252,6 +252,10 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("database error: {0}")]
     Database(String),
+    /// The database roles would let the service get around its triggers
+    /// (`equipoise_common::store::roles`); start-up only.
+    #[error(transparent)]
+    Roles(Box<equipoise_common::store::RoleError>),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -13,6 +13,7 @@
 //! keeps that order); here are the hooks where PostgreSQL differs.
 
 use equipoise_common::store::postgres as db;
+use equipoise_common::store::{Privilege, Schema, Table};
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres};
 
@@ -20,6 +21,31 @@ use super::sql::{allocation_columns, trial_columns};
 use super::*;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// What the runtime role may do to each table (`store::roles`): exactly
+/// what `sql.rs` and the hooks here execute. Rows of the trail, a trial's
+/// recorded versions and treatment codes are only ever added.
+pub static SCHEMA: Schema = Schema {
+    service: "randomisation",
+    migrator: &MIGRATOR,
+    tables: &[
+        // Drafts are replaced (upsert), trials activated, amended, closed,
+        // and locked `FOR UPDATE`, which needs UPDATE.
+        Table::updated("trials"),
+        Table::append_only("trial_versions"),
+        Table::updated("allocation_streams"),
+        // Corrections and randomised-in-error marks.
+        Table::updated("allocations"),
+        // An uploaded list replaces a draft's list.
+        Table::with(
+            "allocation_lists",
+            &[Privilege::Select, Privilege::Insert, Privilege::Delete],
+        ),
+        Table::append_only("allocation_codes"),
+        Table::append_only("audit_log"),
+        Table::with("audit_head", &[Privilege::Select, Privilege::Update]),
+    ],
+};
 
 /// The trial a write is about, locked until the transaction ends.
 const TRIAL_FOR_WRITE: &str = concat!(
@@ -50,10 +76,22 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects, checks the server answers, and migrates. A wrong or
-    /// unreachable URL fails here, naming the database URL.
+    /// Connects, checks the server answers, and migrates, as one role
+    /// (development only: it owns the tables).
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let pool = db::connect(url, max_connections, &MIGRATOR).await?;
+        Self::connect_with_owner(url, None, max_connections).await
+    }
+
+    /// As [`PostgresStore::connect`]; with `owner_url`, the migrations run
+    /// as that owner, which grants the role of `url` what [`SCHEMA`]
+    /// declares, and start-up is refused if that role could get around the
+    /// triggers. A wrong or unreachable URL fails here, naming its setting.
+    pub async fn connect_with_owner(
+        url: &str,
+        owner_url: Option<&str>,
+        max_connections: u32,
+    ) -> StoreResult<Self> {
+        let pool = db::connect(url, owner_url, max_connections, &SCHEMA).await?;
         Ok(Self { pool })
     }
 }
@@ -120,6 +158,32 @@ mod tests {
             refused,
             Err(StoreError::SchemaTooNew { found: 999, .. })
         ));
+    }
+
+    /// Every table the migrations create is declared, and the runtime role
+    /// the declaration prepares cannot get around the triggers of any
+    /// append-only one.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_runtime_role_cannot_get_around_the_triggers() {
+        let db = PostgresServer::shared().create_database_with_roles();
+        let store = PostgresStore::connect_with_owner(&db.runtime_url, Some(&db.owner_url), 2)
+            .await
+            .expect("connect as the runtime role");
+        store.append_audit(entry("a")).await.expect("append");
+        let undeclared = equipoise_common::store::roles::undeclared_tables(&store.pool, &SCHEMA)
+            .await
+            .expect("tables");
+        assert_eq!(
+            undeclared,
+            Vec::<String>::new(),
+            "tables missing from SCHEMA"
+        );
+        equipoise_common::store::conformance::assert_only_the_owner_can_tamper(
+            &db.owner_url,
+            &db.runtime_url,
+            &SCHEMA,
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

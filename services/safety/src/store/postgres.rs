@@ -6,10 +6,30 @@
 //! only, so they cannot deadlock. The transactions are shared (`shared.rs`).
 
 use equipoise_common::store::postgres as db;
+use equipoise_common::store::{Privilege, Schema, Table};
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// What the runtime role may do to each table (`store::roles`): exactly
+/// what `sql.rs` and the hooks here execute. Case versions, assessments,
+/// sealed records and the trail are only ever added.
+pub static SCHEMA: Schema = Schema {
+    service: "safety",
+    migrator: &MIGRATOR,
+    tables: &[
+        // Classification moves on; locked `FOR UPDATE`.
+        Table::updated("cases"),
+        Table::append_only("case_versions"),
+        Table::append_only("sponsor_assessments"),
+        // Closed once by their submission; locked `FOR UPDATE`.
+        Table::updated("obligations"),
+        Table::append_only("sealed_records"),
+        Table::append_only("audit_log"),
+        Table::with("audit_head", &[Privilege::Select, Privilege::Update]),
+    ],
+};
 
 const CASE_FOR_WRITE: &str =
     "SELECT classification, trial_id FROM cases WHERE case_id = $1 FOR UPDATE";
@@ -26,9 +46,22 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects, checks the server answers, and migrates.
+    /// Connects, checks the server answers, and migrates, as one role
+    /// (development only: it owns the tables).
     pub async fn connect(url: &str, max_connections: u32) -> super::StoreResult<Self> {
-        let pool = db::connect(url, max_connections, &MIGRATOR).await?;
+        Self::connect_with_owner(url, None, max_connections).await
+    }
+
+    /// As [`PostgresStore::connect`]; with `owner_url`, the migrations run
+    /// as that owner, which grants the role of `url` what [`SCHEMA`]
+    /// declares, and start-up is refused if that role could get around the
+    /// triggers. A wrong or unreachable URL fails here, naming its setting.
+    pub async fn connect_with_owner(
+        url: &str,
+        owner_url: Option<&str>,
+        max_connections: u32,
+    ) -> super::StoreResult<Self> {
+        let pool = db::connect(url, owner_url, max_connections, &SCHEMA).await?;
         Ok(Self { pool })
     }
 }
@@ -48,6 +81,32 @@ mod tests {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Every table the migrations create is declared, and the runtime role
+    /// the declaration prepares cannot get around the triggers of any
+    /// append-only one.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_runtime_role_cannot_get_around_the_triggers() {
+        let db = PostgresServer::shared().create_database_with_roles();
+        let store = PostgresStore::connect_with_owner(&db.runtime_url, Some(&db.owner_url), 2)
+            .await
+            .expect("connect as the runtime role");
+        write_everything(&store).await;
+        let undeclared = equipoise_common::store::roles::undeclared_tables(&store.pool, &SCHEMA)
+            .await
+            .expect("tables");
+        assert_eq!(
+            undeclared,
+            Vec::<String>::new(),
+            "tables missing from SCHEMA"
+        );
+        equipoise_common::store::conformance::assert_only_the_owner_can_tamper(
+            &db.owner_url,
+            &db.runtime_url,
+            &SCHEMA,
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

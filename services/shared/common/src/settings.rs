@@ -47,6 +47,25 @@ pub struct OutOfRange {
     pub value: String,
 }
 
+/// Refuses an owner URL (`<service>.database_owner_url`) without the
+/// runtime URL it prepares: the owner only migrates and grants, it never
+/// serves. Never shows the URL, which may hold a password.
+pub fn owner_url_needs_url(
+    owner_key: &'static str,
+    url_key: &'static str,
+    owner_url: Option<&str>,
+    url: Option<&str>,
+) -> Result<(), OutOfRange> {
+    if owner_url.is_some() && url.is_none() {
+        return Err(OutOfRange {
+            key: owner_key,
+            requirement: format!("unset while {url_key} is unset"),
+            value: "a URL".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses `value` below `minimum`.
 pub fn at_least<T: PartialOrd + Display>(
     key: &'static str,

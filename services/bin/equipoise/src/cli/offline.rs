@@ -77,7 +77,10 @@ pub fn mint(settings: &Settings, args: &MintArgs) -> Result<String, CliError> {
 /// The service's own store: PostgreSQL when configured, else the SQLite file.
 async fn open_store(settings: &Settings) -> Result<Box<dyn Store>, CliError> {
     if let Some(url) = &settings.randomisation.database_url {
-        return Ok(Box::new(PostgresStore::connect(url, 1).await?));
+        let owner_url = settings.randomisation.database_owner_url.as_deref();
+        return Ok(Box::new(
+            PostgresStore::connect_with_owner(url, owner_url, 1).await?,
+        ));
     }
     let path = settings.randomisation.sqlite_path(&settings.data_dir);
     if !path.exists() {
@@ -93,7 +96,10 @@ async fn open_store(settings: &Settings) -> Result<Box<dyn Store>, CliError> {
 /// SQLite file.
 async fn open_blinding_store(settings: &Settings) -> Result<Box<dyn BlindingStore>, CliError> {
     if let Some(url) = &settings.blinding.database_url {
-        return Ok(Box::new(BlindingPostgres::connect(url, 1).await?));
+        let owner_url = settings.blinding.database_owner_url.as_deref();
+        return Ok(Box::new(
+            BlindingPostgres::connect_with_owner(url, owner_url, 1).await?,
+        ));
     }
     let path = settings.blinding.sqlite_path(&settings.data_dir);
     if !path.exists() {
@@ -109,7 +115,10 @@ async fn open_blinding_store(settings: &Settings) -> Result<Box<dyn BlindingStor
 /// file.
 async fn open_safety_store(settings: &Settings) -> Result<Box<dyn SafetyStore>, CliError> {
     if let Some(url) = &settings.safety.database_url {
-        return Ok(Box::new(SafetyPostgres::connect(url, 1).await?));
+        let owner_url = settings.safety.database_owner_url.as_deref();
+        return Ok(Box::new(
+            SafetyPostgres::connect_with_owner(url, owner_url, 1).await?,
+        ));
     }
     let path = settings.safety.sqlite_path(&settings.data_dir);
     if !path.exists() {

@@ -66,8 +66,10 @@ macro_rules! conformance_suite {
 /// openers `open_sqlite_in_memory`, `open_sqlite_file` and `open_postgres`,
 /// each giving a fresh `Fixture<dyn $store>` for a suite's `store:`. The
 /// SQLite store must have `in_memory()` and `open(path)`, the PostgreSQL
-/// store `connect(url, max_connections)`; PostgreSQL is the test kit's shared
-/// server, with a database of the test's own.
+/// store `connect_with_owner(url, owner_url, max_connections)`; PostgreSQL is
+/// the test kit's shared server, with a database of the test's own, owned
+/// by a role of its own and used through a runtime role, as in production:
+/// every check also shows that the grants suffice.
 ///
 /// The calling crate has `tempfile` and `equipoise-testkit` among its
 /// dev-dependencies.
@@ -90,10 +92,11 @@ macro_rules! conformance_backends {
         }
 
         async fn open_postgres() -> $crate::store::conformance::Fixture<dyn $store> {
-            let url = ::equipoise_testkit::PostgresServer::shared().create_database();
-            let store = <$postgres>::connect(&url, 8)
-                .await
-                .expect("connect to the test database");
+            let roles = ::equipoise_testkit::PostgresServer::shared().create_database_with_roles();
+            let store =
+                <$postgres>::connect_with_owner(&roles.runtime_url, Some(&roles.owner_url), 8)
+                    .await
+                    .expect("connect to the test database as its runtime role");
             $crate::store::conformance::Fixture::new(Box::new(store))
         }
     };
@@ -128,6 +131,106 @@ impl<S: ?Sized> std::ops::Deref for Fixture<S> {
     fn deref(&self) -> &S {
         &self.store
     }
+}
+
+/// Shows that the runtime role cannot get around the triggers of any
+/// append-only table of `schema`: disabling or dropping them, deleting,
+/// updating or truncating rows all fail with SQLSTATE 42501 (insufficient
+/// privilege). Then the same statements succeed as the owner on
+/// `audit_log`, in a transaction rolled back, so the refusals are the roles'
+/// doing, not a statement that could never work. For tests.
+pub async fn assert_only_the_owner_can_tamper(
+    owner_url: &str,
+    runtime_url: &str,
+    schema: &super::Schema,
+) {
+    use sqlx::Connection;
+    let mut owner = sqlx::PgConnection::connect(owner_url)
+        .await
+        .unwrap_or_else(|e| panic!("the owner connects: {e}"));
+    let mut runtime = sqlx::PgConnection::connect(runtime_url)
+        .await
+        .unwrap_or_else(|e| panic!("the runtime role connects: {e}"));
+    let before = audit_count(&mut owner).await;
+    let mut tables = 0;
+    for table in schema.append_only_tables() {
+        tables += 1;
+        for sql in tamper_statements(&mut owner, table.name).await {
+            let refused = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .execute(&mut runtime)
+                .await;
+            let code = refused
+                .as_ref()
+                .err()
+                .and_then(|e| e.as_database_error())
+                .and_then(|e| e.code().map(|c| c.into_owned()));
+            assert_eq!(
+                code.as_deref(),
+                Some("42501"),
+                "{sql}, as the runtime role: {refused:?}"
+            );
+        }
+    }
+    assert!(
+        tables > 0,
+        "{} declares no append-only table",
+        schema.service
+    );
+    assert!(before > 0, "tamper with a trail that holds records");
+    let mut tx = owner.begin().await.unwrap_or_else(|e| panic!("begin: {e}"));
+    for sql in tamper_statements(&mut tx, "audit_log").await {
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}, as the owner: {e}"));
+    }
+    assert_eq!(audit_count(&mut tx).await, 0, "the owner emptied the trail");
+    tx.rollback()
+        .await
+        .unwrap_or_else(|e| panic!("rollback: {e}"));
+    assert_eq!(audit_count(&mut owner).await, before, "the trail is whole");
+}
+
+async fn audit_count(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(conn)
+        .await
+        .unwrap_or_else(|e| panic!("count audit_log: {e}"))
+}
+
+/// Disable and drop `table`'s triggers, then update, delete and truncate
+/// its rows; its first trigger and column are read from the catalogue.
+async fn tamper_statements(owner: &mut sqlx::PgConnection, table: &str) -> Vec<String> {
+    let quoted = super::roles::quote_ident(table);
+    let trigger: String = sqlx::query_scalar(
+        "SELECT CAST(tgname AS TEXT) FROM pg_trigger
+         WHERE tgrelid = to_regclass($1) AND NOT tgisinternal ORDER BY tgname LIMIT 1",
+    )
+    .bind(&quoted)
+    .fetch_optional(&mut *owner)
+    .await
+    .unwrap_or_else(|e| panic!("{table}'s triggers: {e}"))
+    .unwrap_or_else(|| panic!("{table} has no trigger to tamper with"));
+    let column: String = sqlx::query_scalar(
+        "SELECT CAST(attname AS TEXT) FROM pg_attribute
+         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
+         ORDER BY attnum LIMIT 1",
+    )
+    .bind(&quoted)
+    .fetch_one(&mut *owner)
+    .await
+    .unwrap_or_else(|e| panic!("{table}'s columns: {e}"));
+    let column = super::roles::quote_ident(&column);
+    vec![
+        format!("ALTER TABLE {quoted} DISABLE TRIGGER ALL"),
+        format!(
+            "DROP TRIGGER {} ON {quoted}",
+            super::roles::quote_ident(&trigger)
+        ),
+        format!("UPDATE {quoted} SET {column} = {column}"),
+        format!("DELETE FROM {quoted}"),
+        format!("TRUNCATE {quoted}"),
+    ]
 }
 
 /// The `after_each` of a suite that gives none.

@@ -19,6 +19,17 @@ pub enum DatabaseError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("database error: {0}")]
     Other(String),
+    /// The runtime and owner roles would let the service get around its
+    /// own triggers, or the owner could not migrate or grant.
+    /// Boxed: it is rare (start-up only) and would bloat every result.
+    #[error(transparent)]
+    Roles(Box<super::roles::RoleError>),
+}
+
+impl From<super::roles::RoleError> for DatabaseError {
+    fn from(error: super::roles::RoleError) -> Self {
+        DatabaseError::Roles(Box::new(error))
+    }
 }
 
 impl From<sqlx::Error> for DatabaseError {
@@ -33,8 +44,9 @@ impl From<sqlx::Error> for DatabaseError {
 /// Gives a service's store error `From<DatabaseError>` and
 /// `From<sqlx::Error>`, so both its backends classify failures the one way
 /// [`DatabaseError`] does and convert with `?`. The error needs the variants
-/// `Unavailable(String)`, `SchemaTooNew { found: i64, supported: i64 }` and
-/// `Database(String)`; the calling crate depends on `sqlx`.
+/// `Unavailable(String)`, `SchemaTooNew { found: i64, supported: i64 }`,
+/// `Database(String)` and `Roles(Box<RoleError>)`; the calling crate depends on
+/// `sqlx`.
 ///
 /// ```text
 /// equipoise_common::store_error_from_database!(StoreError);
@@ -50,6 +62,7 @@ macro_rules! store_error_from_database {
                         Self::SchemaTooNew { found, supported }
                     }
                     $crate::store::DatabaseError::Other(message) => Self::Database(message),
+                    $crate::store::DatabaseError::Roles(error) => Self::Roles(error),
                 }
             }
         }
@@ -152,6 +165,7 @@ mod tests {
         Unavailable(String),
         SchemaTooNew { found: i64, supported: i64 },
         Database(String),
+        Roles(Box<crate::store::RoleError>),
     }
 
     crate::store_error_from_database!(ServiceError);

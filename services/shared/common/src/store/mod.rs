@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod error;
 pub mod migrate;
 pub mod postgres;
+pub mod roles;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -23,3 +24,4 @@ mod tests;
 
 pub use audit::AuditRow;
 pub use error::DatabaseError;
+pub use roles::{Privilege, RoleError, Schema, Table};

@@ -14,6 +14,7 @@ use super::error::{DatabaseError, describe};
 use super::migrate::{
     DROP_LEGACY, LEGACY_TABLE, LEGACY_VERSION, migrate_error, record_legacy, run_pending,
 };
+use super::roles::{self, RoleError, Schema};
 use crate::audit::{AuditEntry, AuditRecord};
 
 /// Fail fast while the database is down: the caller gets UNAVAILABLE.
@@ -22,24 +23,103 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connects, checks the server answers, and migrates. A wrong or
 /// unreachable URL fails here with an error naming `database_url`, never
 /// the URL itself (it may hold a password).
+///
+/// With `owner_url` (`<service>.database_owner_url`), the migrations run
+/// over one short-lived connection as that owner, which then grants the
+/// role of `url` what `schema` declares and nothing else; start-up is
+/// refused if that runtime role is the owner, a superuser, or could still
+/// get around the triggers (`roles::inspect_runtime`). Without it, one role
+/// migrates and runs, owning the tables: for development only, and said so
+/// in a warning.
 pub async fn connect(
     url: &str,
+    owner_url: Option<&str>,
     max_connections: u32,
-    migrator: &Migrator,
+    schema: &Schema,
 ) -> Result<PgPool, DatabaseError> {
+    let pool = open_pool(url, max_connections).await?;
+    let Some(owner_url) = owner_url else {
+        migrate(&pool, schema.migrator).await?;
+        // Only a warning: one role is how development and `make run` work.
+        let problem = match roles::inspect_runtime(&pool, schema).await {
+            Ok(problem) => problem.map(|p| p.to_string()),
+            Err(error) => Some(format!("its privileges could not be read: {error}")),
+        };
+        if let Some(problem) = problem {
+            tracing::warn!(
+                "{owner_key} is unset, so the role of {key} owns the tables it writes (development only; \
+                 in production set {owner_key}, README \"Database roles\"): {problem}",
+                owner_key = schema.owner_url_key(),
+                key = schema.url_key(),
+            );
+        }
+        return Ok(pool);
+    };
+    let runtime = roles::identity(&pool).await?;
+    let mut owner = connect_owner(owner_url, schema).await?;
+    let owner_role = roles::identity(&mut owner).await?;
+    let prepared = match roles::refuse_before_grants(schema, &runtime, &owner_role) {
+        Ok(()) => migrate_as_owner(&mut owner, schema, &runtime.name).await,
+        Err(refused) => Err(refused.into()),
+    };
+    // The owner's connection lives only for the migration and the grants.
+    let _ = owner.close().await;
+    prepared?;
+    if let Some(problem) = roles::inspect_runtime(&pool, schema).await? {
+        return Err(problem.into());
+    }
+    Ok(pool)
+}
+
+async fn open_pool(url: &str, max_connections: u32) -> Result<PgPool, DatabaseError> {
     let options: PgConnectOptions = url
         .parse()
         .map_err(|e: sqlx::Error| DatabaseError::Unavailable(format!("database_url: {e}")))?;
     let options = options.options([("synchronous_commit", "on")]);
-    let pool = PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(true)
         .connect_with(options)
         .await
-        .map_err(|e| DatabaseError::Unavailable(format!("database_url: {}", describe(&e))))?;
-    migrate(&pool, migrator).await?;
-    Ok(pool)
+        .map_err(|e| DatabaseError::Unavailable(format!("database_url: {}", describe(&e))))
+}
+
+async fn connect_owner(owner_url: &str, schema: &Schema) -> Result<PgConnection, DatabaseError> {
+    let unreachable = |reason: String| {
+        DatabaseError::from(RoleError::OwnerUnreachable {
+            key: schema.owner_url_key(),
+            reason,
+        })
+    };
+    let options: PgConnectOptions = owner_url
+        .parse()
+        .map_err(|e: sqlx::Error| unreachable(e.to_string()))?;
+    let options = options.options([("synchronous_commit", "on")]);
+    PgConnection::connect_with(&options)
+        .await
+        .map_err(|e| unreachable(describe(&e)))
+}
+
+/// Migrates and grants as the owner, under the migrator's lock. A failure
+/// names the owner's setting, except a schema newer than the binary, which
+/// keeps its own error.
+async fn migrate_as_owner(
+    owner: &mut PgConnection,
+    schema: &Schema,
+    runtime: &str,
+) -> Result<(), DatabaseError> {
+    migrate_locked(owner, schema.migrator, Some((schema, runtime)))
+        .await
+        .map_err(|e| match e {
+            DatabaseError::Unavailable(reason) | DatabaseError::Other(reason) => {
+                DatabaseError::from(RoleError::Migration {
+                    key: schema.owner_url_key(),
+                    reason,
+                })
+            }
+            kept => kept,
+        })
 }
 
 /// Adopts a legacy database, then runs the pending migrations, holding the
@@ -47,7 +127,7 @@ pub async fn connect(
 /// turns.
 pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DatabaseError> {
     let mut conn = pool.acquire().await?;
-    let result = migrate_locked(&mut conn, migrator).await;
+    let result = migrate_locked(&mut conn, migrator, None).await;
     if result.is_err() {
         // A failed run leaves the session's advisory lock held.
         conn.close_on_drop();
@@ -55,12 +135,22 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DatabaseE
     result
 }
 
-async fn migrate_locked(conn: &mut PgConnection, migrator: &Migrator) -> Result<(), DatabaseError> {
+/// With `grant`, also grants the runtime role its privileges before the
+/// lock is released: replicas starting together would otherwise GRANT on
+/// the same tables at once, which PostgreSQL may refuse.
+async fn migrate_locked(
+    conn: &mut PgConnection,
+    migrator: &Migrator,
+    grant: Option<(&Schema, &str)>,
+) -> Result<(), DatabaseError> {
     let failed = |e| migrate_error(e, migrator);
     conn.lock().await.map_err(failed)?;
     adopt_legacy(conn, migrator).await?;
     // The session lock is re-entrant: the run takes and releases it once more.
     run_pending(migrator, conn).await?;
+    if let Some((schema, runtime)) = grant {
+        roles::grant_runtime(conn, schema, runtime).await?;
+    }
     conn.unlock().await.map_err(failed)?;
     Ok(())
 }

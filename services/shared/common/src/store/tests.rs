@@ -10,11 +10,26 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Connection, SqlitePool};
 
 use super::error::DatabaseError;
+use super::roles::{self, Privilege, RoleError, Schema, Table};
 use super::{postgres, sqlite};
 use crate::audit::{AuditEntry, verify_chain};
 
 static SQLITE: Migrator = sqlx::migrate!("src/store/test_migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("src/store/test_migrations/postgres");
+
+/// The test schema as a service declares its own.
+static TEST_SCHEMA: Schema = Schema {
+    service: "test",
+    migrator: &POSTGRES,
+    tables: &[
+        Table::append_only("audit_log"),
+        Table::with("audit_head", &[Privilege::Select, Privilege::Update]),
+        Table::with(
+            "notes",
+            &[Privilege::Select, Privilege::Insert, Privilege::Delete],
+        ),
+    ],
+};
 
 const WRITERS: usize = 8;
 
@@ -67,7 +82,7 @@ async fn sqlite_appends_from_many_writers_form_one_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_appends_from_many_writers_form_one_chain() {
     let url = PostgresServer::shared().create_database();
-    let pool = postgres::connect(&url, 4, &POSTGRES)
+    let pool = postgres::connect(&url, None, 4, &TEST_SCHEMA)
         .await
         .expect("connect");
     let writers: Vec<_> = (0..WRITERS)
@@ -89,7 +104,7 @@ async fn replicas_migrating_one_database_together_all_start() {
     let replicas: Vec<_> = (0..3)
         .map(|_| {
             let url = url.clone();
-            tokio::spawn(async move { postgres::connect(&url, 2, &POSTGRES).await })
+            tokio::spawn(async move { postgres::connect(&url, None, 2, &TEST_SCHEMA).await })
         })
         .collect();
     for replica in replicas {
@@ -189,7 +204,7 @@ async fn a_busy_sqlite_database_is_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_postgres_connection_is_unavailable() {
     let url = PostgresServer::shared().create_database();
-    let pool = postgres::connect(&url, 2, &POSTGRES)
+    let pool = postgres::connect(&url, None, 2, &TEST_SCHEMA)
         .await
         .expect("connect");
     let mut victim = pool.acquire().await.expect("a connection");
@@ -224,7 +239,7 @@ async fn a_constraint_violation_is_a_database_error_on_both_backends() {
     assert!(matches!(error, DatabaseError::Other(_)), "{error:?}");
 
     let url = PostgresServer::shared().create_database();
-    let postgres = postgres::connect(&url, 2, &POSTGRES)
+    let postgres = postgres::connect(&url, None, 2, &TEST_SCHEMA)
         .await
         .expect("connect");
     sqlx::query(insert)
@@ -235,4 +250,195 @@ async fn a_constraint_violation_is_a_database_error_on_both_backends() {
     let duplicate = sqlx::query(insert).bind(2_i64).execute(&postgres).await;
     let error = DatabaseError::from(duplicate.expect_err("unique"));
     assert!(matches!(error, DatabaseError::Other(_)), "{error:?}");
+}
+
+/// What a service's migrations give its audit trail: a trigger refusing
+/// every change. The test schema has none, so the owner adds it.
+async fn guard_the_trail(owner_url: &str) {
+    let owner = sqlx::PgPool::connect(owner_url).await.expect("owner");
+    sqlx::raw_sql(
+        "CREATE FUNCTION equipoise_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$;
+         CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+         FOR EACH ROW EXECUTE FUNCTION equipoise_refuse('audit_log is append-only');
+         CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+         FOR EACH STATEMENT EXECUTE FUNCTION equipoise_refuse('audit_log is append-only');",
+    )
+    .execute(&owner)
+    .await
+    .expect("the trail's triggers");
+    owner.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_role_writes_rows_but_cannot_get_around_the_triggers() {
+    let db = PostgresServer::shared().create_database_with_roles();
+    let pool = postgres::connect(&db.runtime_url, Some(&db.owner_url), 2, &TEST_SCHEMA)
+        .await
+        .expect("migrate as the owner, serve as the runtime role");
+    guard_the_trail(&db.owner_url).await;
+    for n in 0..3 {
+        postgres_append(&pool, n)
+            .await
+            .expect("append as the runtime role");
+    }
+    sqlx::query("INSERT INTO notes (id, text) VALUES (1, 'kept'), (2, 'gone')")
+        .execute(&pool)
+        .await
+        .expect("insert where declared");
+    sqlx::query("DELETE FROM notes WHERE id = 2")
+        .execute(&pool)
+        .await
+        .expect("delete where declared");
+    let update = sqlx::query("UPDATE notes SET text = 'changed'")
+        .execute(&pool)
+        .await;
+    assert!(update.is_err(), "notes declare no UPDATE");
+    let migrations = sqlx::query("SELECT * FROM _sqlx_migrations")
+        .execute(&pool)
+        .await;
+    assert!(migrations.is_err(), "the migration records are the owner's");
+    let identity = roles::identity(&pool).await.expect("who");
+    assert_eq!(identity.name, db.runtime);
+    assert!(
+        roles::undeclared_tables(&pool, &TEST_SCHEMA)
+            .await
+            .expect("tables")
+            .is_empty()
+    );
+    super::conformance::assert_only_the_owner_can_tamper(
+        &db.owner_url,
+        &db.runtime_url,
+        &TEST_SCHEMA,
+    )
+    .await;
+    let records = postgres::audit_records(&pool, 1, 10).await.expect("read");
+    assert_eq!(verify_chain(&records), Ok(3));
+    drop(pool);
+    postgres::connect(&db.runtime_url, Some(&db.owner_url), 2, &TEST_SCHEMA)
+        .await
+        .expect("a second start grants again");
+}
+
+async fn refused(url: &str, owner_url: Option<&str>) -> RoleError {
+    match postgres::connect(url, owner_url, 2, &TEST_SCHEMA).await {
+        Err(DatabaseError::Roles(error)) => *error,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn migrated(url: &str) -> bool {
+    let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    let found: bool = sqlx::query_scalar("SELECT to_regclass('audit_log') IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("look");
+    pool.close().await;
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_refuses_a_runtime_role_that_is_the_owner_or_a_superuser() {
+    let db = PostgresServer::shared().create_database_with_roles();
+    let same = refused(&db.owner_url, Some(&db.owner_url)).await;
+    assert!(matches!(same, RoleError::SameRole { .. }), "{same:?}");
+    assert!(
+        same.to_string().starts_with("test.database_owner_url"),
+        "{same}"
+    );
+    let superuser = refused(&db.superuser_url, Some(&db.owner_url)).await;
+    assert!(
+        matches!(superuser, RoleError::Superuser { .. }),
+        "{superuser:?}"
+    );
+    assert!(
+        superuser.to_string().starts_with("test.database_url"),
+        "{superuser}"
+    );
+    assert!(
+        !migrated(&db.superuser_url).await,
+        "refused before migrating"
+    );
+
+    let unreachable = refused(&db.runtime_url, Some("postgres://nobody@127.0.0.1:1/none")).await;
+    assert!(
+        matches!(&unreachable, RoleError::OwnerUnreachable { key, .. } if key == "test.database_owner_url"),
+        "{unreachable:?}"
+    );
+
+    // One role for both, with no owner URL: development, allowed.
+    postgres::connect(&db.owner_url, None, 2, &TEST_SCHEMA)
+        .await
+        .expect("one role, development only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_refuses_a_runtime_role_that_inherits_the_owner_or_extra_privileges() {
+    let db = PostgresServer::shared().create_database_with_roles();
+    let superuser = sqlx::PgPool::connect(&db.superuser_url).await.expect("su");
+    let grant = format!(
+        "GRANT {} TO {}",
+        roles::quote_ident(&db.owner),
+        roles::quote_ident(&db.runtime)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(grant))
+        .execute(&superuser)
+        .await
+        .expect("membership");
+    let member = refused(&db.runtime_url, Some(&db.owner_url)).await;
+    assert!(matches!(member, RoleError::Owns { .. }), "{member:?}");
+    let revoke = format!(
+        "REVOKE {} FROM {}",
+        roles::quote_ident(&db.owner),
+        roles::quote_ident(&db.runtime)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(revoke))
+        .execute(&superuser)
+        .await
+        .expect("no membership");
+    postgres::connect(&db.runtime_url, Some(&db.owner_url), 2, &TEST_SCHEMA)
+        .await
+        .expect("a plain runtime role starts");
+
+    // A privilege through PUBLIC, which the owner's grants do not touch.
+    let owner = sqlx::PgPool::connect(&db.owner_url).await.expect("owner");
+    sqlx::query("GRANT UPDATE ON audit_log TO PUBLIC")
+        .execute(&owner)
+        .await
+        .expect("grant to PUBLIC");
+    let public = refused(&db.runtime_url, Some(&db.owner_url)).await;
+    assert!(
+        matches!(&public, RoleError::Privilege { table, privilege, .. } if table == "audit_log" && privilege == "UPDATE"),
+        "{public:?}"
+    );
+    sqlx::query("REVOKE UPDATE ON audit_log FROM PUBLIC")
+        .execute(&owner)
+        .await
+        .expect("revoke from PUBLIC");
+
+    // Or through a predefined role that writes every table.
+    let write_all = format!(
+        "GRANT pg_write_all_data TO {}",
+        roles::quote_ident(&db.runtime)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(write_all))
+        .execute(&superuser)
+        .await
+        .expect("pg_write_all_data");
+    let everything = refused(&db.runtime_url, Some(&db.owner_url)).await;
+    assert!(
+        matches!(&everything, RoleError::Privilege { table, .. } if table == "audit_log"),
+        "{everything:?}"
+    );
+    superuser.close().await;
+    owner.close().await;
+}
+
+#[test]
+fn identifiers_are_quoted() {
+    assert_eq!(roles::quote_ident("runtime"), "\"runtime\"");
+    assert_eq!(
+        roles::quote_ident("a\"; DROP TABLE x; --"),
+        "\"a\"\"; DROP TABLE x; --\""
+    );
 }
