@@ -71,6 +71,9 @@ impl Sealer {
     /// activation: a plain hash of a short list could be matched by a
     /// blinded reader trying every arrangement.
     pub fn list_digest(&self, trial_id: &str, entries: &[ListEntry]) -> String {
+        // Sorted here, not by the database, whose text collation may differ.
+        let mut entries: Vec<&ListEntry> = entries.iter().collect();
+        entries.sort_by(|a, b| (&a.stratum, a.position).cmp(&(&b.stratum, b.position)));
         let canonical = serde_json::json!({ "trial": trial_id, "entries": entries });
         hex::encode(hmac_sha256(
             &self.digest_key,

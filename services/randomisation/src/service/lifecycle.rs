@@ -11,7 +11,7 @@ use super::access::{Operation, authorise, sees_design, sees_redacted_design};
 use super::concealed;
 use super::{RandomisationService, audit_entry, parse_submitted_definition};
 use crate::error::RandomisationError;
-use crate::store::{TrialRecord, TrialState};
+use crate::store::{ListEntry, TrialRecord, TrialState};
 use equipoise_stream::{ALGORITHM_VERSION, MasterSeed};
 use equipoise_trial::{FactorSource, MethodSpec, Problem, TrialDefinition};
 
@@ -88,8 +88,11 @@ impl RandomisationService {
             .map(|(s, _)| s.as_str())
             .collect::<BTreeSet<_>>()
             .len() as u32;
+        // The chain gets the keyed digest activation will chain too: a plain
+        // hash of a short list could be matched by a blinded reader.
+        let list_digest = self.sealer.list_digest(trial_id, &numbered_list(&entries));
         let details =
-            json!({ "list_sha256": list_sha256, "entries": entries.len(), "strata": strata });
+            json!({ "list_digest": list_digest, "entries": entries.len(), "strata": strata });
         let audit = audit_entry(
             caller,
             "trial.list_uploaded",
@@ -464,4 +467,22 @@ fn parse_list_csv(
     } else {
         Err(RandomisationError::InvalidArgument(problems))
     }
+}
+
+/// An uploaded list's rows numbered per stratum, as the store keeps them.
+fn numbered_list(entries: &[(String, String)]) -> Vec<ListEntry> {
+    let mut next: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    entries
+        .iter()
+        .map(|(stratum, arm)| {
+            let position = next.entry(stratum.as_str()).or_insert(0);
+            let entry = ListEntry {
+                stratum: stratum.clone(),
+                position: *position,
+                arm: arm.clone(),
+            };
+            *position += 1;
+            entry
+        })
+        .collect()
 }

@@ -115,6 +115,27 @@ async fn an_uploaded_list_is_checked_then_followed_in_order_until_exhausted() {
         .activate_trial(&admin(), "LIST", &draft.record.definition_sha256)
         .await
         .expect("activates once every stratum has a list");
+    // The chain pins the list by a keyed digest, the same at upload and at
+    // activation, never by a plain hash a blinded reader could test guesses
+    // against.
+    let records = fixture.audit_records().await;
+    let digest_of = |action: &str| {
+        let record = records
+            .iter()
+            .rev()
+            .find(|r| r.entry.action == action)
+            .unwrap_or_else(|| panic!("a {action} record"));
+        assert!(record.entry.details.get("list_sha256").is_none());
+        record.entry.details["list_digest"].clone()
+    };
+    assert_eq!(
+        digest_of("trial.list_uploaded"),
+        digest_of("trial.activated")
+    );
+    assert_eq!(
+        digest_of("trial.activated").as_str().map(str::len),
+        Some(64)
+    );
 
     // FR-MTP severe is the second stratum: its list is SHAM then MSC.
     let first = fixture
