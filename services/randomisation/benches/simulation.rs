@@ -3,7 +3,7 @@
 //! divan reports the median per run and items (allocations) per second.
 
 use divan::counter::ItemsCount;
-use equipoise_randomisation::simulation::{LevelWeights, SimulationSpec, simulate};
+use equipoise_randomisation::simulation::{BiasSpec, LevelWeights, SimulationSpec, simulate};
 use equipoise_trial::{TrialDefinition, parse_definition};
 
 use equipoise_trial::examples::RESPINE;
@@ -42,6 +42,8 @@ fn run(bencher: divan::Bencher, definition: &TrialDefinition) {
         subjects_per_trial: 114,
         seed: 1,
         level_weights: LevelWeights::new(),
+        bias: BiasSpec::default(),
+        path_points: 0,
     };
     bencher
         .counter(ItemsCount::new(u64::from(TRIALS) * 114))

@@ -507,8 +507,14 @@ mod tests {
                 .collect::<String>()
         };
         let methods = [
-            (MethodSpec::RandomAllocationRule { sample_size: 12 }, vec![1, 1]),
-            (MethodSpec::RandomAllocationRule { sample_size: 9 }, vec![2, 1]),
+            (
+                MethodSpec::RandomAllocationRule { sample_size: 12 },
+                vec![1, 1],
+            ),
+            (
+                MethodSpec::RandomAllocationRule { sample_size: 9 },
+                vec![2, 1],
+            ),
             (MethodSpec::ChenBiasedCoin { p: 0.75, bound: 2 }, vec![1, 1]),
             (MethodSpec::AcceleratedBiasedCoin { a: 2.0 }, vec![1, 1]),
             (MethodSpec::GeneralisedBiasedCoin { rho: 2.0 }, vec![1, 1]),
@@ -542,9 +548,21 @@ mod tests {
     #[test]
     fn whole_sample_blocks_close_on_target() {
         for (method, ratios, size) in [
-            (MethodSpec::RandomAllocationRule { sample_size: 10 }, [1u32, 1u32], 10u32),
-            (MethodSpec::RandomAllocationRule { sample_size: 12 }, [3, 1], 12),
-            (MethodSpec::TruncatedBinomial { sample_size: 10 }, [1, 1], 10),
+            (
+                MethodSpec::RandomAllocationRule { sample_size: 10 },
+                [1u32, 1u32],
+                10u32,
+            ),
+            (
+                MethodSpec::RandomAllocationRule { sample_size: 12 },
+                [3, 1],
+                12,
+            ),
+            (
+                MethodSpec::TruncatedBinomial { sample_size: 10 },
+                [1, 1],
+                10,
+            ),
         ] {
             let mut s = sequence(method, &ratios, "whole");
             let mut counts = [0u32; 2];
@@ -559,7 +577,11 @@ mod tests {
 
     #[test]
     fn chen_never_passes_its_bound() {
-        let mut s = sequence(MethodSpec::ChenBiasedCoin { p: 0.6, bound: 2 }, &[1, 1], "chen");
+        let mut s = sequence(
+            MethodSpec::ChenBiasedCoin { p: 0.6, bound: 2 },
+            &[1, 1],
+            "chen",
+        );
         let mut imbalance = 0i64;
         for _ in 0..5000 {
             imbalance += if s.next_slot().arm == 0 { 1 } else { -1 };

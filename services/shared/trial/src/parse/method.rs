@@ -66,11 +66,8 @@ pub(super) fn read_method(
                 .filter(|w| at_most(*w, MAX_CAP, &object.field_path("warn_remaining"), problems))
                 .unwrap_or(5),
         }),
-        "random_allocation_rule" => {
-            read_sample_size(&object, ratio_sum, problems).map(|sample_size| {
-                MethodSpec::RandomAllocationRule { sample_size }
-            })
-        }
+        "random_allocation_rule" => read_sample_size(&object, ratio_sum, problems)
+            .map(|sample_size| MethodSpec::RandomAllocationRule { sample_size }),
         "accelerated_biased_coin" | "generalised_biased_coin" | "urn" | "truncated_binomial" => {
             read_equal_two_arm_method(&object, &kind, arms, problems)
         }
