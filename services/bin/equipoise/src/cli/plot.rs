@@ -100,18 +100,22 @@ fn envelope(path: &Path, runs: &[Run<'_>]) -> Result<(), Box<dyn std::error::Err
         ];
         for (quantile, width, ys) in series {
             let points = path.iter().map(|p| f64::from(p.step)).zip(ys);
-            chart
-                .draw_series(LineSeries::new(points, colour.stroke_width(width)))?
-                .label(format!("{} {quantile}", run.label))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(width))
-                });
+            let drawn = chart.draw_series(LineSeries::new(points, colour.stroke_width(width)))?;
+            // One legend entry per design, on its median.
+            if quantile == "median" {
+                drawn
+                    .label(format!("{} (median; 5 %, 95 % thin)", run.label))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(width))
+                    });
+            }
         }
     }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
+        .label_font(("sans-serif", 11))
         .position(SeriesLabelPosition::UpperRight)
         .draw()?;
     root.present()?;
@@ -172,6 +176,7 @@ fn distribution(
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
+        .label_font(("sans-serif", 11))
         .position(SeriesLabelPosition::UpperRight)
         .draw()?;
     root.present()?;
@@ -192,9 +197,10 @@ fn balance_randomness(path: &Path, runs: &[Run<'_>]) -> Result<(), Box<dyn std::
         .collect();
     let xs = span(points.iter().map(|p| p.0));
     let ys = span(points.iter().map(|p| p.1).chain([0.5]));
+    // Neither an SD nor a rate is negative.
     let pad = |(low, high): (f64, f64)| {
         let margin = (high - low) * 0.15;
-        (low - margin)..(high + margin)
+        (low - margin).max(0.0)..(high + margin)
     };
     let mut chart = ChartBuilder::on(&root)
         .caption("Balance and randomness", ("sans-serif", 20))
@@ -218,6 +224,7 @@ fn balance_randomness(path: &Path, runs: &[Run<'_>]) -> Result<(), Box<dyn std::
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
+        .label_font(("sans-serif", 11))
         .position(SeriesLabelPosition::UpperRight)
         .draw()?;
     root.present()?;
