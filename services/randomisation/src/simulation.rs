@@ -162,8 +162,18 @@ pub fn simulate(
     check_bias(definition, &spec.bias)?;
     let sampler = SubjectSampler::new(definition, &spec.level_weights)?;
     let mut totals = Totals::new(definition);
+    // Every trial has n subjects, so the t-test always has n − 2 degrees of
+    // freedom and one critical value serves them all.
+    let critical = if spec.bias.is_requested() {
+        t_critical(
+            spec.bias.alpha(),
+            f64::from(spec.subjects_per_trial.max(3) - 2),
+        )
+    } else {
+        f64::INFINITY
+    };
     for trial in 0..spec.trials {
-        let outcome = simulate_trial(definition, &sampler, spec, trial)
+        let outcome = simulate_trial(definition, &sampler, spec, trial, critical)
             .ok_or(SimulationError::UploadedList)?;
         totals.add(outcome);
         progress(trial + 1);
@@ -384,17 +394,20 @@ struct Responses {
     eta: Option<f64>,
     theta: Option<f64>,
     subjects: f64,
+    /// t_{1−α/2, n−2}: every trial has n subjects, so one value serves all.
+    critical: f64,
     selection: [ArmSums; 2],
     chronological: [ArmSums; 2],
 }
 
 impl Responses {
-    fn new(bias: &BiasSpec, seed: u64, trial: u32, subjects: u32) -> Option<Self> {
+    fn new(bias: &BiasSpec, seed: u64, trial: u32, subjects: u32, critical: f64) -> Option<Self> {
         bias.is_requested().then(|| Self {
             rng: simulation_stream(seed, &format!("trial/{trial}/responses")),
             eta: bias.selection_eta,
             theta: bias.time_trend,
             subjects: f64::from(subjects),
+            critical,
             selection: [ArmSums::default(); 2],
             chronological: [ArmSums::default(); 2],
         })
@@ -416,10 +429,10 @@ impl Responses {
         }
     }
 
-    fn rejections(&self, alpha: f64) -> (Option<bool>, Option<bool>) {
+    fn rejections(&self) -> (Option<bool>, Option<bool>) {
         let rejects = |sums: &[ArmSums; 2]| {
-            let (t, df) = t_statistic(&sums[0], &sums[1])?;
-            Some(t.abs() > t_critical(alpha, df))
+            let (t, _) = t_statistic(&sums[0], &sums[1])?;
+            Some(t.abs() > self.critical)
         };
         (
             self.eta.and_then(|_| rejects(&self.selection)),
@@ -503,6 +516,7 @@ fn simulate_trial(
     sampler: &SubjectSampler,
     spec: &SimulationSpec,
     trial: u32,
+    critical: f64,
 ) -> Option<TrialOutcome> {
     let ratios = definition.ratios();
     let arms = ratios.len();
@@ -511,7 +525,13 @@ fn simulate_trial(
     let mut allocator = Allocator::new(definition, spec.seed, trial)?;
     let mut cells = vec![CellTrack::new(arms); layout.total];
     let mut site_counts = vec![vec![0u32; arms]; definition.sites.len()];
-    let mut responses = Responses::new(&spec.bias, spec.seed, trial, spec.subjects_per_trial);
+    let mut responses = Responses::new(
+        &spec.bias,
+        spec.seed,
+        trial,
+        spec.subjects_per_trial,
+        critical,
+    );
     let mut outcome = TrialOutcome {
         cells: Vec::new(),
         guesses_stratum: 0.0,
@@ -553,8 +573,7 @@ fn simulate_trial(
     }
     outcome.cells = cells.iter().map(|cell| cell.outcome(&ratios)).collect();
     if let Some(responses) = responses {
-        (outcome.selection_rejected, outcome.chronological_rejected) =
-            responses.rejections(spec.bias.alpha());
+        (outcome.selection_rejected, outcome.chronological_rejected) = responses.rejections();
     }
     Some(outcome)
 }
