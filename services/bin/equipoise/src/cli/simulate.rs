@@ -473,6 +473,39 @@ mod tests {
     }
 
     #[test]
+    fn one_design_reports_every_metric() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let design = write_design(
+            dir.path(),
+            "chen.yaml",
+            &RESPINE.replace(BLOCKS, "kind: chen_biased_coin\n  p: 0.7\n  bound: 2"),
+        );
+        let mut one = args(Vec::new(), None);
+        one.definition = Some(design);
+        one.time_trend = Some(-1.0);
+        let table = run(&one).expect("simulated");
+        for needle in [
+            "RESPINE (chen_biased_coin): 200 simulated trials x 114 subjects, seed 3",
+            "correct-guess rate (proportional strategy, stratum):",
+            "selection bias (eta) = 0.5: t-test type I error",
+            "chronological bias (theta) = -1: t-test type I error",
+            "sd_final",
+            "balanced",
+            "overall final imbalance: ",
+            "overall maximum imbalance: ",
+        ] {
+            assert!(table.contains(needle), "no '{needle}' in\n{table}");
+        }
+        one.format = OutputFormat::Csv;
+        let csv = run(&one).expect("simulated");
+        assert!(
+            csv.contains("summary,selection_bias_type_i_error,"),
+            "{csv}"
+        );
+        assert!(csv.contains("\nmax_imbalance,"), "{csv}");
+    }
+
+    #[test]
     fn compare_refuses_designs_of_other_arms_or_sizes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let two = write_design(dir.path(), "two.yaml", RESPINE);
