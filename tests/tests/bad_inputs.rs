@@ -388,6 +388,7 @@ async fn oversized_messages_and_absurd_simulations_are_not_run() {
         subjects_per_trial: 0,
         seed: 1,
         level_weights: Default::default(),
+        ..Default::default()
     };
     let status = admin.simulate(absurd).await.expect_err("absurd simulation");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -405,12 +406,25 @@ async fn oversized_messages_and_absurd_simulations_are_not_run() {
         level_weights: [("colour".to_owned(), pb::LevelWeights::default())]
             .into_iter()
             .collect(),
+        ..Default::default()
     };
     let status = admin
         .simulate(unknown_factor)
         .await
         .expect_err("unknown factor");
     assert_eq!(violations(&status), ["level_weights.colour"]);
+
+    let endless_trend = pb::SimulateRequest {
+        design: Some(pb::simulate_request::Design::TrialId("RESPINE".into())),
+        trials: 10,
+        time_trend: Some(f64::INFINITY),
+        ..Default::default()
+    };
+    let status = admin
+        .simulate(endless_trend)
+        .await
+        .expect_err("infinite trend");
+    assert_eq!(violations(&status), ["time_trend"]);
     server.stop().await;
 }
 

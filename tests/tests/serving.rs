@@ -179,6 +179,8 @@ async fn simulation_over_grpc_reports_the_design() {
             subjects_per_trial: 0,
             seed: 11,
             level_weights: Default::default(),
+            selection_bias: Some(0.5),
+            ..Default::default()
         })
         .await
         .expect("simulated")
@@ -193,6 +195,16 @@ async fn simulation_over_grpc_reports_the_design() {
         .expect("overall row");
     assert!(overall.mean_final < 2.0, "{overall:?}");
     assert!(report.correct_guess_rate_trial > 0.5);
+    assert!(overall.rms_final >= overall.mean_final);
+    let trials: u64 = report
+        .final_imbalance_distribution
+        .iter()
+        .map(|bin| bin.trials)
+        .sum();
+    assert_eq!(trials, 500);
+    let selection = report.selection_bias.expect("selection bias assessed");
+    assert_eq!(selection.trials_tested, 500);
+    assert!(report.chronological_bias.is_none());
     server.stop().await;
 }
 

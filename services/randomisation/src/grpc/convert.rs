@@ -8,7 +8,7 @@ use equipoise_proto::randomisation::v1 as pb;
 
 use crate::error::RandomisationError;
 use crate::service::{AllocatedArm, StatusView, TrialForBlinding, TrialView};
-use crate::simulation::SimulationReport;
+use crate::simulation::{BiasTest, ImbalanceBin, SimulationReport};
 use crate::store::{AllocationRecord, TrialState};
 use equipoise_trial::{CovariateInput, Problem};
 
@@ -166,6 +166,8 @@ pub fn simulation(report: SimulationReport) -> pb::SimulationReport {
                 p95_final: row.p95_final,
                 mean_max: row.mean_max,
                 worst_max: row.worst_max,
+                rms_final: row.rms_final,
+                balanced_proportion: row.balanced_proportion,
             })
             .collect(),
         correct_guess_rate_stratum: report.correct_guess_rate_stratum,
@@ -174,6 +176,29 @@ pub fn simulation(report: SimulationReport) -> pb::SimulationReport {
         mean_correct_guesses_per_trial: report.mean_correct_guesses_per_trial,
         deterministic_rate: report.deterministic_rate,
         allocations: report.allocations,
+        proportional_guess_rate: report.proportional_guess_rate,
+        final_imbalance_distribution: bins(report.final_imbalance_distribution),
+        max_imbalance_distribution: bins(report.max_imbalance_distribution),
+        selection_bias: report.selection_bias.map(bias_test),
+        chronological_bias: report.chronological_bias.map(bias_test),
+    }
+}
+
+fn bins(bins: Vec<ImbalanceBin>) -> Vec<pb::ImbalanceBin> {
+    bins.into_iter()
+        .map(|bin| pb::ImbalanceBin {
+            imbalance: bin.imbalance,
+            trials: bin.trials,
+        })
+        .collect()
+}
+
+fn bias_test(test: BiasTest) -> pb::BiasTest {
+    pb::BiasTest {
+        size: test.size,
+        nominal_level: test.nominal_level,
+        rejection_rate: test.rejection_rate,
+        trials_tested: test.trials_tested,
     }
 }
 

@@ -19,7 +19,7 @@ use crate::error::RandomisationError;
 use crate::service::{
     AllocationFilter, RandomisationService, RandomiseCommand, SimulateCommand, SimulationDesign,
 };
-use crate::simulation::LevelWeights;
+use crate::simulation::{BiasSpec, LevelWeights};
 pub use blinding_support::{BlindingSupportGrpc, BlindingSupportServiceServer};
 pub use code_issuer::GrpcCodeIssuer;
 pub use pb::randomisation_service_server::RandomisationServiceServer;
@@ -315,6 +315,11 @@ impl RandomisationApi for RandomisationGrpc {
             subjects_per_trial: body.subjects_per_trial,
             seed: body.seed,
             level_weights,
+            bias: BiasSpec {
+                selection_eta: body.selection_bias,
+                time_trend: body.time_trend,
+                alpha: body.alpha,
+            },
         };
         let result = self.service.simulate(&caller, command).await;
         reply(result, convert::simulation)

@@ -13,6 +13,12 @@ pub enum SequenceMethod {
     BiasedCoin(f64),
     BigStick(u32),
     Maximal { bound: u32, sequence_length: u32 },
+    RandomAllocation(u32),
+    Chen { p: f64, bound: u32 },
+    Accelerated(f64),
+    Generalised(f64),
+    Urn { alpha: f64, beta: f64 },
+    TruncatedBinomial(u32),
 }
 
 impl SequenceMethod {
@@ -31,6 +37,22 @@ impl SequenceMethod {
                 bound: *bound,
                 sequence_length: *sequence_length,
             },
+            MethodSpec::RandomAllocationRule { sample_size } => {
+                SequenceMethod::RandomAllocation(*sample_size)
+            }
+            MethodSpec::ChenBiasedCoin { p, bound } => SequenceMethod::Chen {
+                p: *p,
+                bound: *bound,
+            },
+            MethodSpec::AcceleratedBiasedCoin { a } => SequenceMethod::Accelerated(*a),
+            MethodSpec::GeneralisedBiasedCoin { rho } => SequenceMethod::Generalised(*rho),
+            MethodSpec::Urn { alpha, beta } => SequenceMethod::Urn {
+                alpha: *alpha,
+                beta: *beta,
+            },
+            MethodSpec::TruncatedBinomial { sample_size } => {
+                SequenceMethod::TruncatedBinomial(*sample_size)
+            }
             MethodSpec::Minimisation { .. } | MethodSpec::UploadedList { .. } => return None,
         })
     }
@@ -63,6 +85,27 @@ enum State {
         step: usize,
         imbalance: i64,
     },
+    /// Random allocation rule and truncated binomial: counts within the
+    /// current block of `size`.
+    WholeBlock {
+        size: u32,
+        truncated: bool,
+        in_block: Vec<u32>,
+    },
+    Chen {
+        p: f64,
+        bound: i64,
+    },
+    Accelerated {
+        a: f64,
+    },
+    Generalised {
+        rho: f64,
+    },
+    Urn {
+        alpha: f64,
+        beta: f64,
+    },
 }
 
 impl StratumSequence {
@@ -89,6 +132,26 @@ impl StratumSequence {
                 ),
                 step: 0,
                 imbalance: 0,
+            },
+            SequenceMethod::RandomAllocation(size) => State::WholeBlock {
+                size: *size,
+                truncated: false,
+                in_block: vec![0; ratios.len()],
+            },
+            SequenceMethod::TruncatedBinomial(size) => State::WholeBlock {
+                size: *size,
+                truncated: true,
+                in_block: vec![0; ratios.len()],
+            },
+            SequenceMethod::Chen { p, bound } => State::Chen {
+                p: *p,
+                bound: i64::from(*bound),
+            },
+            SequenceMethod::Accelerated(a) => State::Accelerated { a: *a },
+            SequenceMethod::Generalised(rho) => State::Generalised { rho: *rho },
+            SequenceMethod::Urn { alpha, beta } => State::Urn {
+                alpha: *alpha,
+                beta: *beta,
             },
         };
         Self {
@@ -139,6 +202,39 @@ impl StratumSequence {
                     *step = 0;
                 }
                 slot
+            }
+            State::WholeBlock {
+                size,
+                truncated,
+                in_block,
+            } => {
+                let probabilities = if *truncated {
+                    truncated_binomial(in_block, *size)
+                } else {
+                    random_allocation(&self.ratios, in_block, *size)
+                };
+                let slot = draw(&mut self.rng, probabilities);
+                in_block[slot.arm] += 1;
+                if in_block.iter().sum::<u32>() >= *size {
+                    in_block.fill(0);
+                }
+                slot
+            }
+            State::Chen { p, bound } => {
+                let probabilities = chen(&self.ratios, &self.counts, *p, *bound);
+                draw(&mut self.rng, probabilities)
+            }
+            State::Accelerated { a } => {
+                let probabilities = accelerated(&self.counts, *a);
+                draw(&mut self.rng, probabilities)
+            }
+            State::Generalised { rho } => {
+                let probabilities = generalised(&self.counts, *rho);
+                draw(&mut self.rng, probabilities)
+            }
+            State::Urn { alpha, beta } => {
+                let probabilities = urn(&self.counts, *alpha, *beta);
+                draw(&mut self.rng, probabilities)
             }
         };
         self.counts[slot.arm] += 1;
@@ -224,6 +320,85 @@ fn big_stick(ratios: &[u32], counts: &[u32], bound: i64) -> Vec<f64> {
     } else {
         proportional(ratios, |_| true, 1.0)
     }
+}
+
+/// Random allocation rule: drawing without replacement from the block's
+/// remaining places, each arm's share of the block in proportion to its ratio.
+fn random_allocation(ratios: &[u32], in_block: &[u32], size: u32) -> Vec<f64> {
+    let ratio_sum: u32 = ratios.iter().sum();
+    let remaining: Vec<f64> = ratios
+        .iter()
+        .zip(in_block)
+        .map(|(r, n)| f64::from((size / ratio_sum * r).saturating_sub(*n)))
+        .collect();
+    let total: f64 = remaining.iter().sum();
+    remaining.iter().map(|r| r / total).collect()
+}
+
+/// Truncated binomial: a fair coin until one arm holds half the block.
+fn truncated_binomial(in_block: &[u32], size: u32) -> Vec<f64> {
+    let half = size / 2;
+    if in_block[0] >= half {
+        vec![0.0, 1.0]
+    } else if in_block[1] >= half {
+        vec![1.0, 0.0]
+    } else {
+        vec![0.5, 0.5]
+    }
+}
+
+/// Chen: the big stick's forcing at the bound, Efron's coin inside it.
+fn chen(ratios: &[u32], counts: &[u32], p: f64, bound: i64) -> Vec<f64> {
+    let imbalance = two_arm_imbalance(ratios, counts);
+    if imbalance + two_arm_step(ratios, 0) > bound {
+        vec![0.0, 1.0]
+    } else if imbalance + two_arm_step(ratios, 1) < -bound {
+        vec![1.0, 0.0]
+    } else {
+        biased_coin(ratios, counts, p)
+    }
+}
+
+/// Lagging arm's probability |D|^a / (|D|^a + 1), written as
+/// 1 / (1 + |D|^-a) so a large exponent cannot give inf / inf.
+fn accelerated(counts: &[u32], a: f64) -> Vec<f64> {
+    let d = i64::from(counts[0]) - i64::from(counts[1]);
+    if d == 0 {
+        return vec![0.5, 0.5];
+    }
+    let lagging = 1.0 / (1.0 + (d.unsigned_abs() as f64).powf(-a));
+    if d < 0 {
+        vec![lagging, 1.0 - lagging]
+    } else {
+        vec![1.0 - lagging, lagging]
+    }
+}
+
+/// Smith: arm A with n_B^rho / (n_A^rho + n_B^rho), as 1 / (1 + (n_A/n_B)^rho)
+/// so no power overflows; a fair coin while both are empty.
+fn generalised(counts: &[u32], rho: f64) -> Vec<f64> {
+    let (a, b) = (f64::from(counts[0]), f64::from(counts[1]));
+    let first = if a == b {
+        0.5
+    } else if b == 0.0 {
+        // 0^rho / (n_A^rho + 0^rho): 0, or 1/2 when rho = 0.
+        if rho == 0.0 { 0.5 } else { 0.0 }
+    } else {
+        1.0 / (1.0 + (a / b).powf(rho))
+    };
+    vec![first, 1.0 - first]
+}
+
+/// Wei's urn: alpha balls of each arm, beta of the other arm added per
+/// assignment; a fair draw from an empty urn.
+fn urn(counts: &[u32], alpha: f64, beta: f64) -> Vec<f64> {
+    let (a, b) = (f64::from(counts[0]), f64::from(counts[1]));
+    let total = 2.0 * alpha + beta * (a + b);
+    if total <= 0.0 {
+        return vec![0.5, 0.5];
+    }
+    let first = (alpha + beta * b) / total;
+    vec![first, 1.0 - first]
 }
 
 /// Maximal procedure: every admissible sequence equally likely, so each arm's
@@ -323,6 +498,125 @@ mod tests {
         "BAABABBABAABABBBABAAABBB",
         "BAAABABAABAAABABAABAAAAB",
     ];
+
+    #[test]
+    fn golden_sequences_of_the_literature_procedures() {
+        let render = |arms: Vec<usize>| {
+            arms.iter()
+                .map(|a| char::from(b'A' + *a as u8))
+                .collect::<String>()
+        };
+        let methods = [
+            (
+                MethodSpec::RandomAllocationRule { sample_size: 12 },
+                vec![1, 1],
+            ),
+            (
+                MethodSpec::RandomAllocationRule { sample_size: 9 },
+                vec![2, 1],
+            ),
+            (MethodSpec::ChenBiasedCoin { p: 0.75, bound: 2 }, vec![1, 1]),
+            (MethodSpec::AcceleratedBiasedCoin { a: 2.0 }, vec![1, 1]),
+            (MethodSpec::GeneralisedBiasedCoin { rho: 2.0 }, vec![1, 1]),
+            (
+                MethodSpec::Urn {
+                    alpha: 1.0,
+                    beta: 1.0,
+                },
+                vec![1, 1],
+            ),
+            (MethodSpec::TruncatedBinomial { sample_size: 8 }, vec![1, 1]),
+        ];
+        let sequences: Vec<String> = methods
+            .into_iter()
+            .map(|(method, ratios)| render(arms(method, &ratios, 24)))
+            .collect();
+        assert_eq!(sequences, GOLDEN_LITERATURE);
+    }
+
+    /// Pinned like [`GOLDEN`].
+    const GOLDEN_LITERATURE: [&str; 7] = [
+        "BAABABBABBAAABBBABBBAAAA",
+        "AAABABBAABAAABABAABBAABA",
+        "BAABABBABBAAABBBABABAABA",
+        "BBABABBAABABABABABBBAABA",
+        "BAABABBABBABABBBABBBAABA",
+        "BAABABBABBABABBBABBBABBB",
+        "BBABABAABBABABAAABBBABAA",
+    ];
+
+    #[test]
+    fn whole_sample_blocks_close_on_target() {
+        for (method, ratios, size) in [
+            (
+                MethodSpec::RandomAllocationRule { sample_size: 10 },
+                [1u32, 1u32],
+                10u32,
+            ),
+            (
+                MethodSpec::RandomAllocationRule { sample_size: 12 },
+                [3, 1],
+                12,
+            ),
+            (
+                MethodSpec::TruncatedBinomial { sample_size: 10 },
+                [1, 1],
+                10,
+            ),
+        ] {
+            let mut s = sequence(method, &ratios, "whole");
+            let mut counts = [0u32; 2];
+            for step in 1..=600u32 {
+                counts[s.next_slot().arm] += 1;
+                if step % size == 0 {
+                    assert_eq!(counts[0] * ratios[1], counts[1] * ratios[0], "step {step}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chen_never_passes_its_bound() {
+        let mut s = sequence(
+            MethodSpec::ChenBiasedCoin { p: 0.6, bound: 2 },
+            &[1, 1],
+            "chen",
+        );
+        let mut imbalance = 0i64;
+        for _ in 0..5000 {
+            imbalance += if s.next_slot().arm == 0 { 1 } else { -1 };
+            assert!(imbalance.abs() <= 2);
+        }
+    }
+
+    /// Extreme parameters give probabilities, never NaN.
+    #[test]
+    fn extreme_coin_parameters_stay_probabilities() {
+        for method in [
+            MethodSpec::AcceleratedBiasedCoin { a: 1_000.0 },
+            MethodSpec::AcceleratedBiasedCoin { a: 0.0 },
+            MethodSpec::GeneralisedBiasedCoin { rho: 1_000.0 },
+            MethodSpec::GeneralisedBiasedCoin { rho: 0.0 },
+            MethodSpec::Urn {
+                alpha: 0.0,
+                beta: 1e-9,
+            },
+            MethodSpec::Urn {
+                alpha: 1e6,
+                beta: 1e6,
+            },
+        ] {
+            let mut s = sequence(method.clone(), &[1, 1], "extreme");
+            for _ in 0..300 {
+                let slot = s.next_slot();
+                assert!(
+                    slot.probabilities.iter().all(|p| (0.0..=1.0).contains(p)),
+                    "{method:?}: {:?}",
+                    slot.probabilities
+                );
+            }
+        }
+    }
 
     #[test]
     fn blocks_balance_at_every_block_end() {

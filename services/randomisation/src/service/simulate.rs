@@ -6,7 +6,7 @@ use super::access::{Operation, authorise};
 use super::{RandomisationService, parse_submitted_definition};
 use crate::error::RandomisationError;
 use crate::simulation::{
-    LevelWeights, SimulationError, SimulationReport, SimulationSpec, simulate,
+    BiasSpec, LevelWeights, SimulationError, SimulationReport, SimulationSpec, simulate,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +25,7 @@ pub struct SimulateCommand {
     /// 0: drawn from the OS and reported.
     pub seed: u64,
     pub level_weights: LevelWeights,
+    pub bias: BiasSpec,
 }
 
 impl RandomisationService {
@@ -61,6 +62,8 @@ impl RandomisationService {
             subjects_per_trial: subjects,
             seed,
             level_weights: command.level_weights,
+            bias: command.bias,
+            path_points: 0,
         };
         let limit = self.limits.max_simulated_allocations;
         let permit = self.simulations.clone().try_acquire_owned().map_err(|_| {

@@ -41,6 +41,8 @@ fn run(definition: &TrialDefinition, trials: u32, subjects: u32) -> SimulationRe
         subjects_per_trial: subjects,
         seed: 20_261_121,
         level_weights: LevelWeights::new(),
+        bias: BiasSpec::default(),
+        path_points: 0,
     };
     simulate(definition, &spec, 50_000_000, &mut |_| {}).expect("simulates")
 }
@@ -131,6 +133,8 @@ stratification:
         subjects_per_trial: 114,
         seed: 7,
         level_weights: LevelWeights::new(),
+        bias: BiasSpec::default(),
+        path_points: 0,
     };
     assert_ne!(
         simulate(&definition, &other_seed, 1_000_000, &mut |_| {})
@@ -161,6 +165,8 @@ fn absurd_or_malformed_specs_are_refused_before_running() {
         subjects_per_trial: subjects,
         seed: 1,
         level_weights: weights,
+        bias: BiasSpec::default(),
+        path_points: 0,
     };
     let mut ran = 0;
     let mut count = |_| ran += 1;
@@ -190,3 +196,138 @@ fn absurd_or_malformed_specs_are_refused_before_running() {
     );
     assert_eq!(ran, 0);
 }
+
+fn run_with_bias(
+    definition: &TrialDefinition,
+    trials: u32,
+    subjects: u32,
+    bias: BiasSpec,
+) -> SimulationReport {
+    let spec = SimulationSpec {
+        trials,
+        subjects_per_trial: subjects,
+        seed: 20_261_201,
+        level_weights: LevelWeights::new(),
+        bias,
+        path_points: 0,
+    };
+    simulate(definition, &spec, 50_000_000, &mut |_| {}).expect("simulates")
+}
+
+fn selection(eta: f64) -> BiasSpec {
+    BiasSpec {
+        selection_eta: Some(eta),
+        ..BiasSpec::default()
+    }
+}
+
+fn trend(theta: f64) -> BiasSpec {
+    BiasSpec {
+        time_trend: Some(theta),
+        ..BiasSpec::default()
+    }
+}
+
+/// With no bias, the t-test rejects at its nominal level; 4000 trials give a
+/// standard error of 0.0034 at 0.05.
+#[test]
+fn bias_assessments_hold_their_level_without_bias() {
+    let definition = design("  kind: permuted_blocks\n  block_sizes: [4]", (1, 1), "");
+    let both = BiasSpec {
+        selection_eta: Some(0.0),
+        time_trend: Some(0.0),
+        alpha: None,
+    };
+    let report = run_with_bias(&definition, 4_000, 40, both);
+    for test in [&report.selection_bias, &report.chronological_bias] {
+        let test = test.as_ref().expect("assessed");
+        assert_eq!(test.trials_tested, 4_000);
+        assert_eq!(test.nominal_level, 0.05);
+        assert!((test.rejection_rate - 0.05).abs() < 0.012, "{test:?}");
+    }
+}
+
+/// Blackwell–Hodges: small blocks let a convergence guesser bias the
+/// comparison; a fair coin (the generalised biased coin with rho = 0) gives
+/// the guess nothing to work with, so its level holds.
+#[test]
+fn selection_bias_inflates_type_one_error_only_for_predictable_designs() {
+    let blocks = design("  kind: permuted_blocks\n  block_sizes: [4]", (1, 1), "");
+    let predictable = run_with_bias(&blocks, 2_000, 40, selection(1.0));
+    let rate = predictable
+        .selection_bias
+        .as_ref()
+        .map(|t| t.rejection_rate);
+    assert!(rate.is_some_and(|r| r > 0.5), "{rate:?}");
+    let coin = design("  kind: generalised_biased_coin\n  rho: 0", (1, 1), "");
+    let fair = run_with_bias(&coin, 4_000, 40, selection(1.0));
+    let rate = fair.selection_bias.as_ref().map(|t| t.rejection_rate);
+    assert!(rate.is_some_and(|r| (r - 0.05).abs() < 0.015), "{rate:?}");
+}
+
+/// A strong time trend: blocks of 2 keep the arms level in time, so the
+/// t-test (whose variance now includes the trend) is conservative; the
+/// assessment's responses do not move the allocations.
+#[test]
+fn chronological_bias_with_a_strong_trend() {
+    let pairs = design("  kind: permuted_blocks\n  block_sizes: [2]", (1, 1), "");
+    let report = run_with_bias(&pairs, 2_000, 40, trend(5.0));
+    let rate = report.chronological_bias.as_ref().map(|t| t.rejection_rate);
+    assert!(rate.is_some_and(|r| r < 0.02), "{rate:?}");
+    let plain = run_with_bias(&pairs, 50, 40, BiasSpec::default());
+    let with_trend = run_with_bias(&pairs, 50, 40, trend(5.0));
+    assert_eq!(plain.imbalance, with_trend.imbalance);
+}
+
+#[test]
+fn bias_parameters_are_checked() {
+    let definition = design("  kind: permuted_blocks\n  block_sizes: [4]", (1, 1), "");
+    let refused = |bias: BiasSpec| {
+        let spec = SimulationSpec {
+            trials: 1,
+            subjects_per_trial: 4,
+            seed: 1,
+            level_weights: LevelWeights::new(),
+            bias,
+            path_points: 0,
+        };
+        match simulate(&definition, &spec, 1_000, &mut |_| {}) {
+            Err(SimulationError::InvalidSpec { field, .. }) => field,
+            other => panic!("accepted: {other:?}"),
+        }
+    };
+    assert_eq!(refused(selection(f64::NAN)), "selection_bias");
+    assert_eq!(refused(trend(f64::INFINITY)), "time_trend");
+    let level = BiasSpec {
+        alpha: Some(1.0),
+        ..selection(0.5)
+    };
+    assert_eq!(refused(level), "alpha");
+}
+
+#[test]
+fn the_path_envelope_closes_for_the_random_allocation_rule() {
+    let definition = design(
+        "  kind: random_allocation_rule\n  sample_size: 40",
+        (1, 1),
+        "",
+    );
+    let spec = SimulationSpec {
+        trials: 500,
+        subjects_per_trial: 40,
+        seed: 5,
+        level_weights: LevelWeights::new(),
+        bias: BiasSpec::default(),
+        path_points: 8,
+    };
+    let report = simulate(&definition, &spec, 1_000_000, &mut |_| {}).expect("simulates");
+    let steps: Vec<u32> = report.imbalance_path.iter().map(|p| p.step).collect();
+    assert_eq!(steps, [5, 10, 15, 20, 25, 30, 35, 40]);
+    let last = report.imbalance_path.last().expect("a last point");
+    assert_eq!((last.p05, last.p95), (0.0, 0.0));
+    let middle = &report.imbalance_path[3];
+    assert!(middle.p05 < 0.0 && middle.p95 > 0.0, "{middle:?}");
+    assert!(middle.p05 <= middle.p25 && middle.p25 <= middle.p50);
+}
+
+mod exact;

@@ -52,6 +52,11 @@ pub const MAX_BLOCK_SIZE: u32 = 1_000;
 pub const MAX_BOUND: u32 = 1_000;
 /// The maximal procedure's sequence length.
 pub const MAX_SEQUENCE_LENGTH: u32 = 1_000;
+/// The exponent of the accelerated and generalised biased coins: far past
+/// the point where both are deterministic.
+pub const MAX_COIN_EXPONENT: f64 = 1_000.0;
+/// Wei's urn parameters (balls).
+pub const MAX_URN_BALLS: f64 = 1_000_000.0;
 /// Cells of the maximal procedure's completion table,
 /// (sequence_length + 1) × (2·bound + 1) numbers per stratum sequence.
 pub const MAX_COMPLETION_CELLS: u64 = 1_000_000;

@@ -170,6 +170,39 @@ pub enum MethodSpec {
     UploadedList {
         warn_remaining: u32,
     },
+    /// The random allocation rule: each stratum sequence is one block of
+    /// `sample_size` (every ordering with the target counts equally likely);
+    /// a stratum that outgrows it starts another such block.
+    RandomAllocationRule {
+        sample_size: u32,
+    },
+    /// Chen's biased coin with imbalance intolerance: Efron's coin, forced
+    /// back when the imbalance would pass `bound`.
+    ChenBiasedCoin {
+        p: f64,
+        bound: u32,
+    },
+    /// Baldi Antognini and Giovagnoli's accelerated biased coin (ABCD):
+    /// the lagging arm with probability |D|^a / (|D|^a + 1).
+    AcceleratedBiasedCoin {
+        a: f64,
+    },
+    /// Smith's generalised biased coin: arm A with probability
+    /// n_B^rho / (n_A^rho + n_B^rho).
+    GeneralisedBiasedCoin {
+        rho: f64,
+    },
+    /// Wei's urn UD(alpha, beta): alpha balls of each arm at the start,
+    /// beta balls of the other arm added after each assignment.
+    Urn {
+        alpha: f64,
+        beta: f64,
+    },
+    /// The truncated binomial design: a fair coin until one arm has half of
+    /// `sample_size`, then the other arm; repeated per block of that size.
+    TruncatedBinomial {
+        sample_size: u32,
+    },
 }
 
 impl MethodSpec {
@@ -181,6 +214,12 @@ impl MethodSpec {
             MethodSpec::BigStick { .. } => "big_stick",
             MethodSpec::MaximalProcedure { .. } => "maximal_procedure",
             MethodSpec::UploadedList { .. } => "uploaded_list",
+            MethodSpec::RandomAllocationRule { .. } => "random_allocation_rule",
+            MethodSpec::ChenBiasedCoin { .. } => "chen_biased_coin",
+            MethodSpec::AcceleratedBiasedCoin { .. } => "accelerated_biased_coin",
+            MethodSpec::GeneralisedBiasedCoin { .. } => "generalised_biased_coin",
+            MethodSpec::Urn { .. } => "urn",
+            MethodSpec::TruncatedBinomial { .. } => "truncated_binomial",
         }
     }
 }

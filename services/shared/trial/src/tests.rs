@@ -574,3 +574,151 @@ fn site_prefixes_must_name_one_site() {
     let unknown = RESPINE.replacen("caps:", "subject_ids: { pattern: x }\ncaps:", 1);
     assert_problem(&problems_of(&unknown), "subject_ids.pattern: unknown key");
 }
+
+/// RESPINE (two arms, 1:1) with `method` in place of its permuted blocks.
+fn respine_with_method(method: &str) -> String {
+    RESPINE.replace("kind: permuted_blocks\n  block_sizes: [2, 4]", method)
+}
+
+#[test]
+fn literature_procedures_parse_with_their_parameters() {
+    let cases = [
+        (
+            "kind: random_allocation_rule\n  sample_size: 114",
+            MethodSpec::RandomAllocationRule { sample_size: 114 },
+        ),
+        (
+            "kind: chen_biased_coin\n  p: 0.75\n  bound: 3",
+            MethodSpec::ChenBiasedCoin { p: 0.75, bound: 3 },
+        ),
+        (
+            "kind: accelerated_biased_coin\n  a: 2",
+            MethodSpec::AcceleratedBiasedCoin { a: 2.0 },
+        ),
+        (
+            "kind: generalised_biased_coin\n  rho: 0",
+            MethodSpec::GeneralisedBiasedCoin { rho: 0.0 },
+        ),
+        (
+            "kind: urn\n  alpha: 0\n  beta: 1",
+            MethodSpec::Urn {
+                alpha: 0.0,
+                beta: 1.0,
+            },
+        ),
+        (
+            "kind: truncated_binomial\n  sample_size: 20",
+            MethodSpec::TruncatedBinomial { sample_size: 20 },
+        ),
+    ];
+    for (method, expected) in cases {
+        let definition = parse_definition(&respine_with_method(method))
+            .unwrap_or_else(|p| panic!("{method}: {:#?}", p.0));
+        assert_eq!(definition.method, expected);
+    }
+}
+
+#[test]
+fn literature_procedures_refuse_parameters_outside_their_domain() {
+    let cases = [
+        (
+            "kind: chen_biased_coin\n  p: 0.5\n  bound: 3",
+            "method.p: p must be above 0.5",
+        ),
+        (
+            "kind: chen_biased_coin\n  p: 0.7\n  bound: 0",
+            "method.bound: bound 0 is below",
+        ),
+        (
+            "kind: chen_biased_coin\n  p: .nan\n  bound: 2",
+            "method.p: must be a finite number",
+        ),
+        (
+            "kind: accelerated_biased_coin\n  a: -1",
+            "method.a: a must be at least 0",
+        ),
+        (
+            "kind: accelerated_biased_coin\n  a: .inf",
+            "method.a: must be a finite number",
+        ),
+        (
+            "kind: generalised_biased_coin\n  rho: -0.5",
+            "method.rho: rho must be at least 0",
+        ),
+        (
+            "kind: urn\n  alpha: 1\n  beta: 0",
+            "method.beta: beta must be above 0",
+        ),
+        (
+            "kind: urn\n  alpha: -1\n  beta: 1",
+            "method.alpha: alpha must be at least 0",
+        ),
+        ("kind: urn\n  alpha: 1", "method.beta"),
+        (
+            "kind: truncated_binomial\n  sample_size: 21",
+            "method.sample_size: must be a multiple",
+        ),
+        (
+            "kind: random_allocation_rule\n  sample_size: 0",
+            "method.sample_size: must be a multiple",
+        ),
+        (
+            "kind: random_allocation_rule\n  sample_size: 2\n  p: 0.6",
+            "method.p: does not apply to random_allocation_rule",
+        ),
+        (
+            "kind: urn\n  alpha: 1\n  beta: 1\n  rho: 2",
+            "method.rho: does not apply to urn",
+        ),
+    ];
+    for (method, needle) in cases {
+        assert_problem(&problems_of(&respine_with_method(method)), needle);
+    }
+}
+
+#[test]
+fn literature_procedures_say_which_arms_they_take() {
+    let unequal = |method: &str| respine_with_method(method).replacen("ratio: 1", "ratio: 2", 1);
+    let three_arms = |method: &str| {
+        respine_with_method(method).replace(
+            "  - { id: SHAM,",
+            "  - { id: LOW, label: \"Low dose\", ratio: 1 }\n  - { id: SHAM,",
+        )
+    };
+    for method in [
+        "kind: accelerated_biased_coin\n  a: 1",
+        "kind: generalised_biased_coin\n  rho: 1",
+        "kind: urn\n  alpha: 1\n  beta: 1",
+        "kind: truncated_binomial\n  sample_size: 20",
+    ] {
+        let kind = method.split_whitespace().nth(1).unwrap_or_default();
+        let problems = problems_of(&unequal(method));
+        assert_problem(
+            &problems,
+            &format!("{kind} cannot take ratios other than 1:1"),
+        );
+        assert_problem(
+            &problems_of(&three_arms(method)),
+            &format!("{kind} needs exactly two arms"),
+        );
+    }
+    assert_problem(
+        &problems_of(&three_arms("kind: chen_biased_coin\n  p: 0.7\n  bound: 3")),
+        "chen_biased_coin needs exactly two arms",
+    );
+    // The random allocation rule takes any arms and ratios, with a sample
+    // size that holds each arm in its ratio.
+    let problems = problems_of(&three_arms(
+        "kind: random_allocation_rule\n  sample_size: 30",
+    ));
+    assert!(
+        !problems.iter().any(|p| p.contains("method")),
+        "{problems:#?}"
+    );
+    assert_problem(
+        &problems_of(&three_arms(
+            "kind: random_allocation_rule\n  sample_size: 20",
+        )),
+        "method.sample_size: must be a multiple of the ratio sum 3",
+    );
+}

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod desk;
 pub mod offline;
+pub mod plot;
 pub mod safety;
 pub mod simulate;
 

@@ -516,6 +516,7 @@ async fn only_the_statistician_simulates() {
                 subjects_per_trial: 4,
                 seed: 7,
                 level_weights: LevelWeights::default(),
+                bias: Default::default(),
             };
             assert_permission_denied(&fixture.service.simulate(&blinded, command).await);
         }

@@ -314,3 +314,42 @@ async fn malformed_requests_are_refused_with_every_problem_named() {
     );
     assert_eq!(fixture.audit_count().await, audit_before);
 }
+
+/// The literature's procedures allocate live through the same sequences
+/// as the simulator: each stratum is its list regenerated from the seed.
+#[tokio::test]
+async fn literature_procedures_allocate_live_as_regenerated() {
+    for method in [
+        "kind: random_allocation_rule\n  sample_size: 6",
+        "kind: chen_biased_coin\n  p: 0.75\n  bound: 2",
+        "kind: accelerated_biased_coin\n  a: 2",
+        "kind: generalised_biased_coin\n  rho: 2",
+        "kind: urn\n  alpha: 1\n  beta: 1",
+        "kind: truncated_binomial\n  sample_size: 6",
+    ] {
+        let fixture = Fixture::new().await;
+        let yaml = RESPINE_YAML.replace(
+            "kind: permuted_blocks\n  block_sizes: [2, 4]            # drawn at random per block; concealed",
+            method,
+        );
+        assert_ne!(yaml, RESPINE_YAML, "the method was replaced");
+        let definition = fixture.activate(&yaml).await;
+        for index in 0..16 {
+            let subject_id = format!("FR-MTP-S{index:03}");
+            fixture
+                .randomise(
+                    "FR-MTP",
+                    &subject_id,
+                    "RESPINE",
+                    respine_subject(MODERATE_PAIN),
+                )
+                .await
+                .unwrap_or_else(|error| panic!("{method}: {subject_id}: {error:?}"));
+        }
+        let stratum = respine_stratum("FR-MTP", MODERATE_PAIN);
+        let allocated = fixture
+            .assert_stratum_matches_regenerated_list(&definition, &stratum)
+            .await;
+        assert_eq!(allocated, 16, "{method}");
+    }
+}

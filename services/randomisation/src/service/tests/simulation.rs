@@ -21,6 +21,7 @@ async fn simulation_runs_a_registered_or_inline_design_for_statisticians_only() 
         subjects_per_trial: 0,
         seed: 20_240_601,
         level_weights: LevelWeights::default(),
+        bias: Default::default(),
     };
 
     let report = fixture
@@ -46,6 +47,7 @@ async fn simulation_runs_a_registered_or_inline_design_for_statisticians_only() 
                 subjects_per_trial: 0,
                 seed: 7,
                 level_weights: LevelWeights::default(),
+                bias: Default::default(),
             },
         )
         .await
@@ -75,6 +77,7 @@ async fn simulations_beyond_the_limit_are_refused_until_one_finishes() {
         subjects_per_trial: 0,
         seed: 20_240_601,
         level_weights: LevelWeights::default(),
+        bias: Default::default(),
     };
     let running = fixture
         .service

@@ -18,6 +18,11 @@ pub(super) fn read_method(
         "bound",
         "sequence_length",
         "warn_remaining",
+        "sample_size",
+        "a",
+        "rho",
+        "alpha",
+        "beta",
     ];
     let object = Object::new(value, "method", keys, problems)?;
     let kind = object.string("kind", problems)?;
@@ -28,11 +33,16 @@ pub(super) fn read_method(
         "big_stick" => &["kind", "bound"],
         "maximal_procedure" => &["kind", "bound", "sequence_length"],
         "uploaded_list" => &["kind", "warn_remaining"],
+        "random_allocation_rule" | "truncated_binomial" => &["kind", "sample_size"],
+        "chen_biased_coin" => &["kind", "p", "bound"],
+        "accelerated_biased_coin" => &["kind", "a"],
+        "generalised_biased_coin" => &["kind", "rho"],
+        "urn" => &["kind", "alpha", "beta"],
         other => {
             problems.add(
                 "method.kind",
                 format!(
-                    "unknown method '{other}'; expected permuted_blocks, minimisation, biased_coin, big_stick, maximal_procedure or uploaded_list"
+                    "unknown method '{other}'; expected permuted_blocks, minimisation, biased_coin, big_stick, maximal_procedure, random_allocation_rule, chen_biased_coin, accelerated_biased_coin, generalised_biased_coin, urn, truncated_binomial or uploaded_list"
                 ),
             );
             return None;
@@ -56,6 +66,11 @@ pub(super) fn read_method(
                 .filter(|w| at_most(*w, MAX_CAP, &object.field_path("warn_remaining"), problems))
                 .unwrap_or(5),
         }),
+        "random_allocation_rule" => read_sample_size(&object, ratio_sum, problems)
+            .map(|sample_size| MethodSpec::RandomAllocationRule { sample_size }),
+        "accelerated_biased_coin" | "generalised_biased_coin" | "urn" | "truncated_binomial" => {
+            read_equal_two_arm_method(&object, &kind, arms, problems)
+        }
         sequential => read_two_arm_method(&object, sequential, arms, ratio_sum, problems),
     }
 }
@@ -176,6 +191,17 @@ fn read_two_arm_method(
         "big_stick" => Some(MethodSpec::BigStick {
             bound: bound(problems)?,
         }),
+        "chen_biased_coin" => {
+            let p = object.f64("p", problems);
+            if p.is_some_and(|p| !(p > 0.5 && p <= 1.0)) {
+                problems.add(&object.field_path("p"), "p must be above 0.5 and at most 1");
+            }
+            let bound = bound(problems);
+            Some(MethodSpec::ChenBiasedCoin {
+                p: p?,
+                bound: bound?,
+            })
+        }
         _ => {
             let bound = bound(problems)?;
             let sequence_length = object.u32("sequence_length", problems)?;
@@ -194,6 +220,81 @@ fn read_two_arm_method(
             })
         }
     }
+}
+
+/// The random allocation rule's and the truncated binomial design's block:
+/// a multiple of the ratio sum (2 for the truncated binomial), at most a cap.
+fn read_sample_size(object: &Object<'_>, ratio_sum: u32, problems: &mut Problems) -> Option<u32> {
+    let size = object.u32("sample_size", problems)?;
+    if size == 0 || size > MAX_CAP || size % ratio_sum.max(1) != 0 {
+        problems.add(
+            &object.field_path("sample_size"),
+            format!("must be a multiple of the ratio sum {ratio_sum}, from 1 to {MAX_CAP}"),
+        );
+        return None;
+    }
+    Some(size)
+}
+
+/// Procedures the literature defines for two arms at 1:1 only.
+fn read_equal_two_arm_method(
+    object: &Object<'_>,
+    kind: &str,
+    arms: &[Arm],
+    problems: &mut Problems,
+) -> Option<MethodSpec> {
+    if arms.len() != 2 {
+        problems.add("arms", format!("{kind} needs exactly two arms"));
+    } else if arms.iter().any(|a| a.ratio != arms[0].ratio) {
+        problems.add("arms", format!("{kind} cannot take ratios other than 1:1"));
+    }
+    // Equal ratios: the methods see 1:1 whatever the written ratio.
+    match kind {
+        "accelerated_biased_coin" => Some(MethodSpec::AcceleratedBiasedCoin {
+            a: read_bounded(object, "a", 0.0, MAX_COIN_EXPONENT, true, problems)?,
+        }),
+        "generalised_biased_coin" => Some(MethodSpec::GeneralisedBiasedCoin {
+            rho: read_bounded(object, "rho", 0.0, MAX_COIN_EXPONENT, true, problems)?,
+        }),
+        "urn" => {
+            let alpha = read_bounded(object, "alpha", 0.0, MAX_URN_BALLS, true, problems);
+            let beta = read_bounded(object, "beta", 0.0, MAX_URN_BALLS, false, problems);
+            Some(MethodSpec::Urn {
+                alpha: alpha?,
+                beta: beta?,
+            })
+        }
+        _ => {
+            let sample_size = read_sample_size(object, 2, problems)?;
+            Some(MethodSpec::TruncatedBinomial { sample_size })
+        }
+    }
+}
+
+/// A finite number from `low` (included when `low_included`) to `high`.
+fn read_bounded(
+    object: &Object<'_>,
+    key: &str,
+    low: f64,
+    high: f64,
+    low_included: bool,
+    problems: &mut Problems,
+) -> Option<f64> {
+    let value = object.f64(key, problems)?;
+    let above_low = if low_included {
+        value >= low
+    } else {
+        value > low
+    };
+    if !above_low || value > high {
+        let from = if low_included { "at least" } else { "above" };
+        problems.add(
+            &object.field_path(key),
+            format!("{key} must be {from} {low} and at most {high}"),
+        );
+        return None;
+    }
+    Some(value)
 }
 
 /// The maximal procedure counts completions in a table of
