@@ -93,15 +93,8 @@ mod tests {
             .await
             .expect("connect as the runtime role");
         write_everything(&store).await;
-        let undeclared = equipoise_common::store::roles::undeclared_tables(&store.pool, &SCHEMA)
-            .await
-            .expect("tables");
-        assert_eq!(
-            undeclared,
-            Vec::<String>::new(),
-            "tables missing from SCHEMA"
-        );
-        equipoise_common::store::conformance::assert_only_the_owner_can_tamper(
+        equipoise_common::store::conformance::assert_roles_guard_the_schema(
+            &store.pool,
             &db.owner_url,
             &db.runtime_url,
             &SCHEMA,

@@ -133,6 +133,27 @@ impl<S: ?Sized> std::ops::Deref for Fixture<S> {
     }
 }
 
+/// Shows that every table a service's store uses (`pool`, connected as the
+/// runtime role after the store has written to them) is declared in
+/// `schema`, and that the runtime role cannot tamper with any of them
+/// ([`assert_only_the_owner_can_tamper`]). For tests.
+pub async fn assert_roles_guard_the_schema(
+    pool: &sqlx::PgPool,
+    owner_url: &str,
+    runtime_url: &str,
+    schema: &super::Schema,
+) {
+    let undeclared = super::roles::undeclared_tables(pool, schema)
+        .await
+        .unwrap_or_else(|e| panic!("list the tables: {e}"));
+    assert_eq!(
+        undeclared,
+        Vec::<String>::new(),
+        "tables missing from SCHEMA"
+    );
+    assert_only_the_owner_can_tamper(owner_url, runtime_url, schema).await;
+}
+
 /// Shows that the runtime role cannot get around the triggers of any
 /// append-only table of `schema`: disabling or dropping them, deleting,
 /// updating or truncating rows all fail with SQLSTATE 42501 (insufficient
