@@ -98,7 +98,7 @@ mod procedures {
     procedure!(big_stick_3, "bsd3.yaml");
     procedure!(chen_biased_coin, "chen.yaml");
     procedure!(efron_biased_coin, "efron.yaml");
-    procedure!(accelerated_biased_coin, "abcd2.yaml");
+    procedure!(adjustable_biased_coin, "abcd2.yaml");
     procedure!(generalised_biased_coin, "gbcd2.yaml");
     procedure!(urn_ud01, "ud01.yaml");
 }

@@ -159,7 +159,7 @@ pub fn simulate(
         return Err(SimulationError::UploadedList);
     }
     check_sizes(spec, max_allocations)?;
-    check_bias(definition, &spec.bias)?;
+    check_bias(definition, &spec.bias, spec.subjects_per_trial)?;
     let sampler = SubjectSampler::new(definition, &spec.level_weights)?;
     let mut totals = Totals::new(definition);
     // Every trial has n subjects, so the t-test always has n − 2 degrees of
@@ -208,7 +208,11 @@ fn check_sizes(spec: &SimulationSpec, max_allocations: u64) -> Result<(), Simula
     Ok(())
 }
 
-fn check_bias(definition: &TrialDefinition, bias: &BiasSpec) -> Result<(), SimulationError> {
+fn check_bias(
+    definition: &TrialDefinition,
+    bias: &BiasSpec,
+    subjects_per_trial: u32,
+) -> Result<(), SimulationError> {
     for (field, value) in [
         ("selection_bias", bias.selection_eta),
         ("time_trend", bias.time_trend),
@@ -217,13 +221,25 @@ fn check_bias(definition: &TrialDefinition, bias: &BiasSpec) -> Result<(), Simul
             return Err(invalid(field, "must be a finite number"));
         }
     }
-    if bias.alpha.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
-        return Err(invalid("alpha", "must be above 0 and below 1"));
+    // Below 1e-6 the critical value's search would stop short of it.
+    if bias.alpha.is_some_and(|a| !(1e-6..=0.5).contains(&a)) {
+        return Err(invalid("alpha", "must be from 0.000001 to 0.5"));
     }
+    let requested = if bias.selection_eta.is_some() {
+        "selection_bias"
+    } else {
+        "time_trend"
+    };
     if bias.is_requested() && definition.arms.len() != 2 {
         return Err(invalid(
-            "selection_bias",
+            requested,
             "the t-test bias assessment needs exactly two arms",
+        ));
+    }
+    if bias.is_requested() && subjects_per_trial < 3 {
+        return Err(invalid(
+            "subjects_per_trial",
+            "the t-test bias assessment needs at least 3 subjects per trial",
         ));
     }
     Ok(())
@@ -811,7 +827,13 @@ impl Totals {
             size.map(|size| BiasTest {
                 size,
                 nominal_level: spec.bias.alpha(),
-                rejection_rate: f64::from(rejections) / f64::from(tested.max(1)),
+                // No trial tested (each put every subject in one arm): no
+                // rate, rather than a rate of 0 that reads as unbiased.
+                rejection_rate: if tested == 0 {
+                    f64::NAN
+                } else {
+                    f64::from(rejections) / f64::from(tested)
+                },
                 trials_tested: tested,
             })
         };

@@ -15,7 +15,7 @@ pub enum SequenceMethod {
     Maximal { bound: u32, sequence_length: u32 },
     RandomAllocation(u32),
     Chen { p: f64, bound: u32 },
-    Accelerated(f64),
+    Adjustable(f64),
     Generalised(f64),
     Urn { alpha: f64, beta: f64 },
     TruncatedBinomial(u32),
@@ -44,7 +44,7 @@ impl SequenceMethod {
                 p: *p,
                 bound: *bound,
             },
-            MethodSpec::AcceleratedBiasedCoin { a } => SequenceMethod::Accelerated(*a),
+            MethodSpec::AdjustableBiasedCoin { a } => SequenceMethod::Adjustable(*a),
             MethodSpec::GeneralisedBiasedCoin { rho } => SequenceMethod::Generalised(*rho),
             MethodSpec::Urn { alpha, beta } => SequenceMethod::Urn {
                 alpha: *alpha,
@@ -96,7 +96,7 @@ enum State {
         p: f64,
         bound: i64,
     },
-    Accelerated {
+    Adjustable {
         a: f64,
     },
     Generalised {
@@ -147,7 +147,7 @@ impl StratumSequence {
                 p: *p,
                 bound: i64::from(*bound),
             },
-            SequenceMethod::Accelerated(a) => State::Accelerated { a: *a },
+            SequenceMethod::Adjustable(a) => State::Adjustable { a: *a },
             SequenceMethod::Generalised(rho) => State::Generalised { rho: *rho },
             SequenceMethod::Urn { alpha, beta } => State::Urn {
                 alpha: *alpha,
@@ -224,8 +224,8 @@ impl StratumSequence {
                 let probabilities = chen(&self.ratios, &self.counts, *p, *bound);
                 draw(&mut self.rng, probabilities)
             }
-            State::Accelerated { a } => {
-                let probabilities = accelerated(&self.counts, *a);
+            State::Adjustable { a } => {
+                let probabilities = adjustable(&self.counts, *a);
                 draw(&mut self.rng, probabilities)
             }
             State::Generalised { rho } => {
@@ -361,7 +361,7 @@ fn chen(ratios: &[u32], counts: &[u32], p: f64, bound: i64) -> Vec<f64> {
 
 /// Lagging arm's probability |D|^a / (|D|^a + 1), written as
 /// 1 / (1 + |D|^-a) so a large exponent cannot give inf / inf.
-fn accelerated(counts: &[u32], a: f64) -> Vec<f64> {
+fn adjustable(counts: &[u32], a: f64) -> Vec<f64> {
     let d = i64::from(counts[0]) - i64::from(counts[1]);
     if d == 0 {
         return vec![0.5, 0.5];
@@ -516,7 +516,7 @@ mod tests {
                 vec![2, 1],
             ),
             (MethodSpec::ChenBiasedCoin { p: 0.75, bound: 2 }, vec![1, 1]),
-            (MethodSpec::AcceleratedBiasedCoin { a: 2.0 }, vec![1, 1]),
+            (MethodSpec::AdjustableBiasedCoin { a: 2.0 }, vec![1, 1]),
             (MethodSpec::GeneralisedBiasedCoin { rho: 2.0 }, vec![1, 1]),
             (
                 MethodSpec::Urn {
@@ -593,8 +593,8 @@ mod tests {
     #[test]
     fn extreme_coin_parameters_stay_probabilities() {
         for method in [
-            MethodSpec::AcceleratedBiasedCoin { a: 1_000.0 },
-            MethodSpec::AcceleratedBiasedCoin { a: 0.0 },
+            MethodSpec::AdjustableBiasedCoin { a: 1_000.0 },
+            MethodSpec::AdjustableBiasedCoin { a: 0.0 },
             MethodSpec::GeneralisedBiasedCoin { rho: 1_000.0 },
             MethodSpec::GeneralisedBiasedCoin { rho: 0.0 },
             MethodSpec::Urn {

@@ -303,6 +303,24 @@ fn bias_parameters_are_checked() {
         ..selection(0.5)
     };
     assert_eq!(refused(level), "alpha");
+    let tiny = BiasSpec {
+        alpha: Some(1e-9),
+        ..trend(1.0)
+    };
+    assert_eq!(refused(tiny), "alpha");
+    // Too few subjects for the t-test's degrees of freedom.
+    let spec = SimulationSpec {
+        trials: 1,
+        subjects_per_trial: 2,
+        seed: 1,
+        level_weights: LevelWeights::new(),
+        bias: trend(1.0),
+        path_points: 0,
+    };
+    assert!(matches!(
+        simulate(&definition, &spec, 1_000, &mut |_| {}),
+        Err(SimulationError::InvalidSpec { field, .. }) if field == "subjects_per_trial"
+    ));
 }
 
 #[test]
@@ -331,3 +349,43 @@ fn the_path_envelope_closes_for_the_random_allocation_rule() {
 }
 
 mod exact;
+
+/// The response model itself, on a scripted sequence: the selection shift
+/// follows the guess (+η for the first arm, −η for the second, none on a
+/// tie) and the trend is θ·i/n, each over the same noise the stream gives.
+#[test]
+fn responses_shift_by_the_guess_and_drift_by_theta_i_over_n() {
+    let bias = BiasSpec {
+        selection_eta: Some(0.5),
+        time_trend: Some(2.0),
+        alpha: None,
+    };
+    let mut responses = Responses::new(&bias, 9, 3, 4, f64::INFINITY).expect("requested");
+    let script = [
+        (1, 0, Some(0)),
+        (2, 1, Some(1)),
+        (3, 0, None),
+        (4, 1, Some(0)),
+    ];
+    for &(index, arm, guess) in &script {
+        responses.record(index, arm, guess);
+    }
+    let mut noise_stream = simulation_stream(9, "trial/3/responses");
+    let mut selection = [0.0; 2];
+    let mut chronological = [0.0; 2];
+    for &(index, arm, guess) in &script {
+        let noise = standard_normal(&mut noise_stream);
+        selection[arm] += noise
+            + match guess {
+                Some(0) => 0.5,
+                Some(_) => -0.5,
+                None => 0.0,
+            };
+        chronological[arm] += noise + 2.0 * f64::from(index) / 4.0;
+    }
+    for arm in 0..2 {
+        assert!((responses.selection[arm].sum - selection[arm]).abs() < 1e-12);
+        assert!((responses.chronological[arm].sum - chronological[arm]).abs() < 1e-12);
+        assert_eq!(responses.selection[arm].n, 2.0);
+    }
+}

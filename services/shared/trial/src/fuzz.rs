@@ -94,7 +94,7 @@ const WORDS: &[&str] = &[
     "uploaded_list",
     "random_allocation_rule",
     "chen_biased_coin",
-    "accelerated_biased_coin",
+    "adjustable_biased_coin",
     "generalised_biased_coin",
     "urn",
     "truncated_binomial",

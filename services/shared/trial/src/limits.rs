@@ -52,7 +52,7 @@ pub const MAX_BLOCK_SIZE: u32 = 1_000;
 pub const MAX_BOUND: u32 = 1_000;
 /// The maximal procedure's sequence length.
 pub const MAX_SEQUENCE_LENGTH: u32 = 1_000;
-/// The exponent of the accelerated and generalised biased coins: far past
+/// The exponent of the adjustable and generalised biased coins: far past
 /// the point where both are deterministic.
 pub const MAX_COIN_EXPONENT: f64 = 1_000.0;
 /// Wei's urn parameters (balls).

@@ -182,9 +182,9 @@ pub enum MethodSpec {
         p: f64,
         bound: u32,
     },
-    /// Baldi Antognini and Giovagnoli's accelerated biased coin (ABCD):
+    /// Baldi Antognini and Giovagnoli's adjustable biased coin (ABCD):
     /// the lagging arm with probability |D|^a / (|D|^a + 1).
-    AcceleratedBiasedCoin {
+    AdjustableBiasedCoin {
         a: f64,
     },
     /// Smith's generalised biased coin: arm A with probability
@@ -216,7 +216,7 @@ impl MethodSpec {
             MethodSpec::UploadedList { .. } => "uploaded_list",
             MethodSpec::RandomAllocationRule { .. } => "random_allocation_rule",
             MethodSpec::ChenBiasedCoin { .. } => "chen_biased_coin",
-            MethodSpec::AcceleratedBiasedCoin { .. } => "accelerated_biased_coin",
+            MethodSpec::AdjustableBiasedCoin { .. } => "adjustable_biased_coin",
             MethodSpec::GeneralisedBiasedCoin { .. } => "generalised_biased_coin",
             MethodSpec::Urn { .. } => "urn",
             MethodSpec::TruncatedBinomial { .. } => "truncated_binomial",

@@ -592,8 +592,8 @@ fn literature_procedures_parse_with_their_parameters() {
             MethodSpec::ChenBiasedCoin { p: 0.75, bound: 3 },
         ),
         (
-            "kind: accelerated_biased_coin\n  a: 2",
-            MethodSpec::AcceleratedBiasedCoin { a: 2.0 },
+            "kind: adjustable_biased_coin\n  a: 2",
+            MethodSpec::AdjustableBiasedCoin { a: 2.0 },
         ),
         (
             "kind: generalised_biased_coin\n  rho: 0",
@@ -634,11 +634,11 @@ fn literature_procedures_refuse_parameters_outside_their_domain() {
             "method.p: must be a finite number",
         ),
         (
-            "kind: accelerated_biased_coin\n  a: -1",
+            "kind: adjustable_biased_coin\n  a: -1",
             "method.a: a must be at least 0",
         ),
         (
-            "kind: accelerated_biased_coin\n  a: .inf",
+            "kind: adjustable_biased_coin\n  a: .inf",
             "method.a: must be a finite number",
         ),
         (
@@ -686,10 +686,11 @@ fn literature_procedures_say_which_arms_they_take() {
         )
     };
     for method in [
-        "kind: accelerated_biased_coin\n  a: 1",
+        "kind: adjustable_biased_coin\n  a: 1",
         "kind: generalised_biased_coin\n  rho: 1",
         "kind: urn\n  alpha: 1\n  beta: 1",
         "kind: truncated_binomial\n  sample_size: 20",
+        "kind: chen_biased_coin\n  p: 0.75\n  bound: 3",
     ] {
         let kind = method.split_whitespace().nth(1).unwrap_or_default();
         let problems = problems_of(&unequal(method));

@@ -322,7 +322,7 @@ async fn literature_procedures_allocate_live_as_regenerated() {
     for method in [
         "kind: random_allocation_rule\n  sample_size: 6",
         "kind: chen_biased_coin\n  p: 0.75\n  bound: 2",
-        "kind: accelerated_biased_coin\n  a: 2",
+        "kind: adjustable_biased_coin\n  a: 2",
         "kind: generalised_biased_coin\n  rho: 2",
         "kind: urn\n  alpha: 1\n  beta: 1",
         "kind: truncated_binomial\n  sample_size: 6",

@@ -56,7 +56,7 @@ fn procedures() -> Vec<Procedure> {
         Procedure {
             // ABCD (Baldi Antognini & Giovagnoli 2004), a = 2: the lagging
             // arm with |D|^a / (|D|^a + 1).
-            yaml: "  kind: accelerated_biased_coin\n  a: 2",
+            yaml: "  kind: adjustable_biased_coin\n  a: 2",
             rule: Box::new(|a, b| {
                 let d = f64::from(a) - f64::from(b);
                 let lagging = d * d / (d * d + 1.0);

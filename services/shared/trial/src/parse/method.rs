@@ -35,14 +35,14 @@ pub(super) fn read_method(
         "uploaded_list" => &["kind", "warn_remaining"],
         "random_allocation_rule" | "truncated_binomial" => &["kind", "sample_size"],
         "chen_biased_coin" => &["kind", "p", "bound"],
-        "accelerated_biased_coin" => &["kind", "a"],
+        "adjustable_biased_coin" => &["kind", "a"],
         "generalised_biased_coin" => &["kind", "rho"],
         "urn" => &["kind", "alpha", "beta"],
         other => {
             problems.add(
                 "method.kind",
                 format!(
-                    "unknown method '{other}'; expected permuted_blocks, minimisation, biased_coin, big_stick, maximal_procedure, random_allocation_rule, chen_biased_coin, accelerated_biased_coin, generalised_biased_coin, urn, truncated_binomial or uploaded_list"
+                    "unknown method '{other}'; expected permuted_blocks, minimisation, biased_coin, big_stick, maximal_procedure, random_allocation_rule, chen_biased_coin, adjustable_biased_coin, generalised_biased_coin, urn, truncated_binomial or uploaded_list"
                 ),
             );
             return None;
@@ -68,7 +68,7 @@ pub(super) fn read_method(
         }),
         "random_allocation_rule" => read_sample_size(&object, ratio_sum, problems)
             .map(|sample_size| MethodSpec::RandomAllocationRule { sample_size }),
-        "accelerated_biased_coin" | "generalised_biased_coin" | "urn" | "truncated_binomial" => {
+        "adjustable_biased_coin" | "generalised_biased_coin" | "urn" | "truncated_binomial" => {
             read_equal_two_arm_method(&object, &kind, arms, problems)
         }
         sequential => read_two_arm_method(&object, sequential, arms, ratio_sum, problems),
@@ -192,6 +192,11 @@ fn read_two_arm_method(
             bound: bound(problems)?,
         }),
         "chen_biased_coin" => {
+            // Efron's coin towards the lagging arm drifts away from a target
+            // other than 1:1 (Chen 1999 defines it for 1:1 only).
+            if arms.iter().any(|a| a.ratio != arms[0].ratio) {
+                problems.add("arms", "chen_biased_coin cannot take ratios other than 1:1");
+            }
             let p = object.f64("p", problems);
             if p.is_some_and(|p| !(p > 0.5 && p <= 1.0)) {
                 problems.add(&object.field_path("p"), "p must be above 0.5 and at most 1");
@@ -250,7 +255,7 @@ fn read_equal_two_arm_method(
     }
     // Equal ratios: the methods see 1:1 whatever the written ratio.
     match kind {
-        "accelerated_biased_coin" => Some(MethodSpec::AcceleratedBiasedCoin {
+        "adjustable_biased_coin" => Some(MethodSpec::AdjustableBiasedCoin {
             a: read_bounded(object, "a", 0.0, MAX_COIN_EXPONENT, true, problems)?,
         }),
         "generalised_biased_coin" => Some(MethodSpec::GeneralisedBiasedCoin {
