@@ -56,12 +56,17 @@ fmt:
 	$(CARGO) fmt --all
 
 ## Simulation throughput; Randomise latency and throughput in both modes
-## against their floors, measured in the same run.
+## against their floors, measured in the same run, with the servers' CPU
+## per allocation; then single-client latency with the trial already full
+## (BENCH_TRIAL_SIZE subjects, 100 000 by default).
+## BENCH_PROFILE_OUTPUT=<file> also records a perf profile of the
+## embedded single-client run.
 bench: deps
 	$(CARGO) build --release -p equipoise
 	$(CARGO) bench -p equipoise-randomisation --bench simulation
 	$(CARGO) bench -p equipoise-tests --bench randomise_latency
 	$(CARGO) bench -p equipoise-tests --bench allocation_load
+	$(CARGO) bench -p equipoise-tests --bench trial_size
 
 ## The page (web/): the gRPC-Web client generated from proto/ by buf, type
 ## checked by tsc and bundled by esbuild into web/dist/, which is committed

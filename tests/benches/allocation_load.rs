@@ -5,8 +5,12 @@
 //! Concurrency 1, 8 and 64, on one stratum and spread over 20 strata. The
 //! same run measures the floors (an empty gRPC call, a Redis lock acquire
 //! and release, a durable one-row commit in each store) and reports each
-//! result's p50 as a ratio to the sum of its mode's floors. Prints a table
-//! and one JSON document.
+//! result's p50 as a ratio to the sum of its mode's floors, and the CPU
+//! the randomisation replicas and the blinding replica used per allocation
+//! (from /proc/<pid>/stat). Prints a table and one JSON document.
+//!
+//! With `BENCH_PROFILE_OUTPUT=<file>`, the embedded single-client run is
+//! also sampled by `perf record` (cpu-clock, call graphs) into that file.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +23,7 @@ use equipoise_randomisation::store::postgres::PostgresStore;
 use equipoise_randomisation::store::sqlite::SqliteStore;
 use equipoise_testkit::Replica;
 use equipoise_tests::cluster::{Cluster, load_request, load_trial_yaml};
+use equipoise_tests::cpu::CpuMeter;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -53,6 +58,19 @@ struct Scenario {
     throughput: f64,
     latency: Percentiles,
     floors: Duration,
+    cpu: ServerCpu,
+}
+
+/// CPU per allocation: the randomisation replicas, and the blinding replica
+/// that issues each allocation's treatment code.
+#[derive(Clone, Copy)]
+struct ServerCpu {
+    randomisation: Duration,
+    blinding: Duration,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 /// Runs OPERATIONS randomisations from `concurrency` workers against
@@ -60,16 +78,20 @@ struct Scenario {
 async fn run_scenario(
     cluster: &Cluster,
     replicas: &[&Replica],
+    blinding: &Replica,
     concurrency: usize,
     strata: usize,
     trial: &str,
-) -> (f64, Percentiles) {
+) -> (f64, Percentiles, ServerCpu) {
     let yaml = load_trial_yaml(10).replace("id: LOAD", &format!("id: {trial}"));
     cluster.activate_on(replicas[0], &yaml).await;
     let sites: Vec<String> = (1..=10).map(|n| format!("S{n:02}")).collect();
     let site_refs: Vec<&str> = sites.iter().map(String::as_str).collect();
     let token = cluster.token("bench", &["site_coordinator"], &site_refs, &[trial]);
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(OPERATIONS)));
+    let replica_pids: Vec<u32> = replicas.iter().map(|r| r.pid()).collect();
+    let randomisation_cpu = CpuMeter::start(&replica_pids);
+    let blinding_cpu = CpuMeter::start(&[blinding.pid()]);
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..concurrency {
@@ -104,9 +126,14 @@ async fn run_scenario(
     }
     let elapsed = started.elapsed();
     let latencies = latencies.lock().await.clone();
+    let cpu = ServerCpu {
+        randomisation: randomisation_cpu.per_operation(latencies.len()),
+        blinding: blinding_cpu.per_operation(latencies.len()),
+    };
     (
         latencies.len() as f64 / elapsed.as_secs_f64(),
         percentiles(latencies),
+        cpu,
     )
 }
 
@@ -178,7 +205,7 @@ async fn commit_floor(store: &dyn Store) -> Percentiles {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let cluster = Cluster::start(3, &[]);
-    let embedded = cluster.spawn_embedded_replica();
+    let (embedded, embedded_blinding) = cluster.spawn_embedded_replica();
 
     let empty_call = empty_call_floor(&cluster.replicas[0]).await;
     let redis_lock = redis_lock_floor(&cluster.redis.url()).await;
@@ -196,15 +223,29 @@ async fn main() {
     let cluster_floors = empty_call.p50 + redis_lock.p50 + postgres_commit.p50;
     let cluster_replicas: Vec<&Replica> = cluster.replicas.iter().collect();
     let mut scenarios = Vec::new();
-    for (mode, replicas, floors) in [
-        ("embedded", vec![&embedded], embedded_floors),
-        ("cluster", cluster_replicas.clone(), cluster_floors),
+    for (mode, replicas, blinding, floors) in [
+        (
+            "embedded",
+            vec![&embedded],
+            &embedded_blinding,
+            embedded_floors,
+        ),
+        (
+            "cluster",
+            cluster_replicas.clone(),
+            &cluster.blinding,
+            cluster_floors,
+        ),
     ] {
         for strata in STRATA {
             for concurrency in CONCURRENCIES {
                 let trial = format!("B-{mode}-{strata}-{concurrency}").to_uppercase();
-                let (throughput, latency) =
-                    run_scenario(&cluster, &replicas, concurrency, strata, &trial).await;
+                let profile = (mode == "embedded" && strata == 1 && concurrency == 1)
+                    .then(|| start_profile(replicas[0].pid()))
+                    .flatten();
+                let (throughput, latency, cpu) =
+                    run_scenario(&cluster, &replicas, blinding, concurrency, strata, &trial).await;
+                stop_profile(profile);
                 scenarios.push(Scenario {
                     mode,
                     concurrency,
@@ -212,6 +253,7 @@ async fn main() {
                     throughput,
                     latency,
                     floors,
+                    cpu,
                 });
             }
         }
@@ -227,6 +269,46 @@ async fn main() {
     );
 }
 
+/// `perf record` on `pid` when BENCH_PROFILE_OUTPUT names an output file.
+fn start_profile(pid: u32) -> Option<std::process::Child> {
+    let output = std::env::var("BENCH_PROFILE_OUTPUT").ok()?;
+    let child = std::process::Command::new("perf")
+        .args([
+            "record",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "2000",
+            "-g",
+            "-o",
+            &output,
+        ])
+        .args(["-p", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(child) => {
+            // perf needs a moment to attach before the run starts.
+            std::thread::sleep(Duration::from_millis(500));
+            Some(child)
+        }
+        Err(error) => {
+            eprintln!("perf record could not start: {error}");
+            None
+        }
+    }
+}
+
+/// Stops `perf record` with SIGINT, which makes it write its file.
+fn stop_profile(profile: Option<std::process::Child>) {
+    let Some(mut child) = profile else { return };
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
 fn report(scenarios: &[Scenario], floors: [(&str, Percentiles); 4]) {
     println!(
         "cores: {}",
@@ -238,19 +320,29 @@ fn report(scenarios: &[Scenario], floors: [(&str, Percentiles); 4]) {
     }
     println!();
     println!(
-        "{:<9} {:>7} {:>11} {:>10} {:>9} {:>9} {:>14}",
-        "mode", "strata", "concurrency", "ops/s", "p50 ms", "p99 ms", "p50 / floors"
+        "{:<9} {:>7} {:>11} {:>10} {:>9} {:>9} {:>14} {:>14} {:>14}",
+        "mode",
+        "strata",
+        "concurrency",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "p50 / floors",
+        "rand CPU us/op",
+        "blind CPU us/op"
     );
     for s in scenarios {
         println!(
-            "{:<9} {:>7} {:>11} {:>10.0} {:>9.2} {:>9.2} {:>14.2}",
+            "{:<9} {:>7} {:>11} {:>10.0} {:>9.2} {:>9.2} {:>14.2} {:>14.0} {:>14.0}",
             s.mode,
             s.strata,
             s.concurrency,
             s.throughput,
             ms(s.latency.p50),
             ms(s.latency.p99),
-            s.latency.p50.as_secs_f64() / s.floors.as_secs_f64()
+            s.latency.p50.as_secs_f64() / s.floors.as_secs_f64(),
+            us(s.cpu.randomisation),
+            us(s.cpu.blinding)
         );
     }
     let document = json!({
@@ -264,7 +356,76 @@ fn report(scenarios: &[Scenario], floors: [(&str, Percentiles); 4]) {
             "p50_ms": ms(s.latency.p50),
             "p99_ms": ms(s.latency.p99),
             "p50_over_floors": s.latency.p50.as_secs_f64() / s.floors.as_secs_f64(),
+            "randomisation_cpu_us_per_allocation": us(s.cpu.randomisation),
+            "blinding_cpu_us_per_allocation": us(s.cpu.blinding),
         })).collect::<Vec<_>>(),
     });
     println!("{document}");
+    print_aims(scenarios);
+}
+
+fn scenario<'a>(
+    scenarios: &'a [Scenario],
+    mode: &str,
+    strata: usize,
+    concurrency: usize,
+) -> Option<&'a Scenario> {
+    scenarios
+        .iter()
+        .find(|s| s.mode == mode && s.strata == strata && s.concurrency == concurrency)
+}
+
+/// The aims of issue 11, item 5, per mode: PASS, or the measured ratio.
+fn print_aims(scenarios: &[Scenario]) {
+    println!();
+    println!(
+        "{:<9} {:<52} {:>10} {:>10}",
+        "mode", "aim", "measured", "verdict"
+    );
+    for mode in ["embedded", "cluster"] {
+        let single = scenario(scenarios, mode, 1, 1);
+        let spread_single = scenario(scenarios, mode, 20, 1);
+        let spread_busy = scenario(scenarios, mode, 20, 64);
+        let one_busy = scenario(scenarios, mode, 1, 64);
+        let mut aims: Vec<(&str, Option<f64>, f64, bool)> = vec![
+            (
+                "single-client p50 / floors <= 1.5",
+                single.map(|s| s.latency.p50.as_secs_f64() / s.floors.as_secs_f64()),
+                1.5,
+                true,
+            ),
+            (
+                "ops/s at 64 clients, 20 strata / single client >= 5",
+                spread_busy
+                    .zip(spread_single)
+                    .map(|(busy, one)| busy.throughput / one.throughput),
+                5.0,
+                false,
+            ),
+            (
+                "p99 / p50 at 64 clients, 1 stratum <= 3",
+                one_busy.map(|s| s.latency.p99.as_secs_f64() / s.latency.p50.as_secs_f64()),
+                3.0,
+                true,
+            ),
+        ];
+        if mode == "embedded" {
+            aims.push((
+                "server CPU per allocation (us, 20 strata, 64) <= 150",
+                spread_busy.map(|s| us(s.cpu.randomisation)),
+                150.0,
+                true,
+            ));
+        }
+        for (aim, measured, bound, at_most) in aims {
+            let Some(measured) = measured else { continue };
+            let met = if at_most {
+                measured <= bound
+            } else {
+                measured >= bound
+            };
+            let verdict = if met { "PASS" } else { "missed" };
+            println!("{mode:<9} {aim:<52} {measured:>10.2} {verdict:>10}");
+        }
+    }
 }

@@ -1,13 +1,16 @@
 //! Single-client `Randomise` latency on the embedded default (SQLite file,
 //! in-process lock), over real loopback gRPC, beside its floors measured in
 //! the same run: an empty gRPC call (health check) and a durable one-row
-//! commit (an audit append, fsync'd). Prints a table and one JSON line.
+//! commit (an audit append, fsync'd). Also the process's CPU per
+//! allocation (client and server share this process, so it is an upper
+//! bound on the server's). Prints a table and one JSON line.
 
 use std::time::{Duration, Instant};
 
 use equipoise_common::audit::AuditEntry;
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::sqlite::SqliteStore;
+use equipoise_tests::cpu::own_cpu;
 use equipoise_tests::{RESPINE_YAML, TestServer, activate, respine_request};
 
 const RANDOMISATIONS: usize = 1_000;
@@ -41,11 +44,16 @@ fn uncapped_respine() -> String {
         .replace(", cap: 25 }", " }")
 }
 
-async fn randomise_latencies(server: &TestServer) -> Vec<Duration> {
+/// Latencies after the warm-up, and the process CPU per measured allocation.
+async fn randomise_latencies(server: &TestServer) -> (Vec<Duration>, Duration) {
     let token = server.token("bench", &["site_investigator"], &["FR-MTP"], &["RESPINE"]);
     let mut client = server.client(&token).await;
     let mut latencies = Vec::with_capacity(RANDOMISATIONS);
+    let mut cpu_at_warm = Duration::ZERO;
     for n in 0..(WARM_UP + RANDOMISATIONS) {
+        if n == WARM_UP {
+            cpu_at_warm = own_cpu().unwrap_or_default();
+        }
         let request = respine_request(
             "FR-MTP",
             &format!("B-{n:05}"),
@@ -60,7 +68,9 @@ async fn randomise_latencies(server: &TestServer) -> Vec<Duration> {
             latencies.push(started.elapsed());
         }
     }
-    latencies
+    let cpu = own_cpu().unwrap_or_default().saturating_sub(cpu_at_warm);
+    let per_allocation = cpu / u32::try_from(RANDOMISATIONS).unwrap_or(u32::MAX);
+    (latencies, per_allocation)
 }
 
 async fn empty_call_latencies(server: &TestServer) -> Vec<Duration> {
@@ -117,7 +127,8 @@ fn micros(d: Duration) -> f64 {
 async fn main() {
     let server = TestServer::start().await;
     activate(&server, &uncapped_respine()).await;
-    let randomise = summarise("randomise (1 client)", randomise_latencies(&server).await);
+    let (latencies, cpu_per_allocation) = randomise_latencies(&server).await;
+    let randomise = summarise("randomise (1 client)", latencies);
     let empty_call = summarise(
         "floor: empty gRPC call",
         empty_call_latencies(&server).await,
@@ -144,7 +155,12 @@ async fn main() {
             row.p50.as_secs_f64() / floor_p50.as_secs_f64()
         );
     }
+    println!(
+        "process CPU per allocation (client + server): {:.0} us",
+        micros(cpu_per_allocation)
+    );
     let json = serde_json::json!({
+        "process_cpu_per_allocation_us": micros(cpu_per_allocation),
         "randomise_p50_us": micros(randomise.p50),
         "randomise_p99_us": micros(randomise.p99),
         "empty_call_p50_us": micros(empty_call.p50),

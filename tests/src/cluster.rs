@@ -13,8 +13,7 @@ use equipoise_randomisation::seal::Sealer;
 use equipoise_randomisation::store::Store;
 use equipoise_randomisation::store::postgres::PostgresStore;
 use equipoise_testkit::{
-    BLINDING_URL_VARIABLE, PostgresServer, RANDOMISATION_URL_VARIABLE, RedisServer, Replica,
-    free_port,
+    PostgresServer, RANDOMISATION_URL_VARIABLE, RedisServer, Replica, free_port,
 };
 use equipoise_trial::parse_definition;
 
@@ -95,19 +94,32 @@ impl Cluster {
     }
 
     /// A replica on the embedded default (its own SQLite file, in-process
-    /// lock) that shares this cluster's token and seal secrets.
-    pub fn spawn_embedded_replica(&self) -> Replica {
-        let shared: Vec<(&str, String)> = self
+    /// lock) that shares this cluster's token and seal secrets, with its own
+    /// blinding replica: the cluster's blinding service reads trials from
+    /// the cluster's store, where the embedded replica's trials are not.
+    /// Returns (randomisation, blinding).
+    pub fn spawn_embedded_replica(&self) -> (Replica, Replica) {
+        let auth: Vec<(&str, String)> = self
             .env
             .iter()
-            .filter(|(k, _)| {
-                k.starts_with("EQUIPOISE_AUTH__")
-                    || *k == "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE"
-                    || *k == BLINDING_URL_VARIABLE
-            })
+            .filter(|(k, _)| k.starts_with("EQUIPOISE_AUTH__"))
             .map(|(k, v)| (*k, v.clone()))
             .collect();
-        Replica::start(&shared)
+        let port = free_port();
+        let mut blinding_env = auth.clone();
+        blinding_env.push((
+            RANDOMISATION_URL_VARIABLE,
+            format!("http://127.0.0.1:{port}"),
+        ));
+        let blinding = Replica::start_blinding(&blinding_env);
+        let mut env = auth;
+        env.push((
+            "EQUIPOISE_RANDOMISATION__SEAL_KEY_FILE",
+            self.secret_path("seal.key").display().to_string(),
+        ));
+        env.push(blinding.blinding_url());
+        let randomisation = Replica::start_target_at("randomisation", port, &env);
+        (randomisation, blinding)
     }
 
     fn secret_path(&self, name: &str) -> PathBuf {

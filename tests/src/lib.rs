@@ -2,6 +2,7 @@
 //! free loopback port, real gRPC, and a clean stop.
 
 pub mod cluster;
+pub mod cpu;
 pub mod roles;
 pub mod system;
 

@@ -1,4 +1,8 @@
 //! In-process locks: one tokio mutex per key, for a single process.
+//!
+//! Waiting is fair and push-based (issue 11, item 3): tokio's mutex keeps
+//! its waiters in a FIFO queue and wakes the first when the holder
+//! releases, so no waiter polls and none is overtaken by a later one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -78,6 +82,35 @@ mod tests {
             .await
             .expect("free again");
         assert_ne!(again.token, other.token);
+    }
+
+    /// Waiters get the lock in the order they asked for it, each as soon as
+    /// the one before releases: the order is recorded under the lock.
+    #[tokio::test]
+    async fn waiters_are_served_in_arrival_order() {
+        let locks = Arc::new(InProcessLocks::new(Duration::from_secs(30)));
+        let held = locks.acquire("k").await.expect("free");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for n in 0..8 {
+            let (locks, order) = (locks.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let lease = locks.acquire("k").await.expect("served");
+                order.lock().expect("order").push(n);
+                // Yield while holding, so a later waiter could overtake if
+                // the queue were not fair.
+                tokio::task::yield_now().await;
+                locks.release(lease).await.expect("released");
+            }));
+            // On this single-threaded runtime, yielding lets the waiter run
+            // until it queues on the lock, before the next is spawned.
+            tokio::task::yield_now().await;
+        }
+        locks.release(held).await.expect("released");
+        for waiter in waiters {
+            waiter.await.expect("waiter");
+        }
+        assert_eq!(*order.lock().expect("order"), (0..8).collect::<Vec<_>>());
     }
 
     #[tokio::test]

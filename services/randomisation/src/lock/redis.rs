@@ -1,27 +1,47 @@
 //! Redis allocation locks (docs/architecture.md, "Allocation"): `SET key token NX PX lease`, released
-//! by a compare-and-delete script, with a bounded, jittered wait.
+//! by a compare-and-delete script, with a bounded wait.
+//!
+//! Waiting (issue 11, item 3): the release script publishes the key it
+//! freed, and each replica keeps one subscription that wakes its waiter for
+//! that key at once, instead of polling with a backoff. Within a replica,
+//! waiters for a key queue first on a fair in-process lock, so they reach
+//! Redis one at a time in arrival order. Across replicas the woken waiters
+//! race for the key; a notification lost (the subscription reconnecting, a
+//! lease that expired instead of being released) is caught by a retry every
+//! `FALLBACK_RETRY`.
 //!
 //! The lock only keeps replicas from colliding. A holder that pauses past
 //! its lease loses the lock, and its commit is then refused by the store's
 //! fenced compare-and-set, so nothing here needs to survive a Redis restart.
 //! When Redis cannot be reached in time, allocation fails closed.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, timeout};
+use tokio_stream::StreamExt;
 
-use super::{AllocationLocks, LockError, LockLease, random_token};
+use super::{AllocationLocks, InProcessLocks, LockError, LockLease, random_token};
 
 const KEY_PREFIX: &str = "equipoise:lock:";
-const FIRST_BACKOFF: Duration = Duration::from_millis(2);
-const MAX_BACKOFF: Duration = Duration::from_millis(50);
+/// Where the release script announces the key it freed.
+const RELEASED_CHANNEL: &str = "equipoise:lock-released";
+/// A waiter retries this often even without a notification.
+const FALLBACK_RETRY: Duration = Duration::from_millis(50);
+/// Pause before the subscription connects again after losing Redis.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(200);
 
-/// Deletes the key only if it still holds our token: never someone else's lock.
+/// Deletes the key only if it still holds our token, never someone else's
+/// lock, and tells the waiters of every replica that it is free.
 const RELEASE_SCRIPT: &str = r"
 if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
+  redis.call('del', KEYS[1])
+  redis.call('publish', ARGV[2], KEYS[1])
+  return 1
 else
   return 0
 end";
@@ -41,6 +61,79 @@ pub struct RedisLocks {
     connection: ConnectionManager,
     timings: RedisLockTimings,
     release: redis::Script,
+    /// This replica's waiters, one per key at a time, in arrival order.
+    local: InProcessLocks,
+    released: Arc<Releases>,
+    subscription: tokio::task::JoinHandle<()>,
+    /// How often a waiter retries without a notification.
+    fallback_retry: Duration,
+}
+
+/// One wake-up per key for the waiter of this replica that is at Redis.
+#[derive(Default)]
+struct Releases {
+    keys: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Releases {
+    fn signal(&self, key: &str) -> Arc<Notify> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Wakes the waiter for `key`, if there is one.
+    fn released(&self, key: &str) {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(signal) = keys.get(key) {
+            signal.notify_waiters();
+        }
+    }
+
+    /// Drops the key's signal once no waiter holds it.
+    fn forget(&self, key: &str) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.get(key).is_some_and(|s| Arc::strong_count(s) == 1) {
+            keys.remove(key);
+        }
+    }
+}
+
+impl Drop for RedisLocks {
+    fn drop(&mut self) {
+        self.subscription.abort();
+    }
+}
+
+/// Listens for released keys until the locks are dropped, connecting again
+/// whenever the subscription is lost.
+async fn listen_for_releases(
+    client: redis::Client,
+    released: Weak<Releases>,
+    subscribed: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut subscribed = Some(subscribed);
+    loop {
+        if let Ok(mut pubsub) = client.get_async_pubsub().await
+            && pubsub.subscribe(RELEASED_CHANNEL).await.is_ok()
+        {
+            if let Some(subscribed) = subscribed.take() {
+                let _ = subscribed.send(());
+            }
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let Some(released) = released.upgrade() else {
+                    return;
+                };
+                if let Ok(key) = message.get_payload::<String>() {
+                    released.released(&key);
+                }
+            }
+        }
+        if released.strong_count() == 0 {
+            return;
+        }
+        sleep(RESUBSCRIBE_DELAY).await;
+    }
 }
 
 impl RedisLocks {
@@ -67,7 +160,7 @@ impl RedisLocks {
             .set_response_timeout(Some(timings.command_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let connect = ConnectionManager::new_with_config(client, config);
+        let connect = ConnectionManager::new_with_config(client.clone(), config);
         let connection = timeout(timings.connect_timeout, connect)
             .await
             .map_err(|_| {
@@ -78,10 +171,31 @@ impl RedisLocks {
                 ))
             })?
             .map_err(|e| LockError::Unavailable(format!("redis_url {}: {e}", redact(url))))?;
+        let released = Arc::new(Releases::default());
+        let (subscribed, is_subscribed) = tokio::sync::oneshot::channel();
+        let subscription = tokio::spawn(listen_for_releases(
+            client,
+            Arc::downgrade(&released),
+            subscribed,
+        ));
+        // Waiters notified from the start; without the subscription they
+        // still retry on their own, so this wait is bounded and not fatal.
+        if timeout(timings.connect_timeout, is_subscribed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "redis release notifications not subscribed yet; waiters retry on their own"
+            );
+        }
         let locks = Self {
             connection,
             timings,
             release: redis::Script::new(RELEASE_SCRIPT),
+            local: InProcessLocks::new(timings.wait),
+            released,
+            subscription,
+            fallback_retry: FALLBACK_RETRY,
         };
         locks.ping().await?;
         Ok(locks)
@@ -127,6 +241,38 @@ impl RedisLocks {
     }
 }
 
+impl RedisLocks {
+    /// Takes the Redis key by `deadline`, trying again whenever a release
+    /// of it is announced (or every `FALLBACK_RETRY`).
+    async fn wait_at_redis(
+        &self,
+        key: &str,
+        token: &str,
+        deadline: Instant,
+    ) -> Result<(), LockError> {
+        let signal = self.released.signal(key);
+        loop {
+            // Registered before trying, so a release between the try and
+            // the wait still wakes us.
+            let notified = signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.try_set(key, token).await? {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(LockError::Timeout {
+                    key: key.to_owned(),
+                    waited: self.timings.wait,
+                });
+            }
+            let pause = self.fallback_retry.min(deadline - now);
+            let _ = timeout(pause, notified).await;
+        }
+    }
+}
+
 fn unavailable(error: redis::RedisError) -> LockError {
     LockError::Unavailable(format!("redis: {}", error.kind_name()))
 }
@@ -162,30 +308,21 @@ impl KindName for redis::RedisError {
 #[async_trait]
 impl AllocationLocks for RedisLocks {
     async fn acquire(&self, key: &str) -> Result<LockLease, LockError> {
+        let deadline = Instant::now() + self.timings.wait;
+        // First in line in this replica, then at Redis.
+        let turn = self.local.acquire(key).await?;
         let key = format!("{KEY_PREFIX}{key}");
         let token = random_token();
-        let deadline = Instant::now() + self.timings.wait;
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            if self.try_set(&key, &token).await? {
-                return Ok(LockLease::new(key, token, None));
-            }
-            let jittered = backoff.mul_f64(0.5 + f64::from(jitter()) / f64::from(u8::MAX));
-            if Instant::now() + jittered > deadline {
-                return Err(LockError::Timeout {
-                    key,
-                    waited: self.timings.wait,
-                });
-            }
-            sleep(jittered).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+        let acquired = self.wait_at_redis(&key, &token, deadline).await;
+        self.released.forget(&key);
+        acquired?;
+        Ok(LockLease::new(key, token, Some(Box::new(turn))))
     }
 
     async fn release(&self, lease: LockLease) -> Result<(), LockError> {
         let mut connection = self.connection.clone();
         let mut invocation = self.release.key(&lease.key);
-        invocation.arg(&lease.token);
+        invocation.arg(&lease.token).arg(RELEASED_CHANNEL);
         let released: i64 = self
             .bounded(invocation.invoke_async(&mut connection))
             .await?;
@@ -196,12 +333,6 @@ impl AllocationLocks for RedisLocks {
         }
         Ok(())
     }
-}
-
-fn jitter() -> u8 {
-    let mut byte = [0u8; 1];
-    let _ = getrandom::fill(&mut byte);
-    byte[0]
 }
 
 #[cfg(test)]
@@ -215,6 +346,96 @@ mod tests {
             "redis://***@10.0.0.1:6379/0"
         );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    fn timings(wait: Duration) -> RedisLockTimings {
+        RedisLockTimings {
+            lease: Duration::from_secs(30),
+            wait,
+            command_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Waiters of one replica get the lock in the order they asked, each
+    /// after the one before released it; the order is recorded under the
+    /// lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_are_served_in_arrival_order() {
+        let redis = equipoise_testkit::RedisServer::start();
+        let locks = Arc::new(
+            RedisLocks::connect(&redis.url(), timings(Duration::from_secs(60)))
+                .await
+                .expect("connect"),
+        );
+        let held = locks.acquire("k").await.expect("free");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for n in 0..6 {
+            let (locks, order) = (locks.clone(), order.clone());
+            let (queued, is_queued) = tokio::sync::oneshot::channel();
+            waiters.push(tokio::spawn(async move {
+                let acquiring = locks.acquire("k");
+                tokio::pin!(acquiring);
+                // Polled once, so it is in the queue before the next starts.
+                let lease = tokio::select! {
+                    biased;
+                    lease = &mut acquiring => lease,
+                    () = std::future::ready(()) => {
+                        let _ = queued.send(());
+                        acquiring.await
+                    }
+                }
+                .expect("served");
+                order.lock().expect("order").push(n);
+                locks.release(lease).await.expect("released");
+            }));
+            is_queued.await.expect("queued");
+        }
+        locks.release(held).await.expect("released");
+        for waiter in waiters {
+            waiter.await.expect("waiter");
+        }
+        assert_eq!(*order.lock().expect("order"), (0..6).collect::<Vec<_>>());
+    }
+
+    /// Another replica's release wakes a waiter here. Its fallback retry is
+    /// longer than its wait, so only the notification can hand it the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_release_elsewhere_wakes_the_waiter() {
+        let redis = equipoise_testkit::RedisServer::start();
+        let mut here = RedisLocks::connect(&redis.url(), timings(Duration::from_secs(20)))
+            .await
+            .expect("connect");
+        here.fallback_retry = Duration::from_secs(3600);
+        let there = RedisLocks::connect(&redis.url(), timings(Duration::from_secs(60)))
+            .await
+            .expect("connect");
+        let held = there.acquire("k").await.expect("free");
+        let refused = RedisLocks::connect(&redis.url(), timings(Duration::from_millis(120)))
+            .await
+            .expect("connect")
+            .acquire("k")
+            .await;
+        assert!(matches!(refused, Err(LockError::Timeout { .. })), "held");
+        let here = Arc::new(here);
+        let waiter = here.clone();
+        let waiting = tokio::spawn(async move { waiter.acquire("k").await.map(|l| l.token) });
+        // Let the waiter find the key taken before it is released (if it
+        // did not, it would take the free key; the test would still pass).
+        while !here
+            .released
+            .keys
+            .lock()
+            .expect("keys")
+            .contains_key("equipoise:lock:k")
+        {
+            tokio::task::yield_now().await;
+        }
+        sleep(Duration::from_millis(100)).await;
+        there.release(held).await.expect("released");
+        let token = waiting.await.expect("waiter").expect("handed over");
+        assert!(!token.is_empty());
     }
 
     #[tokio::test]

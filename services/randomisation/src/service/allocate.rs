@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use super::access::{Operation, authorise, authorise_site};
 use super::codes::CodeActor;
+use super::progress::Design;
 use super::{LoadedTrial, RandomisationService, audit_entry, check_identifier, log_tag};
 use crate::error::{DESIGN_LIMIT, FailedCriterion, RandomisationError, cap_message};
 use crate::methods::{Margins, SequenceMethod, StratumSequence, minimise};
@@ -414,13 +415,19 @@ impl RandomisationService {
                 let sequence_method = SequenceMethod::from_spec(method).ok_or_else(|| {
                     RandomisationError::Internal("method is not a sequence".into())
                 })?;
-                let rng = derive_stream(
-                    &self.master_seed(trial)?,
-                    &candidate.stream_key,
-                    algorithm_version(trial),
+                let seed = self.master_seed(trial)?;
+                let version = algorithm_version(trial);
+                let fresh = || {
+                    let rng = derive_stream(&seed, &candidate.stream_key, version);
+                    StratumSequence::new(&sequence_method, &definition.ratios(), rng)
+                };
+                let stream = (
+                    trial.record.trial_id.as_str(),
+                    candidate.stream_key.as_str(),
                 );
-                let slot = StratumSequence::new(&sequence_method, &definition.ratios(), rng)
-                    .slot_at(position);
+                let slot = self
+                    .sequences
+                    .slot_at(stream, &design(trial), position, fresh);
                 Ok(ArmChoice {
                     arm: slot.arm,
                     decision: json!({ "probabilities": slot.probabilities }),
@@ -429,41 +436,37 @@ impl RandomisationService {
         }
     }
 
-    /// Margins of every earlier minimisation allocation, by "randomised as".
+    /// Margins of every earlier minimisation allocation, by "randomised
+    /// as": the margins kept from an earlier allocation plus the history
+    /// since, or the whole history when none were kept.
     async fn margins(
         &self,
         trial: &LoadedTrial,
         position: u64,
     ) -> Result<Margins, RandomisationError> {
-        let definition = &trial.definition;
-        let history = self
+        let trial_id = &trial.record.trial_id;
+        let design = design(trial);
+        let (from, mut margins) = self
+            .margins
+            .take(trial_id, &design, position)
+            .unwrap_or_else(|| (0, empty_margins(&trial.definition)));
+        let since = self
             .store
-            .stream_allocations(&trial.record.trial_id, MINIMISATION_STREAM)
+            .stream_allocations_from(trial_id, MINIMISATION_STREAM, from)
             .await?;
-        if history.len() as u64 != position {
+        // Positions are dense and the store reported `position` under the
+        // lock: anything else means the history moved on, so start again.
+        let expected = from..position;
+        if since.len() as u64 != position - from || !since.iter().map(|a| a.position).eq(expected) {
             return Err(RandomisationError::Aborted(
                 "allocation history changed; retry".into(),
             ));
         }
-        let level_counts: Vec<usize> = definition
-            .stratification
-            .iter()
-            .map(|f| f.levels.len())
-            .collect();
-        let mut margins = Margins::new(&level_counts, definition.arms.len());
-        for allocation in history {
-            let levels = definition.parse_stratum_key(&allocation.stratum);
-            let arm = definition.arm_index(&allocation.arm);
-            match (levels, arm) {
-                (Some(levels), Some(arm)) => margins.record(&levels, arm),
-                _ => {
-                    return Err(RandomisationError::Internal(format!(
-                        "allocation of {} does not match the definition",
-                        allocation.subject_id
-                    )));
-                }
-            }
+        for allocation in &since {
+            record_margin(&trial.definition, &mut margins, allocation)?;
         }
+        self.margins
+            .put(trial_id, design, position, margins.clone());
         Ok(margins)
     }
 
@@ -493,6 +496,42 @@ impl RandomisationService {
         if remaining <= u64::from(warn_remaining) {
             tracing::warn!(trial = %trial.record.trial_id, %stratum, "uploaded allocation list is at or below its warning level");
         }
+    }
+}
+
+/// The frozen design an allocation's kept progress must match.
+fn design(trial: &LoadedTrial) -> Design {
+    Design {
+        definition_sha256: trial.record.definition_sha256.clone(),
+        algorithm_version: algorithm_version(trial),
+    }
+}
+
+fn empty_margins(definition: &TrialDefinition) -> Margins {
+    let level_counts: Vec<usize> = definition
+        .stratification
+        .iter()
+        .map(|f| f.levels.len())
+        .collect();
+    Margins::new(&level_counts, definition.arms.len())
+}
+
+/// Adds one committed allocation to the margins, by its "randomised as" stratum.
+fn record_margin(
+    definition: &TrialDefinition,
+    margins: &mut Margins,
+    allocation: &AllocationRecord,
+) -> Result<(), RandomisationError> {
+    let levels = definition.parse_stratum_key(&allocation.stratum);
+    match (levels, definition.arm_index(&allocation.arm)) {
+        (Some(levels), Some(arm)) => {
+            margins.record(&levels, arm);
+            Ok(())
+        }
+        _ => Err(RandomisationError::Internal(format!(
+            "allocation of {} does not match the definition",
+            allocation.subject_id
+        ))),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod codes;
 mod concealed;
 pub mod faults;
 mod lifecycle;
+mod progress;
 mod records;
 mod simulate;
 
@@ -63,6 +64,10 @@ pub struct RandomisationService {
     definitions: RwLock<HashMap<String, Arc<TrialDefinition>>>,
     /// One permit per simulation allowed to compute at once.
     simulations: Arc<tokio::sync::Semaphore>,
+    /// Sequence streams and minimisation margins as far as they were
+    /// computed, so an allocation does not start again from position 0.
+    sequences: progress::SequenceProgress,
+    margins: progress::MarginProgress,
 }
 
 /// A stored trial with its parsed definition.
@@ -91,6 +96,8 @@ impl RandomisationService {
             codes,
             faults: faults::Faults::default(),
             definitions: RwLock::new(HashMap::new()),
+            sequences: progress::SequenceProgress::new(),
+            margins: progress::MarginProgress::new(),
         }
     }
 

@@ -287,6 +287,15 @@ pub trait Store: Send + Sync {
         stream_key: &str,
     ) -> StoreResult<Vec<AllocationRecord>>;
 
+    /// The allocations of a stream from `from_position` on, in position
+    /// order: what minimisation adds to margins it kept.
+    async fn stream_allocations_from(
+        &self,
+        trial_id: &str,
+        stream_key: &str,
+        from_position: u64,
+    ) -> StoreResult<Vec<AllocationRecord>>;
+
     async fn counts(&self, trial_id: &str) -> StoreResult<Counts>;
 
     async fn list_allocations(&self, query: &AllocationQuery)

@@ -445,6 +445,21 @@ macro_rules! impl_store {
                     sql::allocation_records(rows)
                 }
 
+                async fn stream_allocations_from(
+                    &self,
+                    trial_id: &str,
+                    stream_key: &str,
+                    from_position: u64,
+                ) -> StoreResult<Vec<AllocationRecord>> {
+                    let rows = sqlx::query_as(sql::STREAM_ALLOCATIONS_FROM)
+                        .bind(trial_id)
+                        .bind(stream_key)
+                        .bind(wide(from_position)?)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    sql::allocation_records(rows)
+                }
+
                 async fn counts(&self, trial_id: &str) -> StoreResult<Counts> {
                     let rows: Vec<(String, String, bool)> = sqlx::query_as(sql::COUNT_ROWS)
                         .bind(trial_id)

@@ -85,10 +85,13 @@ pub const ALLOCATION: &str = concat!(
     " FROM allocations WHERE trial_id = $1 AND subject_id = $2"
 );
 
-/// Total, at the site, in the stratum: read inside the commit's transaction.
-pub const CAP_COUNTS: &str =
-    "SELECT COUNT(*), COUNT(*) FILTER (WHERE site_id = $2), COUNT(*) FILTER (WHERE stratum = $3)
-     FROM allocations WHERE trial_id = $1";
+/// Total, at the site, in the stratum: read inside the commit's
+/// transaction from the counter rows a trigger keeps (migration 0005), three
+/// primary-key lookups whatever the trial's size. A missing row is zero.
+pub const CAP_COUNTS: &str = "SELECT
+       COALESCE((SELECT count FROM allocation_counts WHERE trial_id = $1 AND scope = 'total' AND member = ''), 0),
+       COALESCE((SELECT count FROM allocation_counts WHERE trial_id = $1 AND scope = 'site' AND member = $2), 0),
+       COALESCE((SELECT count FROM allocation_counts WHERE trial_id = $1 AND scope = 'stratum' AND member = $3), 0)";
 
 pub const INSERT_ALLOCATION: &str = "INSERT INTO allocations (trial_id, subject_id, site_id, stratum, stream_key, position, arm,
      randomisation_number, request_sha256, covariates_json, decision_json, trial_version, randomised_at)
@@ -98,6 +101,12 @@ pub const STREAM_ALLOCATIONS: &str = concat!(
     "SELECT ",
     allocation_columns!(),
     " FROM allocations WHERE trial_id = $1 AND stream_key = $2 ORDER BY position"
+);
+
+pub const STREAM_ALLOCATIONS_FROM: &str = concat!(
+    "SELECT ",
+    allocation_columns!(),
+    " FROM allocations WHERE trial_id = $1 AND stream_key = $2 AND position >= $3 ORDER BY position"
 );
 
 pub const COUNT_ROWS: &str =

@@ -279,6 +279,113 @@ mod tests {
             .expect("this binary still opens it");
     }
 
+    /// Allocations written before the counter rows existed, as
+    /// (subject, site, stratum, position).
+    const EARLIER: [(&str, &str, &str, i64); 3] = [
+        ("OLD-1", "FR-MTP", "S1", 0),
+        ("OLD-2", "FR-MTP", "S1", 1),
+        ("OLD-3", "FR-PAR", "S2", 0),
+    ];
+
+    async fn write_earlier_allocations(pool: &SqlitePool) {
+        sqlx::query(
+            "INSERT INTO trials (trial_id, version, state, definition_yaml, definition_sha256,
+             algorithm_version, sealed_seed, registered_at, activated_at)
+             VALUES ('T', 1, 'active', 'yaml', 'sha', 1, x'00', 'then', 'then')",
+        )
+        .execute(pool)
+        .await
+        .expect("trial");
+        for (subject, site, stratum, position) in EARLIER {
+            sqlx::query(
+                "INSERT INTO allocations (trial_id, subject_id, site_id, stratum, stream_key, position,
+                 arm, randomisation_number, request_sha256, covariates_json, decision_json,
+                 trial_version, randomised_at) VALUES ('T', $1, $2, $3, $3, $4, 'A', $5, 'x', '{}', '{}', 1, 'then')",
+            )
+            .bind(subject)
+            .bind(site)
+            .bind(stratum)
+            .bind(position)
+            .bind(format!("{subject}-number"))
+            .execute(pool)
+            .await
+            .expect("allocation");
+        }
+        sqlx::query("INSERT INTO allocation_streams VALUES ('T', 'S1', 2), ('T', 'S2', 1)")
+            .execute(pool)
+            .await
+            .expect("streams");
+    }
+
+    fn commit_request(
+        subject: &str,
+        site: &str,
+        stratum: &str,
+        version: u64,
+        caps: CapLimits,
+    ) -> CommitRequest {
+        CommitRequest {
+            allocation: NewAllocation {
+                trial_id: "T".into(),
+                subject_id: subject.into(),
+                site_id: site.into(),
+                stratum: stratum.into(),
+                stream_key: stratum.into(),
+                arm: "A".into(),
+                request_sha256: "x".into(),
+                covariates_json: "{}".into(),
+                decision_json: "{}".into(),
+                trial_version: 1,
+                randomised_at: "now".into(),
+            },
+            expected_stream_version: version,
+            caps,
+            audit: entry("allocation.created"),
+        }
+    }
+
+    /// Migration 0005 counts the allocations already there, so caps and
+    /// site numbers carry on from them.
+    #[tokio::test]
+    async fn the_counter_migration_counts_earlier_allocations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.db");
+        let legacy = legacy_database(&path, 1).await;
+        write_earlier_allocations(&legacy).await;
+        legacy.close().await;
+        let store = SqliteStore::open(&path).await.expect("adopt and migrate");
+
+        let site_cap = CapLimits {
+            site: Some(2),
+            ..CapLimits::default()
+        };
+        let refused = store
+            .commit_allocation(&commit_request("NEW-1", "FR-MTP", "S3", 0, site_cap))
+            .await;
+        assert_eq!(refused, Err(StoreError::CapReached(CapKind::Site)));
+        let stratum_cap = CapLimits {
+            stratum: Some(2),
+            ..CapLimits::default()
+        };
+        let second = store
+            .commit_allocation(&commit_request("NEW-2", "FR-PAR", "S2", 1, stratum_cap))
+            .await
+            .expect("the stratum's second");
+        assert_eq!(second.randomisation_number, "FR-PAR-0002");
+        let refused = store
+            .commit_allocation(&commit_request("NEW-3", "FR-LYO", "S2", 2, stratum_cap))
+            .await;
+        assert_eq!(refused, Err(StoreError::CapReached(CapKind::Stratum)));
+        let total_cap = CapLimits {
+            total: Some(4),
+            ..CapLimits::default()
+        };
+        let refused = store
+            .commit_allocation(&commit_request("NEW-4", "FR-LYO", "S4", 0, total_cap))
+            .await;
+        assert_eq!(refused, Err(StoreError::CapReached(CapKind::Total)));
+    }
+
     #[tokio::test]
     async fn a_previous_binarys_database_newer_than_this_one_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -88,3 +88,57 @@ pub(super) async fn stratum_cap_leaves_other_strata_free(store: &dyn Store) {
     .await;
     assert!(other.is_ok(), "another stratum is under its cap: {other:?}");
 }
+
+/// Commits racing on eight independent streams (no fence between them) meet
+/// a total cap of three and a site cap of two: exactly the caps' worth win,
+/// the others are refused at the cap, and the site numbers stay one run.
+pub(super) async fn racing_commits_on_other_streams_meet_exact_caps(store: &dyn Store) {
+    const TRIAL: &str = "CONF-CAP-RACE";
+    active_trial(store, TRIAL).await;
+    let caps = CapLimits {
+        total: Some(3),
+        site: Some(2),
+        ..CapLimits::default()
+    };
+    let racers: [CommitRequest; 8] = std::array::from_fn(|n| {
+        let site = if n % 2 == 0 { "FR-MTP" } else { "FR-PAR" };
+        let new = new_allocation(TRIAL, &format!("{TRIAL}-{n}"), site, &format!("S{n}"));
+        request(new, 0, caps)
+    });
+    let [a, b, c, d, e, f, g, h] = &racers;
+    let results = tokio::join!(
+        store.commit_allocation(a),
+        store.commit_allocation(b),
+        store.commit_allocation(c),
+        store.commit_allocation(d),
+        store.commit_allocation(e),
+        store.commit_allocation(f),
+        store.commit_allocation(g),
+        store.commit_allocation(h),
+    );
+    let results = [
+        results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7,
+    ];
+    let won: Vec<&AllocationRecord> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 3, "exactly the total cap wins: {results:?}");
+    let refusals_are_caps = results
+        .iter()
+        .all(|r| matches!(r, Ok(_) | Err(StoreError::CapReached(_))));
+    assert!(refusals_are_caps, "the others meet a cap: {results:?}");
+    let counts = store.counts(TRIAL).await.expect("counts");
+    assert_eq!(counts.total, 3);
+    assert!(counts.by_site.values().all(|n| *n <= 2), "{counts:?}");
+    let mut numbers: Vec<&str> = won
+        .iter()
+        .map(|a| a.randomisation_number.as_str())
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 3, "every number once: {numbers:?}");
+    for number in numbers {
+        assert!(
+            number.ends_with("-0001") || number.ends_with("-0002"),
+            "{number}"
+        );
+    }
+}

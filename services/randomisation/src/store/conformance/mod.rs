@@ -54,6 +54,7 @@ macro_rules! randomisation_store_suite {
                 caps::total_cap_is_enforced,
                 caps::site_cap_leaves_other_sites_free,
                 caps::stratum_cap_leaves_other_strata_free,
+                caps::racing_commits_on_other_streams_meet_exact_caps,
                 listing::counts_include_allocations_in_error,
                 listing::listing_is_in_commit_order_and_pages,
                 listing::listing_filters_by_site_and_stratum,
