@@ -41,6 +41,9 @@ pub static SCHEMA: Schema = Schema {
             "allocation_lists",
             &[Privilege::Select, Privilege::Insert, Privilege::Delete],
         ),
+        // Cap counters, moved by the insert trigger on allocations, which
+        // runs as the inserting role.
+        Table::updated("allocation_counts"),
         Table::append_only("allocation_codes"),
         Table::append_only("audit_log"),
         Table::with("audit_head", &[Privilege::Select, Privilege::Update]),
