@@ -237,14 +237,11 @@ impl RandomisationService {
                 )));
             }
         }
-        let counts = self.store.counts(trial_id).await?;
-        let count = |by: &BTreeMap<String, u32>, key: &str| by.get(key).copied().unwrap_or(0);
-        let breach = cap_breach(
-            &candidate.caps,
-            counts.total,
-            count(&counts.by_site, &command.site_id),
-            count(&counts.by_stratum, &candidate.stratum),
-        );
+        let (total, at_site, in_stratum) = self
+            .store
+            .cap_counts(trial_id, &command.site_id, &candidate.stratum)
+            .await?;
+        let breach = cap_breach(&candidate.caps, total, at_site, in_stratum);
         Ok(breach.map(|kind| RandomisationError::CapReached(cap_message(kind))))
     }
 

@@ -298,6 +298,15 @@ pub trait Store: Send + Sync {
 
     async fn counts(&self, trial_id: &str) -> StoreResult<Counts>;
 
+    /// The counts the caps are checked against, as the commit reads them:
+    /// (in the trial, at the site, in the stratum), by key, not by a scan.
+    async fn cap_counts(
+        &self,
+        trial_id: &str,
+        site_id: &str,
+        stratum: &str,
+    ) -> StoreResult<(u32, u32, u32)>;
+
     async fn list_allocations(&self, query: &AllocationQuery)
     -> StoreResult<Vec<AllocationRecord>>;
 

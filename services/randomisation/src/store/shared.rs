@@ -468,6 +468,26 @@ macro_rules! impl_store {
                     Ok(Counts::tally(rows))
                 }
 
+                async fn cap_counts(
+                    &self,
+                    trial_id: &str,
+                    site_id: &str,
+                    stratum: &str,
+                ) -> StoreResult<(u32, u32, u32)> {
+                    let (total, at_site, in_stratum): (i64, i64, i64) =
+                        sqlx::query_as(sql::CAP_COUNTS)
+                            .bind(trial_id)
+                            .bind(site_id)
+                            .bind(stratum)
+                            .fetch_one(&self.pool)
+                            .await?;
+                    Ok((
+                        sql::narrow(total, "allocation_counts.count")?,
+                        sql::narrow(at_site, "allocation_counts.count")?,
+                        sql::narrow(in_stratum, "allocation_counts.count")?,
+                    ))
+                }
+
                 async fn list_allocations(
                     &self,
                     query: &AllocationQuery,

@@ -20,6 +20,22 @@ async fn cap_holds(
             .expect("commit under the cap");
     }
     mark_in_error(store, trial_id, &format!("{trial_id}-0")).await;
+    // The keyed counts agree with a full count of the rows.
+    let counts = store.counts(trial_id).await.expect("counts");
+    let (site, stratum) = fill[1];
+    let keyed = store
+        .cap_counts(trial_id, site, stratum)
+        .await
+        .expect("cap counts");
+    assert_eq!(
+        keyed,
+        (
+            counts.total,
+            counts.by_site.get(site).copied().unwrap_or(0),
+            counts.by_stratum.get(stratum).copied().unwrap_or(0),
+        ),
+        "{trial_id}: cap counts by key"
+    );
 
     let (site, stratum) = over;
     let new = new_allocation(trial_id, &format!("{trial_id}-over"), site, stratum);
