@@ -23,75 +23,13 @@ pub fn chi_square(table: &[Vec<u64>]) -> (f64, u32) {
     (statistic, df)
 }
 
-/// P(X ≥ statistic) for X chi-square with `df` degrees of freedom.
+/// P(X ≥ statistic) for X chi-square with `df` degrees of freedom: the
+/// upper regularised gamma function Q(df/2, statistic/2).
 pub fn chi_square_p_value(statistic: f64, df: u32) -> f64 {
-    if df == 0 {
+    if df == 0 || statistic <= 0.0 {
         return 1.0;
     }
-    upper_regularised_gamma(f64::from(df) / 2.0, statistic / 2.0)
-}
-
-/// Q(a, x), by its series below a + 1 and its continued fraction above
-/// (Numerical Recipes, "Incomplete gamma function").
-fn upper_regularised_gamma(a: f64, x: f64) -> f64 {
-    if x <= 0.0 {
-        return 1.0;
-    }
-    let log_prefactor = a * x.ln() - x - ln_gamma(a);
-    if x < a + 1.0 {
-        let (mut term, mut sum, mut n) = (1.0 / a, 1.0 / a, a);
-        while term.abs() > sum.abs() * 1e-15 {
-            n += 1.0;
-            term *= x / n;
-            sum += term;
-        }
-        1.0 - sum * log_prefactor.exp()
-    } else {
-        let tiny = 1e-300;
-        let mut b = x + 1.0 - a;
-        let mut c = 1.0 / tiny;
-        let mut d = 1.0 / b;
-        let mut h = d;
-        for i in 1..10_000 {
-            let an = -f64::from(i) * (f64::from(i) - a);
-            b += 2.0;
-            d = an * d + b;
-            d = if d.abs() < tiny { tiny } else { d };
-            c = b + an / c;
-            c = if c.abs() < tiny { tiny } else { c };
-            d = 1.0 / d;
-            let step = d * c;
-            h *= step;
-            if (step - 1.0).abs() < 1e-15 {
-                break;
-            }
-        }
-        h * log_prefactor.exp()
-    }
-}
-
-/// Lanczos approximation (g = 7, n = 9), good to about 15 digits.
-fn ln_gamma(x: f64) -> f64 {
-    const COEFFICIENTS: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    let x = x - 1.0;
-    let t = x + 7.5;
-    let series = COEFFICIENTS[0]
-        + COEFFICIENTS[1..]
-            .iter()
-            .enumerate()
-            .map(|(i, c)| c / (x + i as f64 + 1.0))
-            .sum::<f64>();
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + series.ln()
+    statrs::function::gamma::gamma_ur(f64::from(df) / 2.0, statistic / 2.0)
 }
 
 #[test]
