@@ -44,6 +44,25 @@ pub fn write_figures(dir: &Path, runs: &[Run<'_>]) -> Result<Vec<PathBuf>, CliEr
 
 type Figure = fn(&Path, &[Run<'_>]) -> Result<(), Box<dyn std::error::Error>>;
 
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<Ranged64, Ranged64>>;
+type Ranged64 = plotters::coord::types::RangedCoordf64;
+
+/// Every figure's legend, drawn alike, then the file written.
+fn with_legend<'a>(
+    chart: &mut Chart<'a, 'a>,
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 11))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn colour(index: usize) -> RGBColor {
     let (r, g, b) = Palette99::pick(index).to_rgba().rgb();
     RGBColor(r, g, b)
@@ -111,15 +130,7 @@ fn envelope(path: &Path, runs: &[Run<'_>]) -> Result<(), Box<dyn std::error::Err
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 11))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    with_legend(&mut chart, &root)
 }
 
 /// Share of trials at each imbalance value, one polygon per design.
@@ -172,15 +183,7 @@ fn distribution(
                 .map(move |point| Circle::new(point, 3, colour.filled())),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 11))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    with_legend(&mut chart, &root)
 }
 
 /// Balance (SD of the final imbalance) against predictability (the
@@ -220,13 +223,5 @@ fn balance_randomness(path: &Path, runs: &[Run<'_>]) -> Result<(), Box<dyn std::
             .label(run.label.clone())
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 11))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    with_legend(&mut chart, &root)
 }
