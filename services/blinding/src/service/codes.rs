@@ -177,6 +177,7 @@ impl BlindingService {
             })?;
         let snapshot = DefinitionSnapshot {
             version: fetched.version,
+            definition_sha256: trial.canonical_sha256(),
             definition_yaml: fetched.definition_yaml,
         };
         let entry = self.entry(
@@ -267,6 +268,7 @@ impl BlindingService {
         }
         let snapshot = DefinitionSnapshot {
             version: fetched.version,
+            definition_sha256: trial.canonical_sha256(),
             definition_yaml: fetched.definition_yaml,
         };
         let entry = self.entry(

@@ -257,14 +257,15 @@ impl BlindingService {
         match self.randomisation.trial_for_blinding(trial_id).await {
             Ok(fetched) => {
                 let trial = parse(&fetched.definition_yaml)?;
-                self.refresh_snapshot(caller, trial_id, &fetched).await;
+                self.refresh_snapshot(caller, trial_id, &fetched, &trial)
+                    .await;
                 Ok(trial)
             }
             Err(LookupError::NotFound) => Err(unknown_trial(trial_id)),
             Err(LookupError::Unavailable(reason)) => match self.store.definition(trial_id).await? {
                 Some(snapshot) => {
                     tracing::warn!(trial_id, %reason, "randomisation unreachable; using the stored definition");
-                    parse(&snapshot.definition_yaml)
+                    stored_definition(trial_id, &snapshot)
                 }
                 None => Err(BlindingError::unavailable(format!(
                     "the trial definition of {trial_id} cannot be read now: {reason}"
@@ -276,7 +277,13 @@ impl BlindingService {
         }
     }
 
-    async fn refresh_snapshot(&self, caller: &Caller, trial_id: &str, fetched: &TrialForBlinding) {
+    async fn refresh_snapshot(
+        &self,
+        caller: &Caller,
+        trial_id: &str,
+        fetched: &TrialForBlinding,
+        trial: &TrialDefinition,
+    ) {
         let stored = match self.store.definition(trial_id).await {
             Ok(Some(stored)) => stored,
             Ok(None) => return,
@@ -291,6 +298,7 @@ impl BlindingService {
         let snapshot = DefinitionSnapshot {
             version: fetched.version,
             definition_yaml: fetched.definition_yaml.clone(),
+            definition_sha256: trial.canonical_sha256(),
         };
         let entry = self.entry(
             caller,
@@ -306,6 +314,24 @@ impl BlindingService {
             tracing::warn!(trial_id, %error, "could not refresh the definition snapshot");
         }
     }
+}
+
+/// The stored snapshot, re-hashed: one edited in the table (its text no
+/// longer what was stored with its hash) is refused, never obeyed.
+fn stored_definition(trial_id: &str, snapshot: &DefinitionSnapshot) -> Result<TrialDefinition> {
+    let trial = parse(&snapshot.definition_yaml)?;
+    if !snapshot.definition_sha256.is_empty()
+        && trial.canonical_sha256() != snapshot.definition_sha256
+    {
+        tracing::error!(
+            trial_id,
+            "the stored definition snapshot does not match its hash"
+        );
+        return Err(BlindingError::Internal(format!(
+            "the stored definition snapshot of {trial_id} does not match its hash"
+        )));
+    }
+    Ok(trial)
 }
 
 fn parse(yaml: &str) -> Result<TrialDefinition> {

@@ -1469,6 +1469,7 @@ async fn tiny_respine_pools(f: &Fixture) {
     let snapshot = DefinitionSnapshot {
         version: 1,
         definition_yaml: RESPINE.into(),
+        definition_sha256: String::new(),
     };
     let entry = f.service.entry(
         &service("test"),
@@ -1814,5 +1815,59 @@ async fn trial_ids_and_assigned_ids_are_bounded_everywhere() {
         f.randomisation.fetches.load(Ordering::SeqCst),
         fetches,
         "nothing looked up"
+    );
+}
+
+/// Issue 7: the stored snapshot serves while randomisation is down, so it is
+/// re-hashed on load; one whose text no longer matches the hash stored with
+/// it (edited in the table) is refused as INTERNAL, never obeyed.
+#[tokio::test]
+async fn an_edited_definition_snapshot_is_refused_while_randomisation_is_down() {
+    let f = fixture().await;
+    f.allocate("RESPINE", "R-001", "FR-MTP", "MSC").await;
+    let stored = f
+        .service
+        .store
+        .definition("RESPINE")
+        .await
+        .expect("readable")
+        .expect("a snapshot");
+    assert_eq!(
+        stored.definition_sha256,
+        parse_definition(&stored.definition_yaml)
+            .expect("parses")
+            .canonical_sha256(),
+        "the snapshot is stored with its hash"
+    );
+    let desk = caller(&[Role::EmergencyDesk], &[], Some(now_seconds()));
+    let sae = Some(ReasonCategory::SeriousAdverseEvent);
+    // Someone widens who may unblind, keeping the old hash beside the text.
+    let edited = DefinitionSnapshot {
+        version: stored.version + 1,
+        definition_yaml: stored
+            .definition_yaml
+            .replace("version: 1", "version: 2")
+            .replace("reauth_max_age_minutes: 10", "reauth_max_age_minutes: 600"),
+        definition_sha256: stored.definition_sha256.clone(),
+    };
+    let entry = f.service.entry(
+        &service("test"),
+        "definition.refreshed",
+        "trial/RESPINE".into(),
+        json!({}),
+    );
+    f.service
+        .store
+        .refresh_definition("RESPINE", &edited, entry)
+        .await
+        .expect("stored behind the service");
+    f.randomisation.set_down(true);
+    let refused = f
+        .service
+        .emergency_unblind(&desk, "RESPINE", &one("R-001"), sae, "anaphylaxis")
+        .await;
+    assert!(
+        matches!(refused, Err(BlindingError::Internal(_))),
+        "{refused:?}"
     );
 }

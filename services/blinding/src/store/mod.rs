@@ -63,6 +63,9 @@ impl CodeSource {
 pub struct DefinitionSnapshot {
     pub version: u32,
     pub definition_yaml: String,
+    /// The canonical hash of `definition_yaml` when it was stored; empty
+    /// for snapshots stored before it was recorded.
+    pub definition_sha256: String,
 }
 
 /// The code given to one allocation.

@@ -220,6 +220,7 @@ macro_rules! impl_store {
                         .bind(&audit.at)
                         .bind(i64::from(definition.version))
                         .bind(&definition.definition_yaml)
+                        .bind(&definition.definition_sha256)
                         .execute(&mut *tx)
                         .await?;
                     rules::first_pools(inserted.rows_affected(), trial_id)?;
@@ -282,6 +283,7 @@ macro_rules! impl_store {
                         .bind(trial_id)
                         .bind(i64::from(definition.version))
                         .bind(&definition.definition_yaml)
+                        .bind(&definition.definition_sha256)
                         .execute(&mut *tx)
                         .await?;
                     if moved.rows_affected() == 0 {

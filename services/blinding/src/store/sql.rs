@@ -17,16 +17,15 @@ pub const TRIAL: &str = "SELECT trial_id FROM code_trials WHERE trial_id = $1";
 /// inserted means a Conflict. On PostgreSQL a concurrent insert of the same
 /// trial waits for the first to end, then inserts nothing.
 pub const INSERT_TRIAL: &str =
-    "INSERT INTO code_trials (trial_id, pools_stored_at, definition_version, definition_yaml)
-     VALUES ($1, $2, $3, $4)
+    "INSERT INTO code_trials (trial_id, pools_stored_at, definition_version, definition_yaml, definition_sha256)
+     VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (trial_id) DO NOTHING";
 
-pub const DEFINITION: &str =
-    "SELECT definition_version, definition_yaml FROM code_trials WHERE trial_id = $1";
+pub const DEFINITION: &str = "SELECT definition_version, definition_yaml, definition_sha256 FROM code_trials WHERE trial_id = $1";
 
 /// Moves the snapshot on, only to a higher version.
 pub const REFRESH_DEFINITION: &str =
-    "UPDATE code_trials SET definition_version = $2, definition_yaml = $3
+    "UPDATE code_trials SET definition_version = $2, definition_yaml = $3, definition_sha256 = $4
      WHERE trial_id = $1 AND definition_version < $2";
 
 // ----------------------------------------------------------------- pools
@@ -185,6 +184,7 @@ impl TryFrom<CodeRow> for CodeEntry {
 pub struct DefinitionRow {
     definition_version: i64,
     definition_yaml: String,
+    definition_sha256: String,
 }
 
 impl TryFrom<DefinitionRow> for DefinitionSnapshot {
@@ -194,6 +194,7 @@ impl TryFrom<DefinitionRow> for DefinitionSnapshot {
         Ok(DefinitionSnapshot {
             version: from_column(row.definition_version, "code_trials.definition_version")?,
             definition_yaml: row.definition_yaml,
+            definition_sha256: row.definition_sha256,
         })
     }
 }

@@ -155,6 +155,7 @@ pub(crate) fn snapshot(version: u32) -> DefinitionSnapshot {
     DefinitionSnapshot {
         version,
         definition_yaml: format!("id: T\nversion: {version}\n"),
+        definition_sha256: format!("hash-{version}"),
     }
 }
 
