@@ -31,7 +31,12 @@ fn equipoise_on(system: &System, extra: &[(&str, &str)], args: &[&str]) -> Resul
 
 /// RESPINE active, with MTP-001 and MTP-002 randomised at FR-MTP.
 async fn two_randomised() -> System {
-    let system = System::all_in_one(&[]);
+    two_randomised_with(&[]).await
+}
+
+/// As [`two_randomised`], with `env` over the system's settings.
+async fn two_randomised_with(env: &[(&str, String)]) -> System {
+    let system = System::all_in_one(env);
     system.activate(RESPINE_YAML).await;
     let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
     let mut client = system.randomisation_client(&site).await;
@@ -263,16 +268,7 @@ async fn on_postgresql_an_edited_arm_or_a_replaced_seed_fails_verification() {
     let postgres = equipoise_testkit::PostgresServer::start();
     let url = postgres.create_database();
     let database = [("EQUIPOISE_RANDOMISATION__DATABASE_URL", url.as_str())];
-    let system = System::all_in_one(&[(database[0].0, url.clone())]);
-    system.activate(RESPINE_YAML).await;
-    let site = system.token("sam", &["site_investigator"], &["FR-MTP"]);
-    let mut client = system.randomisation_client(&site).await;
-    for subject in ["MTP-001", "MTP-002"] {
-        client
-            .randomise(respine_request("FR-MTP", subject, 60.0))
-            .await
-            .expect("randomised");
-    }
+    let system = two_randomised_with(&[(database[0].0, url.clone())]).await;
     let verify = || equipoise_on(&system, &database, &["audit", "verify"]);
     verify().expect("intact");
 
