@@ -89,7 +89,7 @@ mod tests {
     //! the trail against direct SQL, and migration refusals.
 
     use super::*;
-    use crate::store::conformance::{entry, snapshot, two_arm_pools};
+    use crate::store::conformance::{entry, pools_with_one_assignment};
     use equipoise_testkit::PostgresServer;
 
     async fn execute(pool: &PgPool, sql: &'static str) -> Result<(), String> {
@@ -109,20 +109,7 @@ mod tests {
         let store = PostgresStore::connect_with_owner(&db.runtime_url, Some(&db.owner_url), 2)
             .await
             .expect("connect as the runtime role");
-        store
-            .put_pools(
-                "T",
-                &two_arm_pools(),
-                CodeSource::Generated,
-                &snapshot(1),
-                entry("pools"),
-            )
-            .await
-            .expect("pools");
-        store
-            .assign_code("T", "S1", "SITE-1", "A", entry("assign"))
-            .await
-            .expect("assign");
+        pools_with_one_assignment(&store).await;
         equipoise_common::store::conformance::assert_roles_guard_the_schema(
             &store.pool,
             &db.owner_url,
@@ -136,20 +123,7 @@ mod tests {
     async fn triggers_guard_the_blind_and_the_trail_and_newer_schemas_are_refused() {
         let url = PostgresServer::shared().create_database();
         let store = PostgresStore::connect(&url, 2).await.expect("connect");
-        store
-            .put_pools(
-                "T",
-                &two_arm_pools(),
-                CodeSource::Generated,
-                &snapshot(1),
-                entry("pools"),
-            )
-            .await
-            .expect("pools");
-        store
-            .assign_code("T", "S1", "SITE-1", "A", entry("assign"))
-            .await
-            .expect("assign");
+        pools_with_one_assignment(&store).await;
         // A topped-up code is as immutable as a stored one.
         let top_up = crate::codes::CodePool {
             arm_id: "A".into(),

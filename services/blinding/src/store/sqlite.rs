@@ -52,24 +52,11 @@ mod tests {
     //! the trail against direct SQL, and migration refusals.
 
     use super::*;
-    use crate::store::conformance::{entry, snapshot, two_arm_pools};
+    use crate::store::conformance::{entry, pools_with_one_assignment};
 
     async fn store_with_an_assignment() -> SqliteStore {
         let store = SqliteStore::in_memory().await.expect("store");
-        store
-            .put_pools(
-                "T",
-                &two_arm_pools(),
-                CodeSource::Generated,
-                &snapshot(1),
-                entry("pools"),
-            )
-            .await
-            .expect("pools");
-        store
-            .assign_code("T", "S1", "SITE-1", "A", entry("assign"))
-            .await
-            .expect("assign");
+        pools_with_one_assignment(&store).await;
         // A topped-up code is as immutable as a stored one.
         let top_up = crate::codes::CodePool {
             arm_id: "A".into(),

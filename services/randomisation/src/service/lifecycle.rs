@@ -11,7 +11,7 @@ use super::access::{Operation, authorise, sees_design, sees_redacted_design};
 use super::concealed;
 use super::{RandomisationService, audit_entry, parse_submitted_definition};
 use crate::error::RandomisationError;
-use crate::store::{ListEntry, TrialRecord, TrialState};
+use crate::store::{TrialRecord, TrialState, numbered_list};
 use equipoise_stream::{ALGORITHM_VERSION, MasterSeed};
 use equipoise_trial::{FactorSource, MethodSpec, Problem, TrialDefinition};
 
@@ -467,22 +467,4 @@ fn parse_list_csv(
     } else {
         Err(RandomisationError::InvalidArgument(problems))
     }
-}
-
-/// An uploaded list's rows numbered per stratum, as the store keeps them.
-fn numbered_list(entries: &[(String, String)]) -> Vec<ListEntry> {
-    let mut next: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-    entries
-        .iter()
-        .map(|(stratum, arm)| {
-            let position = next.entry(stratum.as_str()).or_insert(0);
-            let entry = ListEntry {
-                stratum: stratum.clone(),
-                position: *position,
-                arm: arm.clone(),
-            };
-            *position += 1;
-            entry
-        })
-        .collect()
 }

@@ -156,6 +156,25 @@ pub struct ListEntry {
     pub arm: String,
 }
 
+/// An uploaded list's `(stratum, arm)` rows numbered per stratum from 0,
+/// in upload order: the slots the store keeps.
+pub fn numbered_list(entries: &[(String, String)]) -> Vec<ListEntry> {
+    let mut next: BTreeMap<&str, u64> = BTreeMap::new();
+    entries
+        .iter()
+        .map(|(stratum, arm)| {
+            let position = next.entry(stratum.as_str()).or_insert(0);
+            let entry = ListEntry {
+                stratum: stratum.clone(),
+                position: *position,
+                arm: arm.clone(),
+            };
+            *position += 1;
+            entry
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocationQuery {
     pub trial_id: String,

@@ -1,8 +1,5 @@
 //! Decisions both stores take the same way on what they read inside a
 //! write transaction, so the backends differ only in how they lock.
-
-use std::collections::BTreeMap;
-
 use equipoise_common::audit::AuditEntry;
 
 use super::{
@@ -105,20 +102,6 @@ pub fn amendment_reason(audit: &AuditEntry) -> String {
         .and_then(|r| r.as_str())
         .unwrap_or_default()
         .to_owned()
-}
-
-/// (stratum, position, arm) rows of an uploaded list, numbered per stratum.
-pub fn list_rows(entries: &[(String, String)]) -> Vec<(&str, i64, &str)> {
-    let mut positions: BTreeMap<&str, i64> = BTreeMap::new();
-    entries
-        .iter()
-        .map(|(stratum, arm)| {
-            let position = positions.entry(stratum.as_str()).or_insert(0);
-            let row = (stratum.as_str(), *position, arm.as_str());
-            *position += 1;
-            row
-        })
-        .collect()
 }
 
 /// Refuses the commit if any cap is already reached, given the counts

@@ -331,12 +331,12 @@ macro_rules! impl_store {
                         .bind(trial_id)
                         .execute(&mut *tx)
                         .await?;
-                    for (stratum, position, arm) in rules::list_rows(entries) {
+                    for slot in $crate::store::numbered_list(entries) {
                         sqlx::query(sql::INSERT_LIST_ENTRY)
                             .bind(trial_id)
-                            .bind(stratum)
-                            .bind(position)
-                            .bind(arm)
+                            .bind(&slot.stratum)
+                            .bind(wide(slot.position)?)
+                            .bind(&slot.arm)
                             .execute(&mut *tx)
                             .await?;
                     }

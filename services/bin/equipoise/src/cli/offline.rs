@@ -780,6 +780,7 @@ pub fn read_definition(path: &std::path::Path) -> Result<TrialDefinition, CliErr
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// Review U1: a chain whose end is behind the database's head lost its
     /// tail, though every remaining record verifies.
@@ -845,8 +846,6 @@ mod tests {
         assert!(exported.contains("\"masked\":true"), "{exported}");
         assert!(exported.contains("FR-MTP"));
     }
-
-    use super::*;
 
     fn args(roles: &[&str]) -> MintArgs {
         MintArgs {

@@ -201,6 +201,25 @@ fn pool(arm_id: &str, codes: &[&str]) -> CodePool {
 
 /// Arms A and B, three codes each. Real codes never name their arm; these
 /// do, so that a wrong arm shows in a failure.
+/// Trial `T` with its two generated pools and `S1` assigned arm `A`: the
+/// starting point of the backends' trigger and role tests.
+pub(crate) async fn pools_with_one_assignment(store: &dyn Store) {
+    store
+        .put_pools(
+            "T",
+            &two_arm_pools(),
+            CodeSource::Generated,
+            &snapshot(1),
+            entry("pools"),
+        )
+        .await
+        .expect("pools");
+    store
+        .assign_code("T", "S1", "SITE-1", "A", entry("assign"))
+        .await
+        .expect("assign");
+}
+
 pub(crate) fn two_arm_pools() -> Vec<CodePool> {
     vec![
         pool("A", &["A-0", "A-1", "A-2"]),
