@@ -22,6 +22,7 @@ use equipoise_common::audit::{AuditEntry, AuditRecord};
 
 use crate::codes::{CodePool, PoolCounts};
 
+pub mod batch;
 pub mod postgres;
 mod rules;
 mod shared;

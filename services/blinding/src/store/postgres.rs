@@ -18,6 +18,7 @@
 //! The transactions themselves are shared with SQLite (`shared.rs`); here
 //! are the hooks where PostgreSQL differs.
 
+use equipoise_common::store::group_commit::GroupCommit;
 use equipoise_common::store::postgres as db;
 use equipoise_common::store::{Privilege, Schema, Table};
 use sqlx::migrate::Migrator;
@@ -58,6 +59,15 @@ async fn begin_write(pool: &PgPool) -> StoreResult<sqlx::Transaction<'static, Po
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Code assignments, group-committed (`store/batch.rs`).
+    commits: GroupCommit<shared::BatchStore>,
+}
+
+impl PostgresStore {
+    fn with_pool(pool: PgPool) -> Self {
+        let commits = shared::group_commit(pool.clone());
+        Self { pool, commits }
+    }
 }
 
 impl PostgresStore {
@@ -77,7 +87,7 @@ impl PostgresStore {
         max_connections: u32,
     ) -> StoreResult<Self> {
         let pool = db::connect(url, owner_url, max_connections, &SCHEMA).await?;
-        Ok(Self { pool })
+        Ok(Self::with_pool(pool))
     }
 }
 

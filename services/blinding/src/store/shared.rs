@@ -30,7 +30,12 @@ macro_rules! impl_store {
             use async_trait::async_trait;
             use equipoise_common::audit::{AuditEntry, AuditRecord};
 
+            use equipoise_common::store::group_commit::{
+                BatchFailure, BatchOutcome, BatchWriter, GroupCommit,
+            };
+
             use $crate::codes::{CodePool, PoolCounts};
+            use $crate::store::batch::{AssignmentWrite, MAX_BATCH, write_order};
             use $crate::store::sql::{
                 self, AssignmentRow, CodeRow, DefinitionRow, NotificationRow, PeriodRow, RevealRow,
             };
@@ -166,6 +171,122 @@ macro_rules! impl_store {
                     code,
                     assigned_at: at.to_owned(),
                 })
+            }
+
+            /// Assigns the next code inside a batch, leaving the audit
+            /// record for the end; a repeat writes nothing and has none.
+            /// Any error spoils the batch, which is written again without
+            /// this assignment: refusals are rare here.
+            async fn stage_assignment(
+                tx: &mut WriteTransaction,
+                write: &AssignmentWrite,
+                trial_known: bool,
+            ) -> StoreResult<(Assignment, Option<AuditEntry>)> {
+                let (trial_id, subject_id) = (&write.trial_id, &write.subject_id);
+                if !trial_known {
+                    return Err(StoreError::NotFound);
+                }
+                if let Some(existing) = assignment_in(tx, trial_id, subject_id).await? {
+                    return Ok((
+                        rules::repeat(existing, &write.site_id, &write.arm_id)?,
+                        None,
+                    ));
+                }
+                // Read under the trial row's lock, so no assignment
+                // empties a pool between this check and the issue.
+                let empty: i64 = sqlx::query_scalar(sql::EMPTY_POOLS)
+                    .bind(trial_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                rules::no_pool_empty(empty, trial_id)?;
+                let at = &write.audit.at;
+                let assignment =
+                    issue_next(tx, trial_id, subject_id, &write.site_id, &write.arm_id, at).await?;
+                let audit = rules::assignment_audit(write.audit.clone(), &assignment.code);
+                Ok((assignment, Some(audit)))
+            }
+
+            /// The writer task's side of the group commit: one transaction
+            /// per batch, each trial row locked once in [`write_order`],
+            /// the audit records appended last in the order of their writes.
+            pub(super) struct BatchStore {
+                pub(super) pool: sqlx::Pool<sqlx::$database>,
+            }
+
+            impl BatchWriter for BatchStore {
+                type Write = AssignmentWrite;
+                type Output = Assignment;
+                type Error = StoreError;
+
+                async fn write_batch(
+                    &self,
+                    writes: &[AssignmentWrite],
+                ) -> BatchOutcome<Assignment, StoreError> {
+                    let mut tx = begin_write(&self.pool)
+                        .await
+                        .map_err(BatchFailure::Transaction)?;
+                    let mut results: Vec<Option<Assignment>> =
+                        writes.iter().map(|_| None).collect();
+                    let mut audits = Vec::new();
+                    let mut trials: BTreeMap<&str, bool> = BTreeMap::new();
+                    for index in write_order(writes) {
+                        let write = &writes[index];
+                        let failed = |error| BatchFailure::Write(index, error);
+                        if !trials.contains_key(write.trial_id.as_str()) {
+                            let trial: Option<String> = sqlx::query_scalar(TRIAL_FOR_WRITE)
+                                .bind(&write.trial_id)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(|error| failed(error.into()))?;
+                            trials.insert(&write.trial_id, trial.is_some());
+                        }
+                        let known = trials
+                            .get(write.trial_id.as_str())
+                            .copied()
+                            .unwrap_or(false);
+                        let (assignment, audit) = stage_assignment(&mut tx, write, known)
+                            .await
+                            .map_err(failed)?;
+                        audits.extend(audit.map(|audit| (index, audit)));
+                        results[index] = Some(assignment);
+                    }
+                    for (index, audit) in audits {
+                        db::append_audit(&mut tx, audit)
+                            .await
+                            .map_err(|error| BatchFailure::Write(index, error.into()))?;
+                    }
+                    tx.commit()
+                        .await
+                        .map_err(|error| BatchFailure::Transaction(error.into()))?;
+                    Ok(results
+                        .into_iter()
+                        .map(|result| {
+                            result.ok_or(StoreError::Database(
+                                "a batched assignment was not reached".into(),
+                            ))
+                        })
+                        .collect())
+                }
+
+                fn stopped() -> StoreError {
+                    StoreError::Unavailable("the store's writer has stopped".into())
+                }
+            }
+
+            impl $store {
+                /// How the store's assignments were grouped into transactions.
+                pub fn group_commit_stats(
+                    &self,
+                ) -> &equipoise_common::store::group_commit::GroupCommitStats {
+                    self.commits.stats()
+                }
+            }
+
+            /// Starts the store's writer task.
+            pub(super) fn group_commit(
+                pool: sqlx::Pool<sqlx::$database>,
+            ) -> GroupCommit<BatchStore> {
+                GroupCommit::start(BatchStore { pool }, MAX_BATCH)
             }
 
             /// Appends the audit record and commits. The append comes last: on
@@ -312,28 +433,14 @@ macro_rules! impl_store {
                     arm_id: &str,
                     audit: AuditEntry,
                 ) -> StoreResult<Assignment> {
-                    let mut tx = begin_write(&self.pool).await?;
-                    let trial: Option<String> = sqlx::query_scalar(TRIAL_FOR_WRITE)
-                        .bind(trial_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    trial.ok_or(StoreError::NotFound)?;
-                    // A repeat ends here, writing nothing; the transaction rolls back.
-                    if let Some(existing) = assignment_in(&mut tx, trial_id, subject_id).await? {
-                        return rules::repeat(existing, site_id, arm_id);
-                    }
-                    // Read under the trial row's lock, so no assignment
-                    // empties a pool between this check and the issue.
-                    let empty: i64 = sqlx::query_scalar(sql::EMPTY_POOLS)
-                        .bind(trial_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    rules::no_pool_empty(empty, trial_id)?;
-                    let assignment =
-                        issue_next(&mut tx, trial_id, subject_id, site_id, arm_id, &audit.at)
-                            .await?;
-                    finish(tx, rules::assignment_audit(audit, &assignment.code)).await?;
-                    Ok(assignment)
+                    let write = AssignmentWrite {
+                        trial_id: trial_id.to_owned(),
+                        subject_id: subject_id.to_owned(),
+                        site_id: site_id.to_owned(),
+                        arm_id: arm_id.to_owned(),
+                        audit,
+                    };
+                    self.commits.submit(write).await
                 }
 
                 async fn pool_counts(

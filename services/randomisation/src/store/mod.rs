@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use equipoise_common::audit::{AuditEntry, AuditRecord};
 
+pub mod batch;
 pub mod postgres;
 mod rules;
 mod shared;

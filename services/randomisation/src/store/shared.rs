@@ -37,10 +37,15 @@ macro_rules! impl_store {
             use async_trait::async_trait;
             use equipoise_common::audit::{AuditEntry, AuditRecord};
 
+            use equipoise_common::store::group_commit::{
+                BatchFailure, BatchOutcome, BatchWriter, GroupCommit,
+            };
+
+            use $crate::store::batch::{BatchedWrite, CodeWrite, MAX_BATCH, Written, write_order};
             use $crate::store::sql::{self, AllocationRow, TrialRow, wide};
             use $crate::store::{
-                AllocationQuery, AllocationRecord, CapLimits, CodeRecorded, CommitRequest, Counts,
-                ListEntry, NewAllocation, Store, StoreError, StoreResult, TrialRecord, TrialState,
+                AllocationQuery, AllocationRecord, CodeRecorded, CommitRequest, Counts, ListEntry,
+                NewAllocation, Store, StoreError, StoreResult, TrialRecord, TrialState,
                 randomisation_number, rules,
             };
 
@@ -105,13 +110,14 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Moves the stream from `expected` to `expected + 1`, or reports it fenced.
+            /// Moves the stream from `expected` to `expected + 1`; `Ok(Err(Fenced))`
+            /// if it moved on (nothing written).
             async fn advance_stream(
                 tx: &mut WriteTransaction,
                 trial_id: &str,
                 stream_key: &str,
                 expected: u64,
-            ) -> StoreResult<()> {
+            ) -> StoreResult<StoreResult<()>> {
                 let query = if expected == 0 {
                     sqlx::query(sql::START_STREAM)
                         .bind(trial_id)
@@ -122,22 +128,22 @@ macro_rules! impl_store {
                         .bind(stream_key)
                         .bind(wide(expected)?)
                 };
-                rules::stream_advanced(query.execute(&mut **tx).await?.rows_affected())
+                let moved = query.execute(&mut **tx).await?.rows_affected();
+                Ok(rules::stream_advanced(moved))
             }
 
-            /// Refuses the commit if any cap is already reached; returns the site's count.
-            async fn check_caps(
+            /// The cap counts an allocation meets, as the trigger kept them
+            /// (earlier writes of the same batch included).
+            async fn cap_counts_in(
                 tx: &mut WriteTransaction,
                 allocation: &NewAllocation,
-                caps: &CapLimits,
-            ) -> StoreResult<u32> {
-                let counts = sqlx::query_as(sql::CAP_COUNTS)
+            ) -> StoreResult<(i64, i64, i64)> {
+                Ok(sqlx::query_as(sql::CAP_COUNTS)
                     .bind(&allocation.trial_id)
                     .bind(&allocation.site_id)
                     .bind(&allocation.stratum)
                     .fetch_one(&mut **tx)
-                    .await?;
-                rules::within_caps(counts, caps)
+                    .await?)
             }
 
             async fn insert_allocation(
@@ -163,6 +169,189 @@ macro_rules! impl_store {
                     .fetch_one(&mut **tx)
                     .await?;
                 Ok(sequence)
+            }
+
+            /// A write's own refusal (`Ok(Err(_))`, nothing written) or a
+            /// failure that spoils the transaction (`Err(_)`).
+            type Staged<T> = StoreResult<StoreResult<T>>;
+
+            /// What a staged write leaves for the end of the batch.
+            type StagedWrite = (Written, Option<AuditEntry>);
+
+            /// Writes an allocation inside a batch: every check before any
+            /// write, so a refusal leaves nothing behind.
+            async fn stage_allocation(
+                tx: &mut WriteTransaction,
+                request: &CommitRequest,
+                trial: Option<&TrialRecord>,
+            ) -> Staged<StagedWrite> {
+                let allocation = &request.allocation;
+                let (trial_id, subject_id) = (&allocation.trial_id, &allocation.subject_id);
+                let active =
+                    rules::in_state(trial.cloned(), trial_id, TrialState::Active, "allocation")
+                        .and_then(|trial| rules::at_version(&trial, allocation.trial_version));
+                if let Err(refusal) = active {
+                    return Ok(Err(refusal));
+                }
+                if allocation_in(tx, trial_id, subject_id).await?.is_some() {
+                    return Ok(Err(StoreError::SubjectExists));
+                }
+                let counts = cap_counts_in(tx, allocation).await?;
+                let at_site = match rules::within_caps(counts, &request.caps) {
+                    Ok(at_site) => at_site,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                let expected = request.expected_stream_version;
+                if let Err(fenced) =
+                    advance_stream(tx, trial_id, &allocation.stream_key, expected).await?
+                {
+                    return Ok(Err(fenced));
+                }
+                let number = randomisation_number(&allocation.site_id, at_site + 1);
+                let sequence = insert_allocation(tx, request, &number).await?;
+                let audit = rules::commit_audit(request, &number);
+                let record = allocation.committed(expected, number, sequence);
+                Ok(Ok((Written::Allocation(record), Some(audit))))
+            }
+
+            /// Records a treatment code inside a batch; an allocation
+            /// earlier in the same batch counts as existing.
+            async fn stage_code(
+                tx: &mut WriteTransaction,
+                write: &CodeWrite,
+                trial: Option<&TrialRecord>,
+            ) -> Staged<StagedWrite> {
+                let (trial_id, subject_id) = (&write.trial_id, &write.subject_id);
+                if trial.is_none() || allocation_in(tx, trial_id, subject_id).await?.is_none() {
+                    return Ok(Err(StoreError::NotFound));
+                }
+                let existing: Option<String> = sqlx::query_scalar(sql::CODE)
+                    .bind(trial_id)
+                    .bind(subject_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let holder: Option<String> = sqlx::query_scalar(sql::CODE_HOLDER)
+                    .bind(trial_id)
+                    .bind(&write.code)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                match rules::code_recordable(existing, holder, subject_id, &write.code) {
+                    Err(refusal) => return Ok(Err(refusal)),
+                    Ok(Some(done)) => return Ok(Ok((Written::Code(done), None))),
+                    Ok(None) => {}
+                }
+                sqlx::query(sql::INSERT_CODE)
+                    .bind(trial_id)
+                    .bind(subject_id)
+                    .bind(&write.code)
+                    .bind(&write.audit.at)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(Ok((
+                    Written::Code(CodeRecorded::Recorded),
+                    Some(write.audit.clone()),
+                )))
+            }
+
+            /// The writer task's side of the group commit: one transaction
+            /// per batch, the trial rows first (in [`write_order`]), the
+            /// audit records last, in the order their writes were made.
+            pub(super) struct BatchStore {
+                pub(super) pool: sqlx::Pool<sqlx::$database>,
+            }
+
+            impl BatchStore {
+                /// Writes each write in order, leaving its audit record for
+                /// the end; the trial of each is read (and on PostgreSQL
+                /// locked) once, when its first write is reached.
+                async fn stage_all(
+                    tx: &mut WriteTransaction,
+                    writes: &[BatchedWrite],
+                ) -> Result<
+                    (Vec<Option<StoreResult<Written>>>, Vec<(usize, AuditEntry)>),
+                    BatchFailure<StoreError>,
+                > {
+                    let mut results: Vec<Option<StoreResult<Written>>> =
+                        writes.iter().map(|_| None).collect();
+                    let mut audits = Vec::new();
+                    let mut trials: BTreeMap<String, Option<TrialRecord>> = BTreeMap::new();
+                    for index in write_order(writes) {
+                        let write = &writes[index];
+                        let failed = |error| BatchFailure::Write(index, error);
+                        if !trials.contains_key(write.trial_id()) {
+                            let trial =
+                                writing_trial(tx, write.trial_id()).await.map_err(failed)?;
+                            trials.insert(write.trial_id().to_owned(), trial);
+                        }
+                        let trial = trials.get(write.trial_id()).and_then(Option::as_ref);
+                        let staged = match write {
+                            BatchedWrite::Allocation(request) => {
+                                stage_allocation(tx, request, trial).await
+                            }
+                            BatchedWrite::Code(code) => stage_code(tx, code, trial).await,
+                        };
+                        results[index] = Some(match staged.map_err(failed)? {
+                            Ok((written, audit)) => {
+                                audits.extend(audit.map(|audit| (index, audit)));
+                                Ok(written)
+                            }
+                            Err(refusal) => Err(refusal),
+                        });
+                    }
+                    Ok((results, audits))
+                }
+            }
+
+            impl BatchWriter for BatchStore {
+                type Write = BatchedWrite;
+                type Output = Written;
+                type Error = StoreError;
+
+                async fn write_batch(
+                    &self,
+                    writes: &[BatchedWrite],
+                ) -> BatchOutcome<Written, StoreError> {
+                    let mut tx = begin_write(&self.pool)
+                        .await
+                        .map_err(BatchFailure::Transaction)?;
+                    let (results, audits) = Self::stage_all(&mut tx, writes).await?;
+                    for (index, audit) in audits {
+                        db::append_audit(&mut tx, audit)
+                            .await
+                            .map_err(|error| BatchFailure::Write(index, error.into()))?;
+                    }
+                    tx.commit()
+                        .await
+                        .map_err(|error| BatchFailure::Transaction(error.into()))?;
+                    Ok(results
+                        .into_iter()
+                        .map(|result| {
+                            result.unwrap_or(Err(StoreError::Database(
+                                "a batched write was not reached".into(),
+                            )))
+                        })
+                        .collect())
+                }
+
+                fn stopped() -> StoreError {
+                    StoreError::Unavailable("the store's writer has stopped".into())
+                }
+            }
+
+            impl $store {
+                /// How the store's writes were grouped into transactions.
+                pub fn group_commit_stats(
+                    &self,
+                ) -> &equipoise_common::store::group_commit::GroupCommitStats {
+                    self.commits.stats()
+                }
+            }
+
+            /// Starts the store's writer task.
+            pub(super) fn group_commit(
+                pool: sqlx::Pool<sqlx::$database>,
+            ) -> GroupCommit<BatchStore> {
+                GroupCommit::start(BatchStore { pool }, MAX_BATCH)
             }
 
             /// Appends the audit record and commits. The append comes last: on
@@ -410,26 +599,8 @@ macro_rules! impl_store {
                     &self,
                     request: &CommitRequest,
                 ) -> StoreResult<AllocationRecord> {
-                    let allocation = &request.allocation;
-                    let (trial_id, subject_id) = (&allocation.trial_id, &allocation.subject_id);
-                    let mut tx = begin_write(&self.pool).await?;
-                    let trial = writing_trial(&mut tx, trial_id).await?;
-                    let trial = rules::in_state(trial, trial_id, TrialState::Active, "allocation")?;
-                    rules::at_version(&trial, allocation.trial_version)?;
-                    if allocation_in(&mut tx, trial_id, subject_id)
-                        .await?
-                        .is_some()
-                    {
-                        return Err(StoreError::SubjectExists);
-                    }
-                    let at_site = check_caps(&mut tx, allocation, &request.caps).await?;
-                    let (stream, expected) =
-                        (&allocation.stream_key, request.expected_stream_version);
-                    advance_stream(&mut tx, trial_id, stream, expected).await?;
-                    let number = randomisation_number(&allocation.site_id, at_site + 1);
-                    let sequence = insert_allocation(&mut tx, request, &number).await?;
-                    finish(tx, rules::commit_audit(request, &number)).await?;
-                    Ok(allocation.committed(expected, number, sequence))
+                    let write = BatchedWrite::Allocation(request.clone());
+                    self.commits.submit(write).await?.allocation()
                 }
 
                 async fn stream_allocations(
@@ -557,38 +728,13 @@ macro_rules! impl_store {
                     code: &str,
                     audit: AuditEntry,
                 ) -> StoreResult<CodeRecorded> {
-                    let mut tx = begin_write(&self.pool).await?;
-                    // The trial row first, as every write: on PostgreSQL it
-                    // serialises racing recorders of one trial's codes.
-                    writing_trial(&mut tx, trial_id)
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
-                    allocation_in(&mut tx, trial_id, subject_id)
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
-                    let existing: Option<String> = sqlx::query_scalar(sql::CODE)
-                        .bind(trial_id)
-                        .bind(subject_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    let holder: Option<String> = sqlx::query_scalar(sql::CODE_HOLDER)
-                        .bind(trial_id)
-                        .bind(code)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some(done) = rules::code_recordable(existing, holder, subject_id, code)?
-                    {
-                        return Ok(done);
-                    }
-                    sqlx::query(sql::INSERT_CODE)
-                        .bind(trial_id)
-                        .bind(subject_id)
-                        .bind(code)
-                        .bind(&audit.at)
-                        .execute(&mut *tx)
-                        .await?;
-                    finish(tx, audit).await?;
-                    Ok(CodeRecorded::Recorded)
+                    let write = BatchedWrite::Code(CodeWrite {
+                        trial_id: trial_id.to_owned(),
+                        subject_id: subject_id.to_owned(),
+                        code: code.to_owned(),
+                        audit,
+                    });
+                    self.commits.submit(write).await?.code()
                 }
 
                 async fn allocations_without_code(

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use equipoise_common::store::group_commit::GroupCommit;
 use equipoise_common::store::sqlite::{self as db, WriteTransaction};
 use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
@@ -41,19 +42,28 @@ async fn begin_write(pool: &SqlitePool) -> StoreResult<WriteTransaction> {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Allocations and codes, group-committed (`store/batch.rs`).
+    commits: GroupCommit<shared::BatchStore>,
+}
+
+impl SqliteStore {
+    fn with_pool(pool: SqlitePool) -> Self {
+        let commits = shared::group_commit(pool.clone());
+        Self { pool, commits }
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let pool = db::open_file(path, &MIGRATOR).await?;
-        Ok(Self { pool })
+        Ok(Self::with_pool(pool))
     }
 
     /// A private in-memory database, for tests.
     pub async fn in_memory() -> StoreResult<Self> {
         let pool = db::open_in_memory(&MIGRATOR).await?;
-        Ok(Self { pool })
+        Ok(Self::with_pool(pool))
     }
 }
 

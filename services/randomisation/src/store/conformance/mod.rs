@@ -25,6 +25,7 @@ use super::{
 };
 
 mod audit;
+mod batch;
 mod caps;
 mod codes;
 mod commit;
@@ -91,6 +92,45 @@ async fn audit_chain_verifies(store: &dyn Store) {
     let records = audit_all(store).await;
     let len = u64::try_from(records.len()).expect("record count");
     assert_eq!(verify_chain(&records), Ok(len), "the whole trail verifies");
+}
+
+// ---------------------------------------------------------- group commit
+
+/// One batch of every outcome per backend, on a one-thread runtime so the
+/// batch's make-up is known (`batch.rs`).
+mod group_commit {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite_memory() {
+        let store = SqliteStore::in_memory().await.expect("open");
+        let batches = || store.group_commit_stats().batches();
+        batch::writes_queued_together_commit_together_each_on_its_merits(&store, &batches).await;
+        audit_chain_verifies(&store).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite_file() {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let store = SqliteStore::open(&dir.path().join("r.db"))
+            .await
+            .expect("open");
+        let batches = || store.group_commit_stats().batches();
+        batch::writes_queued_together_commit_together_each_on_its_merits(&store, &batches).await;
+        audit_chain_verifies(&store).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn postgres() {
+        let roles = PostgresServer::shared().create_database_with_roles();
+        let store =
+            PostgresStore::connect_with_owner(&roles.runtime_url, Some(&roles.owner_url), 8)
+                .await
+                .expect("connect");
+        let batches = || store.group_commit_stats().batches();
+        batch::writes_queued_together_commit_together_each_on_its_merits(&store, &batches).await;
+        audit_chain_verifies(&store).await;
+    }
 }
 
 // ------------------------------------------------------------- reopening

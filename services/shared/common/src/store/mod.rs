@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod conformance;
 pub mod error;
+pub mod group_commit;
 pub mod migrate;
 pub mod postgres;
 pub mod roles;
