@@ -1,14 +1,21 @@
-//! Redis allocation locks (docs/architecture.md, "Allocation"): `SET key token NX PX lease`, released
-//! by a compare-and-delete script, with a bounded wait.
+//! Redis allocation locks (docs/architecture.md, "Allocation"): the lock
+//! is `SET key token PX lease`, released by a compare-and-delete script,
+//! with a bounded wait.
 //!
-//! Waiting (issue 11, item 3): the release script publishes the key it
-//! freed, and each replica keeps one subscription that wakes its waiter for
-//! that key at once, instead of polling with a backoff. Within a replica,
-//! waiters for a key queue first on a fair in-process lock, so they reach
-//! Redis one at a time in arrival order. Across replicas the woken waiters
-//! race for the key; a notification lost (the subscription reconnecting, a
-//! lease that expired instead of being released) is caught by a retry every
-//! `FALLBACK_RETRY`.
+//! Waiting (issue 11, item 3) is a queue kept in Redis beside the key, so
+//! waiters of every replica are served in the order they reached Redis:
+//! - a waiter joins the key's queue (a sorted set scored by arrival) and
+//!   takes the key itself only if it is free and the waiter is first;
+//! - a release hands the key straight to the first live waiter (`SET` to
+//!   its token, with a fresh lease) and publishes that token; each replica
+//!   keeps one subscription that wakes the waiter holding it, so the next
+//!   holder is chosen by Redis, not by whoever's retry comes first;
+//! - waiters refresh their place every `fallback_retry` and drop out of the
+//!   queue when they stop (a waiter of a crashed replica is skipped once
+//!   its place is `waiter_ttl` stale); one that gives up or is cancelled
+//!   leaves the queue, passing the key on if it was handed it meanwhile;
+//! - a lost notification is caught by that same periodic refresh, which
+//!   also finds a key handed over.
 //!
 //! The lock only keeps replicas from colliding. A holder that pauses past
 //! its lease loses the lock, and its commit is then refused by the store's
@@ -25,26 +32,90 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_stream::StreamExt;
 
-use super::{AllocationLocks, InProcessLocks, LockError, LockLease, random_token};
+use super::{AllocationLocks, LockError, LockLease, random_token};
 
 const KEY_PREFIX: &str = "equipoise:lock:";
-/// Where the release script announces the key it freed.
+/// Beside each lock key: its waiters by arrival, their places' staleness
+/// deadlines, and the arrival counter. Prefixes no lock key can start with.
+const QUEUE_PREFIX: &str = "equipoise:lockq:";
+const PLACES_PREFIX: &str = "equipoise:lockp:";
+const ARRIVALS_PREFIX: &str = "equipoise:locka:";
+/// Where a release announces the token it handed the key to (or the key,
+/// when nobody was waiting).
 const RELEASED_CHANNEL: &str = "equipoise:lock-released";
-/// A waiter retries this often even without a notification.
-const FALLBACK_RETRY: Duration = Duration::from_millis(50);
+/// A waiter refreshes its place (and looks for a key handed to it) this
+/// often even without a notification.
+const FALLBACK_RETRY: Duration = Duration::from_millis(250);
+/// A place not refreshed for this many retries belongs to a waiter that is
+/// gone, and is skipped.
+const STALE_AFTER_RETRIES: u32 = 8;
 /// Pause before the subscription connects again after losing Redis.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(200);
 
-/// Deletes the key only if it still holds our token, never someone else's
-/// lock, and tells the waiters of every replica that it is free.
-const RELEASE_SCRIPT: &str = r"
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  redis.call('del', KEYS[1])
-  redis.call('publish', ARGV[2], KEYS[1])
+/// Shared by the scripts: KEYS are the lock, its queue, the places and the
+/// arrival counter.
+const QUEUE_FUNCTIONS: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function leave(token)
+  redis.call('ZREM', KEYS[2], token)
+  redis.call('HDEL', KEYS[3], token)
+end
+local function first_live(now)
+  while true do
+    local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+    if not first then return nil end
+    if tonumber(redis.call('HGET', KEYS[3], first) or '0') >= now then return first end
+    leave(first)
+  end
+end
+";
+
+/// ARGV: token, lease ms, place lifetime ms, key lifetime ms. Returns 1 when
+/// the caller holds the key (taken, or handed over), else keeps its place.
+const ACQUIRE_SCRIPT: &str = r"
+local token = ARGV[1]
+if redis.call('GET', KEYS[1]) == token then
+  leave(token)
   return 1
+end
+local now = now_ms()
+if not redis.call('ZSCORE', KEYS[2], token) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), token)
+end
+redis.call('HSET', KEYS[3], token, now + tonumber(ARGV[3]))
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+if first_live(now) == token and redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2]) then
+  leave(token)
+  return 1
+end
+return 0
+";
+
+/// ARGV: token, channel, lease ms. Only the holder releases: the key goes
+/// to the first live waiter, or is deleted when there is none.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local next = first_live(now_ms())
+if next then
+  redis.call('SET', KEYS[1], next, 'PX', ARGV[3])
+  leave(next)
+  redis.call('PUBLISH', ARGV[2], next)
 else
-  return 0
-end";
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], KEYS[1])
+end
+return 1
+";
+
+/// ARGV: token. Leaves the queue; 1 if the key was handed over meanwhile.
+const LEAVE_SCRIPT: &str = r"
+leave(ARGV[1])
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedisLockTimings {
@@ -58,43 +129,46 @@ pub struct RedisLockTimings {
 }
 
 pub struct RedisLocks {
-    connection: ConnectionManager,
-    timings: RedisLockTimings,
-    release: redis::Script,
-    /// This replica's waiters, one per key at a time, in arrival order.
-    local: InProcessLocks,
+    redis: Arc<RedisQueue>,
     released: Arc<Releases>,
     subscription: tokio::task::JoinHandle<()>,
-    /// How often a waiter retries without a notification.
+}
+
+/// The connection and the scripts, shared with the guards that take a
+/// cancelled waiter out of its queue.
+struct RedisQueue {
+    connection: ConnectionManager,
+    timings: RedisLockTimings,
+    acquire: redis::Script,
+    release: redis::Script,
+    leave: redis::Script,
+    /// How often a waiter refreshes its place without a notification.
     fallback_retry: Duration,
 }
 
-/// One wake-up per key for the waiter of this replica that is at Redis.
+/// One wake-up per waiting token.
 #[derive(Default)]
 struct Releases {
-    keys: Mutex<HashMap<String, Arc<Notify>>>,
+    tokens: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl Releases {
-    fn signal(&self, key: &str) -> Arc<Notify> {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.entry(key.to_owned()).or_default().clone()
+    fn signal(&self, token: &str) -> Arc<Notify> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.entry(token.to_owned()).or_default().clone()
     }
 
-    /// Wakes the waiter for `key`, if there is one.
-    fn released(&self, key: &str) {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(signal) = keys.get(key) {
+    /// Wakes the waiter the key was handed to, if it is here.
+    fn released(&self, token: &str) {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(signal) = tokens.get(token) {
             signal.notify_waiters();
         }
     }
 
-    /// Drops the key's signal once no waiter holds it.
-    fn forget(&self, key: &str) {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if keys.get(key).is_some_and(|s| Arc::strong_count(s) == 1) {
-            keys.remove(key);
-        }
+    fn forget(&self, token: &str) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.remove(token);
     }
 }
 
@@ -104,7 +178,7 @@ impl Drop for RedisLocks {
     }
 }
 
-/// Listens for released keys until the locks are dropped, connecting again
+/// Listens for releases until the locks are dropped, connecting again
 /// whenever the subscription is lost.
 async fn listen_for_releases(
     client: redis::Client,
@@ -124,8 +198,8 @@ async fn listen_for_releases(
                 let Some(released) = released.upgrade() else {
                     return;
                 };
-                if let Ok(key) = message.get_payload::<String>() {
-                    released.released(&key);
+                if let Ok(token) = message.get_payload::<String>() {
+                    released.released(&token);
                 }
             }
         }
@@ -134,6 +208,25 @@ async fn listen_for_releases(
         }
         sleep(RESUBSCRIBE_DELAY).await;
     }
+}
+
+fn script(functions_and_body: &[&str]) -> redis::Script {
+    redis::Script::new(&functions_and_body.concat())
+}
+
+/// The lock key and, beside it, its queue, places and arrival counter.
+fn keys_of(lock_key: &str) -> [String; 4] {
+    let name = lock_key.strip_prefix(KEY_PREFIX).unwrap_or(lock_key);
+    [
+        lock_key.to_owned(),
+        format!("{QUEUE_PREFIX}{name}"),
+        format!("{PLACES_PREFIX}{name}"),
+        format!("{ARRIVALS_PREFIX}{name}"),
+    ]
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl RedisLocks {
@@ -150,27 +243,21 @@ impl RedisLocks {
         timings: RedisLockTimings,
         tls: Option<redis::TlsCertificates>,
     ) -> Result<Self, LockError> {
+        Self::connect_retrying_every(url, timings, tls, FALLBACK_RETRY).await
+    }
+
+    async fn connect_retrying_every(
+        url: &str,
+        timings: RedisLockTimings,
+        tls: Option<redis::TlsCertificates>,
+        fallback_retry: Duration,
+    ) -> Result<Self, LockError> {
         let client = match tls {
             None => redis::Client::open(url),
             Some(certificates) => redis::Client::build_with_tls(url, certificates),
         }
         .map_err(|e| LockError::Unavailable(format!("redis_url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timings.connect_timeout))
-            .set_response_timeout(Some(timings.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let connect = ConnectionManager::new_with_config(client.clone(), config);
-        let connection = timeout(timings.connect_timeout, connect)
-            .await
-            .map_err(|_| {
-                LockError::Unavailable(format!(
-                    "redis_url {}: no answer within {:?}",
-                    redact(url),
-                    timings.connect_timeout
-                ))
-            })?
-            .map_err(|e| LockError::Unavailable(format!("redis_url {}: {e}", redact(url))))?;
+        let connection = connection_manager(&client, url, timings).await?;
         let released = Arc::new(Releases::default());
         let (subscribed, is_subscribed) = tokio::sync::oneshot::channel();
         let subscription = tokio::spawn(listen_for_releases(
@@ -188,19 +275,89 @@ impl RedisLocks {
                 "redis release notifications not subscribed yet; waiters retry on their own"
             );
         }
-        let locks = Self {
+        let redis = Arc::new(RedisQueue {
             connection,
             timings,
-            release: redis::Script::new(RELEASE_SCRIPT),
-            local: InProcessLocks::new(timings.wait),
+            acquire: script(&[QUEUE_FUNCTIONS, ACQUIRE_SCRIPT]),
+            release: script(&[QUEUE_FUNCTIONS, RELEASE_SCRIPT]),
+            leave: script(&[QUEUE_FUNCTIONS, LEAVE_SCRIPT]),
+            fallback_retry,
+        });
+        redis.ping().await?;
+        Ok(Self {
+            redis,
             released,
             subscription,
-            fallback_retry: FALLBACK_RETRY,
-        };
-        locks.ping().await?;
-        Ok(locks)
+        })
     }
 
+    /// Waits in the key's queue until the key is taken or handed over, or
+    /// `deadline` passes.
+    async fn wait_in_queue(
+        &self,
+        key: &str,
+        token: &str,
+        deadline: Instant,
+    ) -> Result<(), LockError> {
+        let signal = self.released.signal(token);
+        // Leaves the queue if this wait is cancelled or fails.
+        let mut place = QueuePlace::new(&self.redis, key, token);
+        loop {
+            // Registered before trying, so a hand-over between the try and
+            // the wait still wakes us.
+            let notified = signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.redis.try_acquire(key, token).await? {
+                place.taken();
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                place.taken();
+                return self.give_up(key, token).await;
+            }
+            let pause = self.redis.fallback_retry.min(deadline - now);
+            let _ = timeout(pause, notified).await;
+        }
+    }
+
+    /// Leaves the queue at the deadline; a key handed over meanwhile is kept.
+    async fn give_up(&self, key: &str, token: &str) -> Result<(), LockError> {
+        if self.redis.leave(key, token).await? {
+            return Ok(());
+        }
+        Err(LockError::Timeout {
+            key: key.to_owned(),
+            waited: self.redis.timings.wait,
+        })
+    }
+}
+
+async fn connection_manager(
+    client: &redis::Client,
+    url: &str,
+    timings: RedisLockTimings,
+) -> Result<ConnectionManager, LockError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timings.connect_timeout))
+        .set_response_timeout(Some(timings.command_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200));
+    let connect = ConnectionManager::new_with_config(client.clone(), config);
+    timeout(timings.connect_timeout, connect)
+        .await
+        .map_err(|_| {
+            LockError::Unavailable(format!(
+                "redis_url {}: no answer within {:?}",
+                redact(url),
+                timings.connect_timeout
+            ))
+        })?
+        .map_err(|e| LockError::Unavailable(format!("redis_url {}: {e}", redact(url))))
+}
+
+impl RedisQueue {
     async fn ping(&self) -> Result<(), LockError> {
         let mut connection = self.connection.clone();
         let ping = redis::cmd("PING");
@@ -229,47 +386,101 @@ impl RedisLocks {
         }
     }
 
-    async fn try_set(&self, key: &str, token: &str) -> Result<bool, LockError> {
+    /// Runs a queue script on `lock_key` and the keys beside it.
+    async fn run(
+        &self,
+        script: &redis::Script,
+        lock_key: &str,
+        args: &[String],
+    ) -> Result<bool, LockError> {
         let mut connection = self.connection.clone();
-        let lease_ms = u64::try_from(self.timings.lease.as_millis()).unwrap_or(u64::MAX);
-        let mut set = redis::cmd("SET");
-        set.arg(key).arg(token).arg("NX").arg("PX").arg(lease_ms);
-        let reply = self
-            .bounded(set.query_async::<Option<String>>(&mut connection))
+        let mut invocation = script.prepare_invoke();
+        for key in keys_of(lock_key) {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let answer: i64 = self
+            .bounded(invocation.invoke_async(&mut connection))
             .await?;
-        Ok(reply.is_some())
+        Ok(answer == 1)
+    }
+
+    /// Joins (or refreshes its place in) the queue; true once it holds the key.
+    async fn try_acquire(&self, lock_key: &str, token: &str) -> Result<bool, LockError> {
+        let stale_after = self.fallback_retry * STALE_AFTER_RETRIES;
+        let keep = self.timings.wait + stale_after;
+        let args = [
+            token.to_owned(),
+            millis(self.timings.lease).to_string(),
+            millis(stale_after).to_string(),
+            millis(keep).max(1).to_string(),
+        ];
+        self.run(&self.acquire, lock_key, &args).await
+    }
+
+    /// Releases a held key, handing it to the first live waiter; false if
+    /// the lease had expired (someone else may hold it now).
+    async fn release(&self, lock_key: &str, token: &str) -> Result<bool, LockError> {
+        let args = [
+            token.to_owned(),
+            RELEASED_CHANNEL.to_owned(),
+            millis(self.timings.lease).to_string(),
+        ];
+        self.run(&self.release, lock_key, &args).await
+    }
+
+    /// Leaves the queue; true if the key had been handed over meanwhile.
+    async fn leave(&self, lock_key: &str, token: &str) -> Result<bool, LockError> {
+        self.run(&self.leave, lock_key, &[token.to_owned()]).await
     }
 }
 
-impl RedisLocks {
-    /// Takes the Redis key by `deadline`, trying again whenever a release
-    /// of it is announced (or every `FALLBACK_RETRY`).
-    async fn wait_at_redis(
-        &self,
-        key: &str,
-        token: &str,
-        deadline: Instant,
-    ) -> Result<(), LockError> {
-        let signal = self.released.signal(key);
-        loop {
-            // Registered before trying, so a release between the try and
-            // the wait still wakes us.
-            let notified = signal.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.try_set(key, token).await? {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(LockError::Timeout {
-                    key: key.to_owned(),
-                    waited: self.timings.wait,
-                });
-            }
-            let pause = self.fallback_retry.min(deadline - now);
-            let _ = timeout(pause, notified).await;
+/// A waiter's place in a queue. Dropped before [`QueuePlace::taken`] (the
+/// acquire was cancelled or failed), it leaves the queue in the background,
+/// passing the key on if it had been handed over: nobody is left waiting
+/// for a caller that went away.
+struct QueuePlace {
+    redis: Arc<RedisQueue>,
+    key: String,
+    token: String,
+    waiting: bool,
+}
+
+impl QueuePlace {
+    fn new(redis: &Arc<RedisQueue>, key: &str, token: &str) -> Self {
+        Self {
+            redis: redis.clone(),
+            key: key.to_owned(),
+            token: token.to_owned(),
+            waiting: true,
         }
+    }
+
+    fn taken(&mut self) {
+        self.waiting = false;
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.waiting {
+            return;
+        }
+        let (redis, key, token) = (
+            self.redis.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        runtime.spawn(async move {
+            if let Ok(true) = redis.leave(&key, &token).await {
+                let _ = redis.release(&key, &token).await;
+            }
+        });
     }
 }
 
@@ -308,25 +519,17 @@ impl KindName for redis::RedisError {
 #[async_trait]
 impl AllocationLocks for RedisLocks {
     async fn acquire(&self, key: &str) -> Result<LockLease, LockError> {
-        let deadline = Instant::now() + self.timings.wait;
-        // First in line in this replica, then at Redis.
-        let turn = self.local.acquire(key).await?;
+        let deadline = Instant::now() + self.redis.timings.wait;
         let key = format!("{KEY_PREFIX}{key}");
         let token = random_token();
-        let acquired = self.wait_at_redis(&key, &token, deadline).await;
-        self.released.forget(&key);
+        let acquired = self.wait_in_queue(&key, &token, deadline).await;
+        self.released.forget(&token);
         acquired?;
-        Ok(LockLease::new(key, token, Some(Box::new(turn))))
+        Ok(LockLease::new(key, token, None))
     }
 
     async fn release(&self, lease: LockLease) -> Result<(), LockError> {
-        let mut connection = self.connection.clone();
-        let mut invocation = self.release.key(&lease.key);
-        invocation.arg(&lease.token).arg(RELEASED_CHANNEL);
-        let released: i64 = self
-            .bounded(invocation.invoke_async(&mut connection))
-            .await?;
-        if released == 0 {
+        if !self.redis.release(&lease.key, &lease.token).await? {
             // The lease expired and someone else may hold the lock now; the
             // store's fence already protected the commit.
             tracing::warn!(lock = %lease.key, "lock lease had expired before release");
@@ -357,85 +560,151 @@ mod tests {
         }
     }
 
-    /// Waiters of one replica get the lock in the order they asked, each
-    /// after the one before released it; the order is recorded under the
-    /// lock.
+    /// A replica whose waiters refresh their places only hourly: in these
+    /// tests only a release's hand-over can give them the key.
+    async fn replica(redis: &equipoise_testkit::RedisServer, wait: Duration) -> Arc<RedisLocks> {
+        let hourly = Duration::from_secs(3600);
+        let locks = RedisLocks::connect_retrying_every(&redis.url(), timings(wait), None, hourly)
+            .await
+            .expect("connect");
+        Arc::new(locks)
+    }
+
+    async fn queue_length(redis: &equipoise_testkit::RedisServer, key: &str) -> usize {
+        let client = redis::Client::open(redis.url()).expect("client");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connection");
+        redis::cmd("ZCARD")
+            .arg(format!("{QUEUE_PREFIX}{key}"))
+            .query_async(&mut connection)
+            .await
+            .expect("ZCARD")
+    }
+
+    /// Waits until `n` waiters are queued; the bound only keeps a broken
+    /// queue from hanging the test run.
+    async fn until_queued(redis: &equipoise_testkit::RedisServer, key: &str, n: usize) {
+        for _ in 0..6000 {
+            if queue_length(redis, key).await >= n {
+                return;
+            }
+            sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{n} waiters never queued for {key}");
+    }
+
+    /// Queues a waiter that, once served, records `n` under the lock and
+    /// releases it.
+    fn waiter(
+        locks: &Arc<RedisLocks>,
+        order: &Arc<Mutex<Vec<usize>>>,
+        n: usize,
+    ) -> tokio::task::JoinHandle<()> {
+        let (locks, order) = (locks.clone(), order.clone());
+        tokio::spawn(async move {
+            let lease = locks.acquire("k").await.expect("served");
+            order.lock().expect("order").push(n);
+            locks.release(lease).await.expect("released");
+        })
+    }
+
+    /// Waiters of two replicas, arriving in turn, get the key in the order
+    /// they reached Redis, each handed it by the release before.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn waiters_are_served_in_arrival_order() {
+    async fn waiters_of_every_replica_are_served_in_arrival_order() {
         let redis = equipoise_testkit::RedisServer::start();
-        let locks = Arc::new(
-            RedisLocks::connect(&redis.url(), timings(Duration::from_secs(60)))
-                .await
-                .expect("connect"),
-        );
-        let held = locks.acquire("k").await.expect("free");
+        let wait = Duration::from_secs(60);
+        let replicas = [replica(&redis, wait).await, replica(&redis, wait).await];
+        let held = replicas[0].acquire("k").await.expect("free");
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
         for n in 0..6 {
-            let (locks, order) = (locks.clone(), order.clone());
-            let (queued, is_queued) = tokio::sync::oneshot::channel();
-            waiters.push(tokio::spawn(async move {
-                let acquiring = locks.acquire("k");
-                tokio::pin!(acquiring);
-                // Polled once, so it is in the queue before the next starts.
-                let lease = tokio::select! {
-                    biased;
-                    lease = &mut acquiring => lease,
-                    () = std::future::ready(()) => {
-                        let _ = queued.send(());
-                        acquiring.await
-                    }
-                }
-                .expect("served");
-                order.lock().expect("order").push(n);
-                locks.release(lease).await.expect("released");
-            }));
-            is_queued.await.expect("queued");
+            waiters.push(waiter(&replicas[n % 2], &order, n));
+            until_queued(&redis, "k", n + 1).await;
         }
-        locks.release(held).await.expect("released");
+        replicas[0].release(held).await.expect("released");
         for waiter in waiters {
             waiter.await.expect("waiter");
         }
         assert_eq!(*order.lock().expect("order"), (0..6).collect::<Vec<_>>());
+        assert_eq!(queue_length(&redis, "k").await, 0);
     }
 
-    /// Another replica's release wakes a waiter here. Its fallback retry is
-    /// longer than its wait, so only the notification can hand it the lock.
+    /// A place nobody refreshed (its replica died), first in the queue, is
+    /// skipped by the release, which hands the key to the live waiter.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_release_elsewhere_wakes_the_waiter() {
+    async fn a_dead_replicas_waiter_is_skipped() {
         let redis = equipoise_testkit::RedisServer::start();
-        let mut here = RedisLocks::connect(&redis.url(), timings(Duration::from_secs(20)))
+        let locks = replica(&redis, Duration::from_secs(60)).await;
+        let held = locks.acquire("k").await.expect("free");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let live = waiter(&locks, &order, 1);
+        until_queued(&redis, "k", 1).await;
+        // Ahead of it, a place stale since the epoch. The live waiter
+        // refreshes only hourly, so only the release can look at the queue.
+        let client = redis::Client::open(redis.url()).expect("client");
+        let mut connection = client
+            .get_multiplexed_async_connection()
             .await
-            .expect("connect");
-        here.fallback_retry = Duration::from_secs(3600);
-        let there = RedisLocks::connect(&redis.url(), timings(Duration::from_secs(60)))
+            .expect("connection");
+        let _: () = redis::pipe()
+            .cmd("ZADD")
+            .arg(format!("{QUEUE_PREFIX}k"))
+            .arg(0)
+            .arg("ghost")
+            .cmd("HSET")
+            .arg(format!("{PLACES_PREFIX}k"))
+            .arg("ghost")
+            .arg(0)
+            .query_async(&mut connection)
             .await
-            .expect("connect");
-        let held = there.acquire("k").await.expect("free");
-        let refused = RedisLocks::connect(&redis.url(), timings(Duration::from_millis(120)))
-            .await
-            .expect("connect")
-            .acquire("k")
-            .await;
-        assert!(matches!(refused, Err(LockError::Timeout { .. })), "held");
-        let here = Arc::new(here);
-        let waiter = here.clone();
-        let waiting = tokio::spawn(async move { waiter.acquire("k").await.map(|l| l.token) });
-        // Let the waiter find the key taken before it is released (if it
-        // did not, it would take the free key; the test would still pass).
-        while !here
-            .released
-            .keys
-            .lock()
-            .expect("keys")
-            .contains_key("equipoise:lock:k")
-        {
-            tokio::task::yield_now().await;
-        }
-        sleep(Duration::from_millis(100)).await;
-        there.release(held).await.expect("released");
-        let token = waiting.await.expect("waiter").expect("handed over");
-        assert!(!token.is_empty());
+            .expect("a ghost waiter");
+        assert_eq!(queue_length(&redis, "k").await, 2);
+        locks.release(held).await.expect("released");
+        live.await.expect("the live waiter is handed the key");
+        assert_eq!(*order.lock().expect("order"), vec![1]);
+        assert_eq!(queue_length(&redis, "k").await, 0);
+    }
+
+    /// A waiter whose call is cancelled after the key was handed to it
+    /// (here it never heard: its replica's subscription is gone) passes the
+    /// key on, so the next waiter is served rather than left for the lease.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_waiter_passes_the_key_on() {
+        let redis = equipoise_testkit::RedisServer::start();
+        let wait = Duration::from_secs(60);
+        let (deaf, live) = (replica(&redis, wait).await, replica(&redis, wait).await);
+        deaf.subscription.abort();
+        let held = live.acquire("k").await.expect("free");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let cancelled = waiter(&deaf, &order, 0);
+        until_queued(&redis, "k", 1).await;
+        let next = waiter(&live, &order, 1);
+        until_queued(&redis, "k", 2).await;
+        live.release(held).await.expect("handed to the deaf waiter");
+        cancelled.abort();
+        let _ = cancelled.await;
+        next.await.expect("the next waiter is served");
+        assert_eq!(*order.lock().expect("order"), vec![1]);
+        assert_eq!(queue_length(&redis, "k").await, 0);
+    }
+
+    /// A waiter that gives up leaves the queue and says how long it waited.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_that_times_out_leaves_the_queue() {
+        let redis = equipoise_testkit::RedisServer::start();
+        let holder = replica(&redis, Duration::from_secs(60)).await;
+        let _held = holder.acquire("k").await.expect("free");
+        let impatient = replica(&redis, Duration::from_millis(200)).await;
+        let refused = impatient.acquire("k").await;
+        assert!(
+            matches!(refused, Err(LockError::Timeout { .. })),
+            "{:?}",
+            refused.err()
+        );
+        assert_eq!(queue_length(&redis, "k").await, 0);
     }
 
     #[tokio::test]
