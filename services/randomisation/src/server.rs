@@ -80,6 +80,8 @@ async fn open_store(
                     StoreError::Roles(roles) => StartupError::DatabaseRoles(roles),
                     other => StartupError::Database(other),
                 })?;
+        #[cfg(feature = "fault-injection")]
+        store.hold_batches_before_commit(settings.faults.hold_in_batch_ms);
         return Ok(Arc::new(store));
     }
     let path = settings.sqlite_path(data_dir);
@@ -89,6 +91,8 @@ async fn open_store(
             path: path.clone(),
             source,
         })?;
+    #[cfg(feature = "fault-injection")]
+    store.hold_batches_before_commit(settings.faults.hold_in_batch_ms);
     Ok(Arc::new(store))
 }
 

@@ -13,6 +13,10 @@ pub struct Faults {
     /// Wait this long after committing, before answering.
     #[cfg(feature = "fault-injection")]
     pub hold_after_commit_ms: u64,
+    /// Hold each group-committed batch this long with its transaction open,
+    /// written but not committed (applied by the store).
+    #[cfg(feature = "fault-injection")]
+    pub hold_in_batch_ms: u64,
 }
 
 impl Faults {

@@ -79,12 +79,25 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Allocations and codes, group-committed (`store/batch.rs`).
     commits: GroupCommit<shared::BatchStore>,
+    #[cfg(feature = "fault-injection")]
+    batch_hold_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PostgresStore {
     fn with_pool(pool: PgPool) -> Self {
-        let commits = shared::group_commit(pool.clone());
-        Self { pool, commits }
+        #[cfg(feature = "fault-injection")]
+        let batch_hold_ms = std::sync::Arc::default();
+        let commits = shared::group_commit(
+            pool.clone(),
+            #[cfg(feature = "fault-injection")]
+            std::sync::Arc::clone(&batch_hold_ms),
+        );
+        Self {
+            pool,
+            commits,
+            #[cfg(feature = "fault-injection")]
+            batch_hold_ms,
+        }
     }
 }
 

@@ -258,6 +258,10 @@ macro_rules! impl_store {
             /// audit records last, in the order their writes were made.
             pub(super) struct BatchStore {
                 pub(super) pool: sqlx::Pool<sqlx::$database>,
+                /// Fault tests: how long a batch holds its transaction open,
+                /// written and uncommitted, so a replica can be killed inside.
+                #[cfg(feature = "fault-injection")]
+                pub(super) hold_before_commit_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
             }
 
             impl BatchStore {
@@ -320,6 +324,8 @@ macro_rules! impl_store {
                             .await
                             .map_err(|error| BatchFailure::Write(index, error.into()))?;
                     }
+                    #[cfg(feature = "fault-injection")]
+                    self.hold_before_commit(writes.len()).await;
                     tx.commit()
                         .await
                         .map_err(|error| BatchFailure::Transaction(error.into()))?;
@@ -338,7 +344,32 @@ macro_rules! impl_store {
                 }
             }
 
+            #[cfg(feature = "fault-injection")]
+            impl BatchStore {
+                async fn hold_before_commit(&self, writes: usize) {
+                    let millis = self
+                        .hold_before_commit_ms
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    if millis > 0 {
+                        tracing::warn!(
+                            millis,
+                            writes,
+                            "fault injection: holding a batch before its commit"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+                    }
+                }
+            }
+
             impl $store {
+                /// Fault tests: every later batch holds its transaction open
+                /// this long before committing.
+                #[cfg(feature = "fault-injection")]
+                pub fn hold_batches_before_commit(&self, millis: u64) {
+                    self.batch_hold_ms
+                        .store(millis, std::sync::atomic::Ordering::Relaxed);
+                }
+
                 /// How the store's writes were grouped into transactions.
                 pub fn group_commit_stats(
                     &self,
@@ -350,8 +381,16 @@ macro_rules! impl_store {
             /// Starts the store's writer task.
             pub(super) fn group_commit(
                 pool: sqlx::Pool<sqlx::$database>,
+                #[cfg(feature = "fault-injection")] hold_before_commit_ms: std::sync::Arc<
+                    std::sync::atomic::AtomicU64,
+                >,
             ) -> GroupCommit<BatchStore> {
-                GroupCommit::start(BatchStore { pool }, MAX_BATCH)
+                let writer = BatchStore {
+                    pool,
+                    #[cfg(feature = "fault-injection")]
+                    hold_before_commit_ms,
+                };
+                GroupCommit::start(writer, MAX_BATCH)
             }
 
             /// Appends the audit record and commits. The append comes last: on
