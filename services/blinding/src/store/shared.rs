@@ -247,14 +247,13 @@ macro_rules! impl_store {
                         let (assignment, audit) = stage_assignment(&mut tx, write, known)
                             .await
                             .map_err(failed)?;
-                        audits.extend(audit.map(|audit| (index, audit)));
+                        audits.extend(audit);
                         results[index] = Some(assignment);
                     }
-                    for (index, audit) in audits {
-                        db::append_audit(&mut tx, audit)
-                            .await
-                            .map_err(|error| BatchFailure::Write(index, error.into()))?;
-                    }
+                    // One read of the chain's end for the whole batch.
+                    db::append_audits(&mut tx, audits)
+                        .await
+                        .map_err(|error| BatchFailure::Transaction(error.into()))?;
                     tx.commit()
                         .await
                         .map_err(|error| BatchFailure::Transaction(error.into()))?;
@@ -286,7 +285,7 @@ macro_rules! impl_store {
             pub(super) fn group_commit(
                 pool: sqlx::Pool<sqlx::$database>,
             ) -> GroupCommit<BatchStore> {
-                GroupCommit::start(BatchStore { pool }, MAX_BATCH)
+                GroupCommit::start(BatchStore { pool }, MAX_BATCH, "blinding")
             }
 
             /// Appends the audit record and commits. The append comes last: on

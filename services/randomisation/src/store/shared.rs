@@ -272,7 +272,7 @@ macro_rules! impl_store {
                     tx: &mut WriteTransaction,
                     writes: &[BatchedWrite],
                 ) -> Result<
-                    (Vec<Option<StoreResult<Written>>>, Vec<(usize, AuditEntry)>),
+                    (Vec<Option<StoreResult<Written>>>, Vec<AuditEntry>),
                     BatchFailure<StoreError>,
                 > {
                     let mut results: Vec<Option<StoreResult<Written>>> =
@@ -296,7 +296,7 @@ macro_rules! impl_store {
                         };
                         results[index] = Some(match staged.map_err(failed)? {
                             Ok((written, audit)) => {
-                                audits.extend(audit.map(|audit| (index, audit)));
+                                audits.extend(audit);
                                 Ok(written)
                             }
                             Err(refusal) => Err(refusal),
@@ -319,11 +319,10 @@ macro_rules! impl_store {
                         .await
                         .map_err(BatchFailure::Transaction)?;
                     let (results, audits) = Self::stage_all(&mut tx, writes).await?;
-                    for (index, audit) in audits {
-                        db::append_audit(&mut tx, audit)
-                            .await
-                            .map_err(|error| BatchFailure::Write(index, error.into()))?;
-                    }
+                    // One read of the chain's end for the whole batch.
+                    db::append_audits(&mut tx, audits)
+                        .await
+                        .map_err(|error| BatchFailure::Transaction(error.into()))?;
                     #[cfg(feature = "fault-injection")]
                     self.hold_before_commit(writes.len()).await;
                     tx.commit()
@@ -390,7 +389,7 @@ macro_rules! impl_store {
                     #[cfg(feature = "fault-injection")]
                     hold_before_commit_ms,
                 };
-                GroupCommit::start(writer, MAX_BATCH)
+                GroupCommit::start(writer, MAX_BATCH, "randomisation")
             }
 
             /// Appends the audit record and commits. The append comes last: on

@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::telemetry::metrics;
+
 /// Why a batch's transaction was not committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchFailure<E> {
@@ -108,18 +110,20 @@ pub struct GroupCommit<W: BatchWriter> {
 impl<W: BatchWriter> GroupCommit<W> {
     /// Starts the writer task on the current Tokio runtime. It ends when
     /// the last `GroupCommit` handle is dropped and the queue is empty.
-    pub fn start(writer: W, max_batch: usize) -> Self {
+    /// `service` labels the batch-size metric.
+    pub fn start(writer: W, max_batch: usize, service: &'static str) -> Self {
         // Unbounded: the servers' concurrency limits already bound how many
         // calls can be waiting, and a send that never waits keeps the order
         // in which callers arrived.
         let (queue, receiver) = mpsc::unbounded_channel();
         let stats = Arc::new(GroupCommitStats::default());
-        tokio::spawn(run_writer(
+        let writer = Writer {
             writer,
-            receiver,
-            max_batch.max(1),
-            stats.clone(),
-        ));
+            max_batch: max_batch.max(1),
+            stats: stats.clone(),
+            service,
+        };
+        tokio::spawn(writer.run(receiver));
         Self { queue, stats }
     }
 
@@ -137,50 +141,52 @@ impl<W: BatchWriter> GroupCommit<W> {
     }
 }
 
-async fn run_writer<W: BatchWriter>(
+/// The task that owns the store's writes.
+struct Writer<W: BatchWriter> {
     writer: W,
-    mut receiver: mpsc::UnboundedReceiver<Queued<W>>,
     max_batch: usize,
     stats: Arc<GroupCommitStats>,
-) {
-    while let Some(first) = receiver.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(queued) => batch.push(queued),
-                Err(_) => break,
-            }
-        }
-        write_and_answer(&writer, batch, &stats).await;
-    }
+    service: &'static str,
 }
 
-/// Writes the batch, taking out each write that spoils the transaction,
-/// until it commits or nothing is left; answers every caller.
-async fn write_and_answer<W: BatchWriter>(
-    writer: &W,
-    batch: Vec<Queued<W>>,
-    stats: &GroupCommitStats,
-) {
-    let (mut writes, mut replies): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|q| (q.write, q.reply)).unzip();
-    while !writes.is_empty() {
-        match writer.write_batch(&writes).await {
-            Ok(results) => {
-                stats.record(writes.len());
-                answer_all(replies, results);
-                return;
-            }
-            Err(BatchFailure::Write(index, error)) if index < writes.len() => {
-                writes.remove(index);
-                // The caller may have gone; its write was not committed.
-                let _ = replies.remove(index).send(Err(error));
-            }
-            Err(BatchFailure::Write(_, error) | BatchFailure::Transaction(error)) => {
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
+impl<W: BatchWriter> Writer<W> {
+    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Queued<W>>) {
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match receiver.try_recv() {
+                    Ok(queued) => batch.push(queued),
+                    Err(_) => break,
                 }
-                return;
+            }
+            self.write_and_answer(batch).await;
+        }
+    }
+
+    /// Writes the batch, taking out each write that spoils the transaction,
+    /// until it commits or nothing is left; answers every caller.
+    async fn write_and_answer(&self, batch: Vec<Queued<W>>) {
+        let (mut writes, mut replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|q| (q.write, q.reply)).unzip();
+        while !writes.is_empty() {
+            match self.writer.write_batch(&writes).await {
+                Ok(results) => {
+                    self.stats.record(writes.len());
+                    metrics::record_batch(self.service, writes.len());
+                    answer_all(replies, results);
+                    return;
+                }
+                Err(BatchFailure::Write(index, error)) if index < writes.len() => {
+                    writes.remove(index);
+                    // The caller may have gone; its write was not committed.
+                    let _ = replies.remove(index).send(Err(error));
+                }
+                Err(BatchFailure::Write(_, error) | BatchFailure::Transaction(error)) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    return;
+                }
             }
         }
     }
@@ -236,7 +242,7 @@ mod tests {
     fn started(max_batch: usize) -> (GroupCommit<Recorder>, Arc<Mutex<Vec<Vec<&'static str>>>>) {
         let recorder = Recorder::default();
         let batches = recorder.batches.clone();
-        (GroupCommit::start(recorder, max_batch), batches)
+        (GroupCommit::start(recorder, max_batch, "test"), batches)
     }
 
     /// On a one-thread runtime every submit below queues before the writer

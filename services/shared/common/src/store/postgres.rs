@@ -179,20 +179,51 @@ pub async fn append_audit(
     conn: &mut PgConnection,
     entry: AuditEntry,
 ) -> Result<AuditRecord, DatabaseError> {
-    let (last_seq, last_hash): (i64, String) =
+    append_audits(conn, vec![entry])
+        .await?
+        .pop()
+        .ok_or_else(|| DatabaseError::Other("an append wrote no audit record".into()))
+}
+
+/// Chains `entries` after the last record, in order, reading and moving the
+/// `audit_head` row once: a group-committed batch's records.
+pub async fn append_audits(
+    conn: &mut PgConnection,
+    entries: Vec<AuditEntry>,
+) -> Result<Vec<AuditRecord>, DatabaseError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let head: (i64, String) =
         sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
             .fetch_one(&mut *conn)
             .await?;
-    let record = AuditRecord::chain(last_seq + 1, entry, &last_hash);
-    bind_record!(sqlx::query(audit::INSERT), record)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(record.seq)
-        .bind(&record.hash)
-        .execute(&mut *conn)
-        .await?;
-    Ok(record)
+    let records = insert_chained(conn, head, entries).await?;
+    if let Some(last) = records.last() {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(last.seq)
+            .bind(&last.hash)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(records)
+}
+
+async fn insert_chained(
+    conn: &mut PgConnection,
+    (mut seq, mut hash): (i64, String),
+    entries: Vec<AuditEntry>,
+) -> Result<Vec<AuditRecord>, DatabaseError> {
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let record = AuditRecord::chain(seq + 1, entry, &hash);
+        bind_record!(sqlx::query(audit::INSERT), record)
+            .execute(&mut *conn)
+            .await?;
+        (seq, hash) = (record.seq, record.hash.clone());
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// The chain's end as the `audit_head` row records it, updated in the same

@@ -105,16 +105,37 @@ pub async fn append_audit(
     conn: &mut SqliteConnection,
     entry: AuditEntry,
 ) -> Result<AuditRecord, DatabaseError> {
+    append_audits(conn, vec![entry])
+        .await?
+        .pop()
+        .ok_or_else(|| DatabaseError::Other("an append wrote no audit record".into()))
+}
+
+/// Chains `entries` after the last record, in order, reading the chain's
+/// end once: a group-committed batch's records. Call inside
+/// [`begin_write`]'s transaction.
+pub async fn append_audits(
+    conn: &mut SqliteConnection,
+    entries: Vec<AuditEntry>,
+) -> Result<Vec<AuditRecord>, DatabaseError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?;
-    let (seq, prev) = last.map_or((1, GENESIS_HASH.to_owned()), |(seq, hash)| (seq + 1, hash));
-    let record = AuditRecord::chain(seq, entry, &prev);
-    bind_record!(sqlx::query(audit::INSERT), record)
-        .execute(&mut *conn)
-        .await?;
-    Ok(record)
+    let (mut seq, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let record = AuditRecord::chain(seq + 1, entry, &prev);
+        bind_record!(sqlx::query(audit::INSERT), record)
+            .execute(&mut *conn)
+            .await?;
+        (seq, prev) = (record.seq, record.hash.clone());
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// The chain's end as the database records it apart from the chain:

@@ -18,11 +18,15 @@ const DURATION_BOUNDARIES: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Writes per group-committed transaction, up to the largest batch.
+const BATCH_BOUNDARIES: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
 struct Instruments {
     rpc_duration: Histogram<f64>,
     allocations: Counter<u64>,
     lock_wait: Histogram<f64>,
     store_commit: Histogram<f64>,
+    batch_writes: Histogram<u64>,
     pending_codes: Gauge<u64>,
     overdue_obligations: Gauge<u64>,
 }
@@ -54,6 +58,12 @@ fn instruments() -> &'static Instruments {
                 "equipoise.store.commit.duration",
                 "Duration of each durable store transaction, by service and operation.",
             ),
+            batch_writes: meter
+                .u64_histogram("equipoise.store.batch.writes")
+                .with_unit("{write}")
+                .with_description("Writes sharing each group-committed transaction, by service.")
+                .with_boundaries(BATCH_BOUNDARIES.to_vec())
+                .build(),
             pending_codes: meter
                 .u64_gauge("equipoise.treatment_codes.pending")
                 .with_unit("{allocation}")
@@ -119,6 +129,14 @@ pub fn record_store_commit(service: &'static str, operation: &'static str, elaps
             KeyValue::new("operation", operation),
         ],
     );
+}
+
+/// One group-committed transaction of `writes` writes.
+pub fn record_batch(service: &'static str, writes: usize) {
+    let writes = u64::try_from(writes).unwrap_or(u64::MAX);
+    instruments()
+        .batch_writes
+        .record(writes, &[KeyValue::new("service", service)]);
 }
 
 pub fn record_pending_codes(pending: u64) {
