@@ -71,6 +71,9 @@ pub async fn connect(
     Ok(pool)
 }
 
+/// A pooled connection idle longer than this is pinged before it is used.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 async fn open_pool(url: &str, max_connections: u32) -> Result<PgPool, DatabaseError> {
     let options: PgConnectOptions = url
         .parse()
@@ -79,7 +82,19 @@ async fn open_pool(url: &str, max_connections: u32) -> Result<PgPool, DatabaseEr
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .test_before_acquire(true)
+        // A ping is a round trip to the server before every query: only a
+        // connection idle long enough to have been cut (a restart, a
+        // proxy's idle timeout) is pinged. One in use moments ago that has
+        // since died fails its query as UNAVAILABLE, which callers retry.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_WHEN_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|e| DatabaseError::Unavailable(format!("database_url: {}", describe(&e))))

@@ -25,6 +25,9 @@ pub type WriteTransaction = sqlx::Transaction<'static, Sqlite>;
 /// the database busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const FILE_CONNECTIONS: u32 = 4;
+// Pools skip sqlx's ping before each acquire (`test_before_acquire`): a
+// SQLite connection is a file handle that cannot go stale like a socket, and
+// the ping is a round trip to the connection's worker thread on every query.
 
 /// Opens (creating if needed) the database file and migrates it.
 pub async fn open_file(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DatabaseError> {
@@ -37,6 +40,7 @@ pub async fn open_file(path: &Path, migrator: &Migrator) -> Result<SqlitePool, D
         .busy_timeout(BUSY_TIMEOUT);
     let pool = SqlitePoolOptions::new()
         .max_connections(FILE_CONNECTIONS)
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     migrate(&pool, migrator).await?;
@@ -50,6 +54,7 @@ pub async fn open_in_memory(migrator: &Migrator) -> Result<SqlitePool, DatabaseE
     // database, which dies with it.
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
+        .test_before_acquire(false)
         .idle_timeout(None)
         .max_lifetime(None)
         .connect_with(options)
