@@ -14,8 +14,8 @@ pub const MAX_BATCH: usize = 128;
 /// One write waiting for its batch.
 #[derive(Debug, Clone)]
 pub enum BatchedWrite {
-    Allocation(CommitRequest),
-    Code(CodeWrite),
+    Allocation(Box<CommitRequest>),
+    Code(Box<CodeWrite>),
 }
 
 /// [`Store::record_code`](super::Store::record_code)'s arguments.
@@ -30,7 +30,7 @@ pub struct CodeWrite {
 /// What a batched write wrote.
 #[derive(Debug)]
 pub enum Written {
-    Allocation(AllocationRecord),
+    Allocation(Box<AllocationRecord>),
     Code(CodeRecorded),
 }
 
@@ -46,7 +46,7 @@ impl BatchedWrite {
 impl Written {
     pub fn allocation(self) -> StoreResult<AllocationRecord> {
         match self {
-            Self::Allocation(record) => Ok(record),
+            Self::Allocation(record) => Ok(*record),
             Self::Code(_) => Err(mismatch()),
         }
     }

@@ -211,7 +211,7 @@ macro_rules! impl_store {
                 let sequence = insert_allocation(tx, request, &number).await?;
                 let audit = rules::commit_audit(request, &number);
                 let record = allocation.committed(expected, number, sequence);
-                Ok(Ok((Written::Allocation(record), Some(audit))))
+                Ok(Ok((Written::Allocation(Box::new(record)), Some(audit))))
             }
 
             /// Records a treatment code inside a batch; an allocation
@@ -637,7 +637,7 @@ macro_rules! impl_store {
                     &self,
                     request: &CommitRequest,
                 ) -> StoreResult<AllocationRecord> {
-                    let write = BatchedWrite::Allocation(request.clone());
+                    let write = BatchedWrite::Allocation(Box::new(request.clone()));
                     self.commits.submit(write).await?.allocation()
                 }
 
@@ -766,12 +766,12 @@ macro_rules! impl_store {
                     code: &str,
                     audit: AuditEntry,
                 ) -> StoreResult<CodeRecorded> {
-                    let write = BatchedWrite::Code(CodeWrite {
+                    let write = BatchedWrite::Code(Box::new(CodeWrite {
                         trial_id: trial_id.to_owned(),
                         subject_id: subject_id.to_owned(),
                         code: code.to_owned(),
                         audit,
-                    });
+                    }));
                     self.commits.submit(write).await?.code()
                 }
 

@@ -207,9 +207,12 @@ mod tests {
     /// Records each batch it is given; a write `"spoil"` spoils the
     /// transaction, `"refuse"` is refused on its own, `"down"` fails the
     /// whole transaction.
+    /// Every batch a [`Recorder`] was given, in order.
+    type Batches = Arc<Mutex<Vec<Vec<&'static str>>>>;
+
     #[derive(Default)]
     struct Recorder {
-        batches: Arc<Mutex<Vec<Vec<&'static str>>>>,
+        batches: Batches,
     }
 
     impl BatchWriter for Recorder {
@@ -239,7 +242,7 @@ mod tests {
         }
     }
 
-    fn started(max_batch: usize) -> (GroupCommit<Recorder>, Arc<Mutex<Vec<Vec<&'static str>>>>) {
+    fn started(max_batch: usize) -> (GroupCommit<Recorder>, Batches) {
         let recorder = Recorder::default();
         let batches = recorder.batches.clone();
         (GroupCommit::start(recorder, max_batch, "test"), batches)
