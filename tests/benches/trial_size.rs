@@ -28,8 +28,20 @@ fn trial_size() -> usize {
         .unwrap_or(100_000)
 }
 
+/// The load trial with a total cap above what the bench allocates: code
+/// pools are generated for the cap, and without one they hold 10,000 codes
+/// per ratio unit, which a 100,000-subject seeding would exhaust.
 fn trial_yaml(trial: &str, method: &str) -> String {
-    let yaml = load_trial_yaml(10).replace("id: LOAD", &format!("id: {trial}"));
+    let cap = trial_size() + 2 * SAMPLES + 1;
+    let yaml = load_trial_yaml(10)
+        .replace("id: LOAD", &format!("id: {trial}"))
+        .replacen(
+            "sites:\n",
+            &format!("caps: {{ total: {cap} }}\nsites:\n"),
+            1,
+        )
+        // Enough random characters to stay unguessable at that cap.
+        .replace("{6 random base32}", "{10 random base32}");
     match method {
         "minimisation" => yaml.replace(
             "  kind: permuted_blocks\n  block_sizes: [2, 4]            # drawn at random per block; concealed",
@@ -42,6 +54,25 @@ fn trial_yaml(trial: &str, method: &str) -> String {
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
+}
+
+/// The trial's first allocation, retried until its code is issued: the
+/// blinding service generates the code pools (sized for the cap) on the
+/// first code, which may take longer than one call's deadline. Not timed.
+async fn generate_code_pools(cluster: &Cluster, replica: &Replica, token: &str, trial: &str) {
+    let mut client = cluster.client_for(replica, token).await;
+    let mut request = load_request("S01", "WARM-UP", true);
+    request.trial_id = trial.to_owned();
+    for _ in 0..300 {
+        match client.randomise(request.clone()).await {
+            Ok(_) => return,
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(status) => panic!("warm-up failed: {status}"),
+        }
+    }
+    panic!("the code pools of {trial} were not generated in 300 attempts");
 }
 
 /// p50 of SAMPLES single-client allocations with ids `prefix-n`.
@@ -154,6 +185,7 @@ async fn main() {
                 &site_refs,
                 &[trial.as_str()],
             );
+            generate_code_pools(&cluster, replicas[0], &token, &trial).await;
             let empty = single_client_p50(&cluster, replicas[0], &token, &trial, "EMPTY").await;
             let seeding = Instant::now();
             seed(&cluster, &replicas, &token, &trial, size).await;

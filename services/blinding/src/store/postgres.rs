@@ -64,13 +64,6 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    fn with_pool(pool: PgPool) -> Self {
-        let commits = shared::group_commit(pool.clone());
-        Self { pool, commits }
-    }
-}
-
-impl PostgresStore {
     /// Connects, checks the server answers, and migrates, as one role
     /// (development only: it owns the tables).
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {

@@ -281,11 +281,13 @@ macro_rules! impl_store {
                 }
             }
 
-            /// Starts the store's writer task.
-            pub(super) fn group_commit(
-                pool: sqlx::Pool<sqlx::$database>,
-            ) -> GroupCommit<BatchStore> {
-                GroupCommit::start(BatchStore { pool }, MAX_BATCH, "blinding")
+            impl $store {
+                /// The store over `pool`, with its writer task started.
+                pub(super) fn with_pool(pool: sqlx::Pool<sqlx::$database>) -> Self {
+                    let writer = BatchStore { pool: pool.clone() };
+                    let commits = GroupCommit::start(writer, MAX_BATCH, "blinding");
+                    Self { pool, commits }
+                }
             }
 
             /// Appends the audit record and commits. The append comes last: on

@@ -34,13 +34,6 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    fn with_pool(pool: SqlitePool) -> Self {
-        let commits = shared::group_commit(pool.clone());
-        Self { pool, commits }
-    }
-}
-
-impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let pool = db::open_file(path, &MIGRATOR).await?;

@@ -84,24 +84,6 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    fn with_pool(pool: PgPool) -> Self {
-        #[cfg(feature = "fault-injection")]
-        let batch_hold_ms = std::sync::Arc::default();
-        let commits = shared::group_commit(
-            pool.clone(),
-            #[cfg(feature = "fault-injection")]
-            std::sync::Arc::clone(&batch_hold_ms),
-        );
-        Self {
-            pool,
-            commits,
-            #[cfg(feature = "fault-injection")]
-            batch_hold_ms,
-        }
-    }
-}
-
-impl PostgresStore {
     /// Connects, checks the server answers, and migrates, as one role
     /// (development only: it owns the tables).
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {

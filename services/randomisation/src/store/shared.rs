@@ -377,19 +377,23 @@ macro_rules! impl_store {
                 }
             }
 
-            /// Starts the store's writer task.
-            pub(super) fn group_commit(
-                pool: sqlx::Pool<sqlx::$database>,
-                #[cfg(feature = "fault-injection")] hold_before_commit_ms: std::sync::Arc<
-                    std::sync::atomic::AtomicU64,
-                >,
-            ) -> GroupCommit<BatchStore> {
-                let writer = BatchStore {
-                    pool,
+            impl $store {
+                /// The store over `pool`, with its writer task started.
+                pub(super) fn with_pool(pool: sqlx::Pool<sqlx::$database>) -> Self {
                     #[cfg(feature = "fault-injection")]
-                    hold_before_commit_ms,
-                };
-                GroupCommit::start(writer, MAX_BATCH, "randomisation")
+                    let batch_hold_ms = std::sync::Arc::default();
+                    let writer = BatchStore {
+                        pool: pool.clone(),
+                        #[cfg(feature = "fault-injection")]
+                        hold_before_commit_ms: std::sync::Arc::clone(&batch_hold_ms),
+                    };
+                    Self {
+                        pool,
+                        commits: GroupCommit::start(writer, MAX_BATCH, "randomisation"),
+                        #[cfg(feature = "fault-injection")]
+                        batch_hold_ms,
+                    }
+                }
             }
 
             /// Appends the audit record and commits. The append comes last: on

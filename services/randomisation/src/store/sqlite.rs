@@ -49,24 +49,6 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    fn with_pool(pool: SqlitePool) -> Self {
-        #[cfg(feature = "fault-injection")]
-        let batch_hold_ms = std::sync::Arc::default();
-        let commits = shared::group_commit(
-            pool.clone(),
-            #[cfg(feature = "fault-injection")]
-            std::sync::Arc::clone(&batch_hold_ms),
-        );
-        Self {
-            pool,
-            commits,
-            #[cfg(feature = "fault-injection")]
-            batch_hold_ms,
-        }
-    }
-}
-
-impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let pool = db::open_file(path, &MIGRATOR).await?;
